@@ -1,0 +1,324 @@
+"""The experiment schema: the one place where defaults live.
+
+Every knob of the Critique-Coder recipe has a field here, and the default is the paper's value (read from
+the authors' released scripts). Experiment YAML files under ``experiments/`` only override; ``key=value``
+arguments override those (OmegaConf dot-list syntax, e.g. ``grpo.lr=2e-6 phases.0.crl_reward_scale=0.5``).
+
+Bad input never passes silently: an unknown key names the nearest valid keys, a wrong type names the key
+and the expected type, and both carry the file and line when they come from a YAML file. Nothing is
+"fixed" behind the user's back; :func:`validate` raises :class:`ConfigError` instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from crlab.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    # A Hugging Face model id or local directory; "tiny://coder" is the bundled tiny coder (CPU scale).
+    path: str = "Qwen/Qwen3-4B"
+    tokenizer: str | None = None  # defaults to `path`
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16
+    gguf_file: str | None = None  # load a GGUF file inside `path` (transformers' gguf_file=)
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = True
+
+
+@dataclass
+class DataConfig:
+    # Sources: "tiny", "tiny:N", "humaneval", "livecodebench:/path.jsonl", "rstar:/path.jsonl".
+    rl_source: str = "rstar:data/rstar_coder_seed.jsonl"
+    crl_source: str | None = None  # problems whose (question, candidate) pairs become CRL rows; None = rl_source
+    crl_candidates: str | None = None  # JSONL of {problem_id, solution}; None = the problems' own candidates
+    crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
+    max_prompt_length: int = 4096
+    max_problems: int | None = None  # cap the number of RL problems (debugging)
+    eval_source: str | None = None  # held-out problems for `platform eval`; LiveCodeBench v5 in the paper
+
+
+@dataclass
+class GRPOConfig:
+    group_size: int = 8  # rollouts per prompt
+    prompts_per_step: int = 128
+    mini_batch_size: int = 64  # prompts per optimizer update; prompts_per_step / mini_batch_size updates a step
+    micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
+    lr: float = 1e-6
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.3
+    loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    kl_coef: float = 0.0  # > 0 loads a frozen reference model
+    entropy_coef: float = 0.0
+    norm_adv_by_std: bool = True
+    dynamic_sampling: bool = True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
+    max_refill_rounds: int = 3
+    epochs: int = 1
+    max_steps: int | None = None  # None = as many steps as `epochs` of the RL source take
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "auto"  # auto (vllm on GPU, hf on CPU) | hf | vllm
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 20
+    gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory, colocated with the trainer
+    tensor_parallel_size: int = 1
+    sleep_mode: bool = True  # vLLM frees its memory while the trainer updates
+
+
+@dataclass
+class RewardConfig:
+    code_mode: str = "pass_rate"  # pass_rate | all_or_nothing
+    max_tests: int = 10  # the authors score the first 10 tests
+    time_limit_s: float = 6.0  # per test case
+    memory_mb: int = 1024  # address-space limit per execution
+    crl_label_threshold: float = 0.8  # a candidate is labelled correct when its pass rate is above this
+    sandbox_workers: int = 0  # 0 = one per CPU core
+    isolation: str = "bwrap"  # bwrap | rlimit (weaker; warns)
+
+
+@dataclass
+class PhaseConfig:
+    name: str = "16k"
+    max_response_length: int = 16384
+    crl_reward_scale: float = 1.0
+    # Where the scale acts. With std-normalised advantages and all-CRL groups, a scale on the rewards
+    # cancels out exactly, so the default acts on the CRL rows' advantages.
+    scale_on: str = "advantages"  # advantages | rewards
+
+
+def _paper_phases() -> list[PhaseConfig]:
+    return [
+        PhaseConfig(name="16k", max_response_length=16384, crl_reward_scale=0.8),
+        PhaseConfig(name="32k", max_response_length=32768, crl_reward_scale=1.0),
+    ]
+
+
+@dataclass
+class SwitchConfig:
+    policy: str = "plateau"  # plateau | fixed | never
+    metric: str = "reward/rl_mean"  # the per-step metric the plateau monitor watches
+    window: int = 10
+    min_delta: float = 0.01
+    patience: int = 3
+    min_steps: int = 20
+    at_steps: list[int] = field(default_factory=list)  # fixed policy: one step per phase transition
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
+    overrides: dict[str, Any] = field(default_factory=dict)  # raw DeepSpeed JSON keys, merged last
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 10  # steps
+    keep: int = 3  # newest complete checkpoints kept
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    project: str = "crlab"
+    entity: str | None = None
+    mode: str = "offline"  # offline | online | disabled
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    runs_dir: str = "runs"  # each run gets <runs_dir>/<run id>/ with config.yaml, checkpoints, wandb/
+    cache_dir: str | None = None  # built models and data; default ~/.cache/crlab
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    registry_url: str | None = None  # overridden by --db and CRLAB_DB_URL
+    preempt_grace_s: float = 60.0  # SIGTERM/SIGUSR1: seconds to checkpoint and exit
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    phases: list[PhaseConfig] = field(default_factory=_paper_phases)
+    switch: SwitchConfig = field(default_factory=SwitchConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+    "rollout.engine": ("auto", "hf", "vllm"),
+    "reward.code_mode": ("pass_rate", "all_or_nothing"),
+    "reward.isolation": ("bwrap", "rlimit"),
+    "switch.policy": ("plateau", "fixed", "never"),
+    "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
+    "tracking.mode": ("offline", "online", "disabled"),
+}
+
+
+def schema_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """All dotted keys of the schema (list items appear as ``phases.0.name``-style ``phases.N.name``)."""
+    keys: list[str] = []
+    for f in fields(cls):
+        key = f"{prefix}{f.name}"
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            keys += schema_keys(type(default), key + ".")
+        elif isinstance(default, list) and default and is_dataclass(default[0]):
+            keys += schema_keys(type(default[0]), key + ".N.")
+        else:
+            keys.append(key)
+    return keys
+
+
+def nearest_keys(key: str, n: int = 3) -> list[str]:
+    """The valid schema keys closest to ``key`` (for 'did you mean' messages)."""
+    generic = ".".join("N" if part.isdigit() else part for part in key.split("."))
+    valid = schema_keys()
+    close = difflib.get_close_matches(generic, valid, n=n, cutoff=0.5)
+    leaf = generic.rsplit(".", 1)[-1]
+    close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close]
+    return close[:n]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Schema defaults, then the YAML file at ``path``, then ``key=value`` overrides; validated."""
+    cfg = OmegaConf.structured(ExperimentConfig)
+    if path is not None:
+        cfg = _merge_file(cfg, Path(path))
+    for item in overrides:
+        cfg = _merge_override(cfg, item)
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _merge_file(cfg: DictConfig, path: Path) -> DictConfig:
+    from crlab.yaml_lines import key_lines, read_yaml
+
+    data = read_yaml(path)
+    lines = key_lines(path)
+    try:
+        return OmegaConf.merge(cfg, data)
+    except OmegaConfBaseException as exc:
+        key = _locate_key(_error_key(exc), getattr(exc, "value", None), data)
+        where = f"{path}:{lines[key]}" if key in lines else str(path)
+        raise ConfigError(_explain(exc, key), where=where) from None
+
+
+def _merge_override(cfg: DictConfig, item: str) -> DictConfig:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value (e.g. grpo.lr=2e-6)", where="command line")
+    key, _, raw = item.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    _check_list_index(cfg, key.strip(), item)
+    cfg = cfg.copy()
+    try:
+        OmegaConf.update(cfg, key.strip(), value, merge=True)
+    except (OmegaConfBaseException, IndexError, KeyError, AttributeError) as exc:
+        err_key = _error_key(exc) if isinstance(exc, OmegaConfBaseException) else ""
+        raise ConfigError(_explain(exc, err_key or key.strip()), where=f"override {item!r}") from None
+    return cfg
+
+
+def _locate_key(key: str, value: Any, data: dict[str, Any]) -> str:
+    """OmegaConf reports only the leaf key for errors inside list items; find the full dotted key."""
+    if "." in key or key in data:
+        return key
+    for name, items in data.items():
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                if isinstance(item, dict) and key in item and (value is None or item[key] == value):
+                    return f"{name}.{i}.{key}"
+    return key
+
+
+def _check_list_index(cfg: DictConfig, key: str, item: str) -> None:
+    node: Any = cfg
+    for i, part in enumerate(key.split(".")):
+        if OmegaConf.is_list(node) and part.isdigit() and int(part) >= len(node):
+            where = ".".join(key.split(".")[:i])
+            raise ConfigError(
+                f"'{where}' has {len(node)} entries, so index {part} does not exist (indices start at 0)",
+                where=f"override {item!r}",
+            )
+        if not OmegaConf.is_config(node) or (OmegaConf.is_dict(node) and part not in node):
+            return
+        node = node[int(part)] if OmegaConf.is_list(node) else node[part]
+
+
+def _error_key(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or ""
+    return str(key).replace("[", ".").replace("]", "")
+
+
+def _explain(exc: Exception, key: str) -> str:
+    first = str(exc).split("\n")[0]
+    if isinstance(exc, IndexError) or "out of range" in first:
+        return f"'{key}': list index out of range ({first})"
+    if "not in struct" in first or first.startswith("Key '") or type(exc).__name__ == "ConfigAttributeError":
+        near = nearest_keys(key)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        return f"unknown config key '{key}'{hint}"
+    return f"bad value for '{key}': {first}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cross-field checks the types cannot express. Raises ConfigError naming the key and the fix."""
+    from crlab.config_checks import check_config
+
+    check_config(cfg)
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(data: dict[str, Any]) -> DictConfig:
+    """Rebuild a validated config from a resolved dict (as stored in the registry)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data)
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def config_hash(data: dict[str, Any]) -> str:
+    """A stable short hash of a plain dict (sorted JSON)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

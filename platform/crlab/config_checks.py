@@ -1,0 +1,131 @@
+"""Cross-field checks of an experiment config; each failure names the key and how to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from crlab.errors import ConfigError
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"{key}: {message}")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[int(part)] if part.isdigit() else node[part]
+    return node
+
+
+def _check_range(cfg: DictConfig, key: str, lo: float | None = None, hi: float | None = None) -> None:
+    value = _get(cfg, key)
+    if value is None:
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        _fail(key, f"{value} is outside {bounds}")
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    from crlab.config import CHOICES
+
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            _fail(key, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_grpo(cfg: DictConfig) -> None:
+    g = cfg.grpo
+    _check_range(cfg, "grpo.group_size", 2)
+    _check_range(cfg, "grpo.prompts_per_step", 1)
+    _check_range(cfg, "grpo.mini_batch_size", 1)
+    _check_range(cfg, "grpo.micro_batch_size", 1)
+    if g.prompts_per_step % g.mini_batch_size:
+        _fail(
+            "grpo.mini_batch_size",
+            f"{g.mini_batch_size} does not divide grpo.prompts_per_step={g.prompts_per_step}; "
+            "choose a divisor so each step is a whole number of updates",
+        )
+    _check_range(cfg, "grpo.lr", 0)
+    _check_range(cfg, "grpo.warmup_steps", 0)
+    _check_range(cfg, "grpo.clip_low", 0, 1)
+    _check_range(cfg, "grpo.clip_high", 0)
+    _check_range(cfg, "grpo.kl_coef", 0)
+    _check_range(cfg, "grpo.epochs", 1)
+    _check_range(cfg, "grpo.max_steps", 1)
+    _check_range(cfg, "grpo.max_refill_rounds", 0)
+
+
+def _check_phases(cfg: DictConfig) -> None:
+    phases = cfg.phases
+    if len(phases) == 0:
+        _fail("phases", "the phase list is empty; give at least one phase (name, max_response_length)")
+    names = [p.name for p in phases]
+    if len(set(names)) != len(names):
+        _fail("phases", f"phase names must be unique, got {names}")
+    for i, phase in enumerate(phases):
+        _check_range(cfg, f"phases.{i}.max_response_length", 1)
+        _check_range(cfg, f"phases.{i}.crl_reward_scale", 0)
+        if phase.scale_on not in ("advantages", "rewards"):
+            _fail(f"phases.{i}.scale_on", f"{phase.scale_on!r} is not one of advantages, rewards")
+    sw = cfg.switch
+    _check_range(cfg, "switch.window", 1)
+    _check_range(cfg, "switch.patience", 1)
+    _check_range(cfg, "switch.min_steps", 0)
+    if sw.policy == "fixed":
+        steps = list(sw.at_steps)
+        if len(steps) != len(phases) - 1:
+            _fail("switch.at_steps", f"the fixed policy needs {len(phases) - 1} step(s), one per transition")
+        if any(s < 1 for s in steps) or steps != sorted(set(steps)):
+            _fail("switch.at_steps", f"{steps} must be positive and strictly increasing")
+
+
+def _check_rest(cfg: DictConfig) -> None:
+    if not str(cfg.model.path).strip():
+        _fail("model.path", "is empty; give a Hugging Face id, a local directory or tiny://coder")
+    _check_range(cfg, "data.crl_ratio", 0, 1)
+    _check_range(cfg, "data.max_prompt_length", 1)
+    _check_range(cfg, "data.max_problems", 1)
+    _check_range(cfg, "rollout.temperature", 0)
+    _check_range(cfg, "rollout.top_p", 0, 1)
+    _check_range(cfg, "rollout.top_k", -1)
+    _check_range(cfg, "rollout.gpu_memory_utilization", 0.05, 0.95)
+    _check_range(cfg, "rollout.tensor_parallel_size", 1)
+    _check_range(cfg, "reward.max_tests", 1)
+    _check_range(cfg, "reward.time_limit_s", 0.01)
+    _check_range(cfg, "reward.memory_mb", 64)
+    _check_range(cfg, "reward.crl_label_threshold", 0, 1)
+    _check_range(cfg, "reward.sandbox_workers", 0)
+    _check_range(cfg, "deepspeed.zero_stage", 0, 3)
+    _check_range(cfg, "checkpoint.every", 1)
+    _check_range(cfg, "checkpoint.keep", 1)
+    _check_range(cfg, "preempt_grace_s", 1)
+
+
+def check_config(cfg: DictConfig) -> None:
+    _check_choices(cfg)
+    _check_grpo(cfg)
+    _check_phases(cfg)
+    _check_rest(cfg)
+
+
+def config_warnings(cfg: DictConfig) -> list[str]:
+    """Legal but probably unintended settings; the run prints and records them."""
+    out = []
+    for i, phase in enumerate(cfg.phases):
+        if phase.scale_on == "rewards" and cfg.grpo.norm_adv_by_std and phase.crl_reward_scale != 1.0:
+            out.append(
+                f"phases.{i}.scale_on=rewards with grpo.norm_adv_by_std=true: a constant CRL reward scale "
+                f"({phase.crl_reward_scale}) cancels out exactly in std-normalised advantages of all-CRL "
+                "groups; use scale_on=advantages to weigh CRL rows less"
+            )
+    if cfg.data.crl_ratio > 0 and cfg.data.crl_ratio * cfg.grpo.prompts_per_step < 0.5:
+        out.append(
+            f"data.crl_ratio={cfg.data.crl_ratio} x grpo.prompts_per_step={cfg.grpo.prompts_per_step} "
+            "rounds to 0 CRL prompts per step"
+        )
+    return out

@@ -1,0 +1,33 @@
+"""Errors the user can fix. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class CrlabError(Exception):
+    """A problem with the user's input or environment (not a bug): printed as one line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class ConfigError(CrlabError):
+    """A config or sweep file (or a key=value override) is invalid."""
+
+
+class RegistryError(CrlabError):
+    """The registry database cannot be used as asked (unreachable, wrong schema, unknown run)."""
+
+
+class SchemaOutOfDate(RegistryError):
+    """The database's schema is older (or newer) than this code's migrations."""
+
+
+class NotAvailable(CrlabError):
+    """A feature that is not available in this build or on this machine."""

@@ -1,0 +1,53 @@
+"""Read YAML with errors that name the file and line, and map dotted keys to the lines that set them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crlab.errors import ConfigError
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError("no such file (check the path; experiments live in experiments/)", where=str(path))
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise ConfigError(f"invalid YAML: {problem}", where=where) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of keys at the top level, got {type(data).__name__}", str(path))
+    return data
+
+
+def key_lines(path: Path) -> dict[str, int]:
+    """Dotted key -> 1-based line where it is written (list items as ``phases.0.name``)."""
+    try:
+        root = yaml.compose(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    out: dict[str, int] = {}
+    _walk(root, "", out)
+    return out
+
+
+def _walk(node: Any, prefix: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            out[key] = key_node.start_mark.line + 1
+            _walk(value_node, key + ".", out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = f"{prefix}{i}"
+            out[key] = item.start_mark.line + 1
+            _walk(item, key + ".", out)
