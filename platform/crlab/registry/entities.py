@@ -1,0 +1,77 @@
+"""Plain records the registry hands out. ORM rows stay inside the package; these cross its boundary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class Record:
+    def to_json(self) -> dict[str, Any]:
+        return {k: _iso(v) if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Sweep(Record):
+    id: str
+    name: str
+    spec: dict[str, Any]
+    spec_path: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Run(Record):
+    id: str
+    name: str
+    sweep_id: str | None
+    cell_key: str | None
+    status: str
+    attempt: int
+    config: dict[str, Any] = field(repr=False)
+    heartbeat_at: datetime | None = None
+    host: str | None = None
+    pid: int | None = None
+    job_id: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    packages: dict[str, str] = field(default_factory=dict, repr=False)
+    wandb_run_id: str | None = None
+    run_dir: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Metric(Record):
+    run_id: str
+    step: int
+    key: str
+    value: float
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Event(Record):
+    run_id: str
+    step: int | None
+    kind: str
+    payload: dict[str, Any]
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Checkpoint(Record):
+    run_id: str
+    step: int
+    path: str
+    complete: bool
+    created_at: datetime

@@ -1,0 +1,285 @@
+"""The experiment registry: sweeps, runs, metrics, events and checkpoints behind one small API.
+
+Every method opens one transaction through :func:`session_scope` and returns plain records from
+``entities.py``; ORM rows never leave this package.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from crlab.errors import RegistryError
+from crlab.registry import db
+from crlab.registry.entities import Checkpoint, Event, Metric, Run, Sweep
+from crlab.registry.models import RUN_STATUSES, CheckpointRow, EventRow, MetricRow, RunRow, SweepRow
+
+_RUN_FIELDS = {c.name for c in RunRow.__table__.columns} - {"id", "created_at"}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything the registry stores is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _run(row: RunRow) -> Run:
+    return Run(
+        id=row.id,
+        name=row.name,
+        sweep_id=row.sweep_id,
+        cell_key=row.cell_key,
+        status=row.status,
+        attempt=row.attempt,
+        config=row.config,
+        heartbeat_at=_aware(row.heartbeat_at),
+        host=row.host,
+        pid=row.pid,
+        job_id=row.job_id,
+        git_commit=row.git_commit,
+        git_dirty=row.git_dirty,
+        packages=row.packages or {},
+        wandb_run_id=row.wandb_run_id,
+        run_dir=row.run_dir,
+        error=row.error,
+        created_at=_aware(row.created_at),
+        started_at=_aware(row.started_at),
+        ended_at=_aware(row.ended_at),
+    )
+
+
+def _sweep(row: SweepRow) -> Sweep:
+    return Sweep(row.id, row.name, row.spec, row.spec_path, _aware(row.created_at))  # type: ignore[arg-type]
+
+
+def new_id() -> str:
+    """A short random id (8 hex digits), also valid as a W&B run id."""
+    return uuid.uuid4().hex[:8]
+
+
+class Registry:
+    """Open the registry at ``url`` (see :func:`crlab.registry.db.resolve_db_url`).
+
+    The database must be reachable and at this code's schema revision; an empty database gets the schema
+    created (``create_if_empty``). Anything else raises :class:`~crlab.errors.RegistryError`.
+    """
+
+    def __init__(self, url: str | None = None, create_if_empty: bool = True) -> None:
+        self.url = db.resolve_db_url(url)
+        self.engine: Engine = db.make_engine(self.url)
+        db.check_reachable(self.engine)
+        db.ensure_schema(self.engine, self.url, create_if_empty=create_if_empty)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sweeps -----------------------------------------------------------------------------------
+    def create_sweep(self, name: str, spec: dict[str, Any], spec_path: str | None = None) -> Sweep:
+        row = SweepRow(id=new_id(), name=name, spec=spec, spec_path=spec_path, created_at=utcnow())
+        with db.session_scope(self.engine) as s:
+            s.add(row)
+            s.flush()
+            return _sweep(row)
+
+    def get_sweep(self, ref: str) -> Sweep:
+        """A sweep by id or by name (the newest of that name)."""
+        with db.session_scope(self.engine) as s:
+            row = (
+                s.get(SweepRow, ref)
+                or s.scalars(
+                    select(SweepRow).where(SweepRow.name == ref).order_by(SweepRow.created_at.desc())
+                ).first()
+            )
+            if row is None:
+                raise RegistryError(f"no sweep with id or name {ref!r} (see `platform runs list`)")
+            return _sweep(row)
+
+    def list_sweeps(self) -> list[Sweep]:
+        with db.session_scope(self.engine) as s:
+            return [_sweep(r) for r in s.scalars(select(SweepRow).order_by(SweepRow.created_at))]
+
+    # -- runs -------------------------------------------------------------------------------------
+    def create_run(
+        self, name: str, config: dict[str, Any], *, sweep_id: str | None = None,
+        cell_key: str | None = None, run_id: str | None = None, **fields: Any,
+    ) -> Run:  # fmt: skip
+        _check_fields(fields)
+        row = RunRow(
+            id=run_id or new_id(), name=name, config=config, sweep_id=sweep_id, cell_key=cell_key,
+            status=fields.pop("status", "pending"), attempt=fields.pop("attempt", 0),
+            packages=fields.pop("packages", {}), created_at=utcnow(), **fields,
+        )  # fmt: skip
+        with db.session_scope(self.engine) as s:
+            s.add(row)
+            s.flush()
+            return _run(row)
+
+    def get_run(self, ref: str) -> Run:
+        """A run by id, or by a unique prefix of its id."""
+        with db.session_scope(self.engine) as s:
+            row = s.get(RunRow, ref)
+            if row is None:
+                rows = s.scalars(select(RunRow).where(RunRow.id.startswith(ref, autoescape=True))).all()
+                if len(rows) > 1:
+                    raise RegistryError(
+                        f"run id prefix {ref!r} is ambiguous: {', '.join(r.id for r in rows)}"
+                    )
+                row = rows[0] if rows else None
+            if row is None:
+                raise RegistryError(f"no run with id {ref!r} (see `platform runs list`)")
+            return _run(row)
+
+    def list_runs(
+        self, sweep_id: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Run]:
+        query = select(RunRow).order_by(RunRow.created_at, RunRow.id)
+        if sweep_id is not None:
+            query = query.where(RunRow.sweep_id == sweep_id)
+        if status is not None:
+            _check_status(status)
+            query = query.where(RunRow.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        with db.session_scope(self.engine) as s:
+            return [_run(r) for r in s.scalars(query)]
+
+    def update_run(self, run_id: str, **fields: Any) -> Run:
+        _check_fields(fields)
+        with db.session_scope(self.engine) as s:
+            row = _get_run_row(s, run_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.flush()
+            return _run(row)
+
+    def start_attempt(self, run_id: str, **fields: Any) -> Run:
+        """Mark the run running for a new attempt (attempt + 1), with host, pid or job id in ``fields``."""
+        with db.session_scope(self.engine) as s:
+            row = _get_run_row(s, run_id)
+            now = utcnow()
+            row.attempt += 1
+            row.status, row.heartbeat_at, row.error, row.ended_at = "running", now, None, None
+            row.started_at = row.started_at or now
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.flush()
+            return _run(row)
+
+    def heartbeat(self, run_id: str) -> None:
+        self.update_run(run_id, heartbeat_at=utcnow())
+
+    def finish_run(self, run_id: str, status: str, error: str | None = None) -> Run:
+        return self.update_run(run_id, status=status, error=error, ended_at=utcnow(), heartbeat_at=utcnow())
+
+    # -- metrics, events, checkpoints ------------------------------------------------------------
+    def log_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
+        now = utcnow()
+        rows = [
+            MetricRow(run_id=run_id, step=step, key=k, value=float(v), time=now) for k, v in values.items()
+        ]
+        with db.session_scope(self.engine) as s:
+            s.add_all(rows)
+
+    def metrics(self, run_id: str, keys: Iterable[str] | None = None) -> list[Metric]:
+        query = select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.step, MetricRow.id)
+        if keys is not None:
+            query = query.where(MetricRow.key.in_(list(keys)))
+        with db.session_scope(self.engine) as s:
+            return [Metric(r.run_id, r.step, r.key, r.value, _aware(r.time)) for r in s.scalars(query)]  # type: ignore[arg-type]
+
+    def metric_count(self, run_id: str) -> int:
+        with db.session_scope(self.engine) as s:
+            return (
+                s.scalar(select(func.count()).select_from(MetricRow).where(MetricRow.run_id == run_id)) or 0
+            )
+
+    def latest_metrics(self, run_id: str) -> dict[str, tuple[int, float]]:
+        """Each metric key's value at its last logged step."""
+        out: dict[str, tuple[int, float]] = {}
+        for m in self.metrics(run_id):
+            out[m.key] = (m.step, m.value)
+        return out
+
+    def log_event(
+        self, run_id: str, kind: str, payload: dict[str, Any] | None = None, step: int | None = None
+    ) -> Event:
+        row = EventRow(run_id=run_id, step=step, kind=kind, payload=payload or {}, time=utcnow())
+        with db.session_scope(self.engine) as s:
+            s.add(row)
+            s.flush()
+            return Event(row.run_id, row.step, row.kind, row.payload, _aware(row.time))  # type: ignore[arg-type]
+
+    def events(self, run_id: str, kind: str | None = None) -> list[Event]:
+        query = select(EventRow).where(EventRow.run_id == run_id).order_by(EventRow.id)
+        if kind is not None:
+            query = query.where(EventRow.kind == kind)
+        with db.session_scope(self.engine) as s:
+            return [Event(r.run_id, r.step, r.kind, r.payload, _aware(r.time)) for r in s.scalars(query)]  # type: ignore[arg-type]
+
+    def record_checkpoint(self, run_id: str, step: int, path: str, complete: bool) -> Checkpoint:
+        """Insert or update the checkpoint of ``run_id`` at ``step``."""
+        with db.session_scope(self.engine) as s:
+            row = s.scalars(
+                select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
+            ).first()
+            if row is None:
+                row = CheckpointRow(
+                    run_id=run_id, step=step, path=path, complete=complete, created_at=utcnow()
+                )
+                s.add(row)
+            row.path, row.complete = path, complete
+            s.flush()
+            return Checkpoint(row.run_id, row.step, row.path, row.complete, _aware(row.created_at))  # type: ignore[arg-type]
+
+    def delete_checkpoint(self, run_id: str, step: int) -> None:
+        with db.session_scope(self.engine) as s:
+            for row in s.scalars(
+                select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
+            ):
+                s.delete(row)
+
+    def checkpoints(self, run_id: str, complete_only: bool = False) -> list[Checkpoint]:
+        query = select(CheckpointRow).where(CheckpointRow.run_id == run_id).order_by(CheckpointRow.step)
+        if complete_only:
+            query = query.where(CheckpointRow.complete.is_(True))
+        with db.session_scope(self.engine) as s:
+            return [
+                Checkpoint(r.run_id, r.step, r.path, r.complete, _aware(r.created_at))
+                for r in s.scalars(query)
+            ]  # type: ignore[arg-type]
+
+
+def _get_run_row(session: Any, run_id: str) -> RunRow:
+    row = session.get(RunRow, run_id)
+    if row is None:
+        raise RegistryError(f"no run with id {run_id!r} (see `platform runs list`)")
+    return row
+
+
+def _check_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise RegistryError(f"unknown run status {status!r}; valid: {', '.join(RUN_STATUSES)}")
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    unknown = set(fields) - _RUN_FIELDS
+    if unknown:
+        raise RegistryError(f"unknown run field(s) {sorted(unknown)}; valid: {sorted(_RUN_FIELDS)}")
+    if "status" in fields:
+        _check_status(fields["status"])
