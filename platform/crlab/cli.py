@@ -1,0 +1,251 @@
+"""The `platform` command.
+
+Every command that lists or shows something takes ``--json``. Errors the user can fix print one line on
+stderr and exit with code 2; nothing is written to the registry before the input has been checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from crlab import __version__
+from crlab.errors import CrlabError, NotAvailable
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    help="Critique-RL research platform: train coder LLMs with GRPO + CRL, sweep ablations, query runs.",
+)
+runs_app = typer.Typer(no_args_is_help=True, help="List and inspect runs in the registry.")
+db_app = typer.Typer(no_args_is_help=True, help="Create, migrate and inspect the registry database.")
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Registry URL. Default: $CRLAB_DB_URL, else sqlite:///$CRLAB_HOME/registry.db."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Config overrides as key=value, e.g. grpo.lr=2e-6 data.crl_ratio=0.5."),
+]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"crlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Critique-RL research platform."""
+
+
+def _require(module: str, what: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise NotAvailable(f"{what} is not part of this build yet ({module} is missing)")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. experiments/tiny_coder.yaml.")],
+    overrides: OverridesArg = None,
+    db: DbOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and print the resolved config only.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train one GRPO+CRL run from an experiment file (plus key=value overrides)."""
+    from crlab import config as cfgmod
+    from crlab.config_checks import config_warnings
+
+    cfg = cfgmod.load_config(config, overrides or [])
+    for warning in config_warnings(cfg):
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if dry_run:
+        if json_out:
+            print_json(cfgmod.to_dict(cfg))
+        else:
+            sys.stdout.write(cfgmod.to_yaml(cfg))
+        return
+    _require("crlab.train.loop", "training")
+    from crlab.train.loop import launch_run
+
+    launch_run(cfg, db_url=db, config_path=str(config))
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to continue (an id or a unique prefix).")],
+    db: DbOpt = None,
+) -> None:
+    """Continue an interrupted run from its newest complete checkpoint."""
+    _require("crlab.train.loop", "resuming")
+    from crlab.train.loop import resume_run
+
+    resume_run(run_id, db_url=db)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep YAML, e.g. sweeps/crl_ratio.yaml.")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Spec overrides, e.g. base=experiments/critique_coder_qwen3_4b.yaml."),
+    ] = None,
+    db: DbOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the cells; run and register nothing.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run every cell of a sweep exactly once (rerun to resume); --dry-run lists the cells."""
+    from crlab.cli_views import cells_table
+    from crlab.sweeps.spec import expand, load_spec
+
+    sweep_spec = load_spec(spec, overrides or [])
+    cells = expand(sweep_spec)
+    if dry_run:
+        if json_out:
+            print_json({"sweep": sweep_spec.to_json(), "cells": [_cell_json(c) for c in cells]})
+        else:
+            out.print(cells_table(sweep_spec, cells))
+        return
+    if sweep_spec.search:
+        _require("crlab.sweeps.search", "Optuna search sweeps")
+    _require("crlab.sweeps.runner", "running sweeps")
+    from crlab.sweeps.runner import run_sweep
+
+    run_sweep(sweep_spec, cells, db_url=db, json_out=json_out)
+
+
+def _cell_json(cell: Any) -> dict[str, Any]:
+    return {"key": cell.key, "label": cell.label, "overrides": cell.overrides, "seed": cell.seed}
+
+
+@runs_app.command("list")
+def runs_list(
+    db: DbOpt = None,
+    sweep: Annotated[str | None, typer.Option(help="Only runs of this sweep (id or name).")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many runs.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List runs (oldest first) with their status and latest reward."""
+    from crlab.cli_views import runs_table
+    from crlab.registry import Registry
+
+    with Registry(db) as reg:
+        sweep_id = reg.get_sweep(sweep).id if sweep else None
+        runs = reg.list_runs(sweep_id=sweep_id, status=status, limit=limit)
+        latest = {r.id: reg.latest_metrics(r.id) for r in runs}
+    if json_out:
+        rows = []
+        for r in runs:
+            row = r.to_json()
+            row.pop("config")
+            row["latest_metrics"] = {k: v for k, (_, v) in latest[r.id].items()}
+            rows.append(row)
+        print_json(rows)
+    else:
+        out.print(runs_table(runs, latest))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix.")],
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one run: provenance, latest metrics, events and checkpoints."""
+    from crlab.cli_views import run_panel
+    from crlab.registry import Registry
+
+    with Registry(db) as reg:
+        r = reg.get_run(run_id)
+        latest = reg.latest_metrics(r.id)
+        events = reg.events(r.id)
+        checkpoints = reg.checkpoints(r.id)
+    if json_out:
+        print_json(
+            {
+                **r.to_json(),
+                "latest_metrics": {k: {"step": s, "value": v} for k, (s, v) in latest.items()},
+                "events": [e.to_json() for e in events],
+                "checkpoints": [c.to_json() for c in checkpoints],
+            }
+        )
+    else:
+        out.print(run_panel(r, latest, events, checkpoints))
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """Migrate the registry to this platform's schema (creates it in an empty database)."""
+    from crlab.registry import db as regdb
+
+    url = regdb.resolve_db_url(db)
+    before, after = regdb.upgrade(url)
+    if json_out:
+        print_json({"url": regdb.display_url(url), "from": before, "to": after})
+    elif before == after:
+        out.print(f"{regdb.display_url(url)}: already at revision {after}")
+    else:
+        out.print(f"{regdb.display_url(url)}: upgraded {before or '(empty)'} -> {after}")
+
+
+@db_app.command("current")
+def db_current(db: DbOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the registry's URL, its schema revision and whether it is up to date."""
+    from crlab.registry import db as regdb
+
+    url = regdb.resolve_db_url(db)
+    engine = regdb.make_engine(url)
+    regdb.check_reachable(engine)
+    current, head = regdb.current_revision(engine), regdb.head_revision(url)
+    engine.dispose()
+    state = "up to date" if current == head else "needs `platform db upgrade`"
+    if json_out:
+        print_json(
+            {"url": regdb.display_url(url), "current": current, "head": head, "up_to_date": current == head}
+        )
+    else:
+        out.print(f"{regdb.display_url(url)}: revision {current or '(empty)'}, head {head}: {state}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except CrlabError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,110 @@
+"""Rich renderings for the CLI: tables of runs and sweep cells, and one run's panel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "preempted": "yellow",
+    "killed": "magenta",
+}
+HEADLINE_METRICS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+
+
+def runs_table(runs: list[Any], latest: dict[str, dict[str, tuple[int, float]]]) -> Table:
+    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
+    for column in (
+        "id",
+        "name",
+        "sweep",
+        "status",
+        "attempt",
+        "step",
+        "reward/rl_mean",
+        "created",
+        "heartbeat",
+    ):
+        table.add_column(column, no_wrap=column in ("id", "status"))
+    for r in runs:
+        metrics = latest.get(r.id, {})
+        step = max((s for s, _ in metrics.values()), default=None)
+        reward = metrics.get("reward/rl_mean")
+        table.add_row(
+            r.id, r.name, r.sweep_id or "-", _status(r.status), str(r.attempt),
+            "-" if step is None else str(step), "-" if reward is None else f"{reward[1]:.3f}",
+            _when(r.created_at), _when(r.heartbeat_at),
+        )  # fmt: skip
+    return table
+
+
+def cells_table(spec: Any, cells: list[Any]) -> Table:
+    table = Table(title=f"sweep {spec.name}: {len(cells)} cell(s), base {spec.base}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("cell key", no_wrap=True)
+    table.add_column("cell")
+    for i, cell in enumerate(cells):
+        table.add_row(str(i), cell.key, cell.label)
+    return table
+
+
+def run_panel(
+    run: Any, latest: dict[str, tuple[int, float]], events: list[Any], checkpoints: list[Any]
+) -> Group:
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    rows = [
+        ("name", run.name), ("status", _status(run.status)), ("attempt", str(run.attempt)),
+        ("sweep / cell", f"{run.sweep_id or '-'} / {run.cell_key or '-'}"),
+        ("host / pid / job", f"{run.host or '-'} / {run.pid or '-'} / {run.job_id or '-'}"),
+        ("git", f"{run.git_commit or '-'}{' (dirty)' if run.git_dirty else ''}"),
+        ("W&B run", run.wandb_run_id or "-"), ("run dir", run.run_dir or "-"),
+        ("created / started / ended", f"{_when(run.created_at)} / {_when(run.started_at)} / {_when(run.ended_at)}"),
+        ("heartbeat", _when(run.heartbeat_at)),
+    ]  # fmt: skip
+    if run.error:
+        rows.append(("error", f"[red]{run.error}[/]"))
+    for key, value in rows:
+        info.add_row(key, value)
+    parts: list[Any] = [Panel(info, title=f"run {run.id}", title_align="left")]
+    if latest:
+        metrics = Table(title="latest metrics", title_justify="left")
+        for column in ("metric", "step", "value"):
+            metrics.add_column(column)
+        ordered = sorted(latest, key=lambda k: (k not in HEADLINE_METRICS, k))
+        for key in ordered:
+            step, value = latest[key]
+            metrics.add_row(key, str(step), f"{value:.4g}")
+        parts.append(metrics)
+    if events:
+        table = Table(title="events", title_justify="left")
+        for column in ("time", "step", "kind", "payload"):
+            table.add_column(column)
+        for e in events:
+            table.add_row(_when(e.time), "-" if e.step is None else str(e.step), e.kind, str(e.payload))
+        parts.append(table)
+    if checkpoints:
+        table = Table(title="checkpoints", title_justify="left")
+        for column in ("step", "complete", "path"):
+            table.add_column(column)
+        for c in checkpoints:
+            table.add_row(str(c.step), "yes" if c.complete else "[yellow]partial[/]", c.path)
+        parts.append(table)
+    return Group(*parts)

@@ -1,0 +1,187 @@
+"""Sweep specs: a base experiment plus the dimensions to vary, expanded into cells.
+
+A spec is a YAML file::
+
+    name: crl-ratio
+    base: ../experiments/tiny_coder.yaml   # relative to this file, else to the working directory
+    grid:                                  # dotted config keys -> lists; the cross product is run
+      data.crl_ratio: [0.0, 0.2, 0.5, 1.0]
+    variants:                              # optional: a list of override sets, crossed with the grid
+      - {switch.policy: never}
+      - {switch.policy: fixed, switch.at_steps: [20]}
+    seeds: [0]
+    overrides: {}                          # fixed key=value overrides for every cell
+    executor: {kind: local, parallel: 1, max_retries: 2, heartbeat_grace_s: 300}
+
+Each cell is one run; its key is a hash of its resolved overrides and seed, so the same cell gets the same
+key in every invocation (that is what makes reruns skip finished cells).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crlab import config as cfgmod
+from crlab.errors import ConfigError
+from crlab.yaml_lines import key_lines, read_yaml
+
+SPEC_KEYS = ("name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description")
+EXECUTOR_DEFAULTS: dict[str, Any] = {
+    "kind": "local",
+    "parallel": 1,
+    "max_retries": 2,
+    "heartbeat_grace_s": 300,
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str  # stable hash of (overrides, seed)
+    label: str  # human-readable, e.g. "data.crl_ratio=0.2 seed=0"
+    overrides: dict[str, Any]  # dotted key -> value, grid values and fixed overrides
+    seed: int
+    config: dict[str, Any] = field(repr=False)  # the resolved config of this cell
+
+    def override_args(self) -> list[str]:
+        return [f"{k}={_yaml_scalar(v)}" for k, v in self.overrides.items()] + [f"seed={self.seed}"]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    base: Path
+    grid: dict[str, list[Any]]
+    variants: list[dict[str, Any]]
+    seeds: list[int]
+    overrides: dict[str, Any]
+    executor: dict[str, Any]
+    search: dict[str, Any] | None
+    path: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "base": str(self.base), "grid": self.grid, "variants": self.variants, "seeds": self.seeds,
+            "overrides": self.overrides, "executor": self.executor, "search": self.search,
+        }  # fmt: skip
+
+
+def _yaml_scalar(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read and check a sweep spec; ``overrides`` are ``key=value`` for spec keys (e.g. base=...)."""
+    path = Path(path)
+    data = read_yaml(path)
+    lines = key_lines(path)
+
+    def where(key: str) -> str:
+        return f"{path}:{lines[key]}" if key in lines else str(path)
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SPEC_KEYS:
+            raise ConfigError(f"sweep override {item!r} must be one of {', '.join(SPEC_KEYS)}=VALUE")
+        data[key] = value if key in ("base", "name") else _parse(value, item)
+    unknown = [k for k in data if k not in SPEC_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown sweep key '{unknown[0]}'; valid keys: {', '.join(SPEC_KEYS)}", where(unknown[0])
+        )
+    base = _resolve_base(
+        data.get("base"), path, where("base"), from_cli=any(o.startswith("base=") for o in overrides)
+    )
+    variants = _check_variants(data.get("variants") or [], where)
+    grid = _check_grid(data.get("grid") or {}, where, others=bool(data.get("search") or variants))
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}", where("seeds"))
+    executor = {**EXECUTOR_DEFAULTS, **(data.get("executor") or {})}
+    return SweepSpec(
+        name=str(data.get("name") or path.stem), base=base, grid=grid, variants=variants, seeds=seeds,
+        overrides=dict(data.get("overrides") or {}), executor=executor, search=data.get("search"), path=path,
+    )  # fmt: skip
+
+
+def _parse(value: str, item: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"sweep override {item!r}: value is not valid YAML") from None
+
+
+def _resolve_base(base: Any, spec_path: Path, where: str, from_cli: bool) -> Path:
+    if not base:
+        raise ConfigError(
+            "the sweep has no 'base' experiment (e.g. base: ../experiments/tiny_coder.yaml)", where
+        )
+    candidates = [Path(base)] if from_cli else [spec_path.parent / base, Path(base)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise ConfigError(
+        f"base experiment {base!r} does not exist (looked at {', '.join(map(str, candidates))})", where
+    )
+
+
+def _check_key(key: str, where: str) -> None:
+    generic = ".".join("N" if p.isdigit() else p for p in str(key).split("."))
+    if generic not in set(cfgmod.schema_keys()):
+        near = cfgmod.nearest_keys(str(key))
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise ConfigError(f"key '{key}' is not in the config schema{hint}", where)
+
+
+def _check_variants(variants: Any, where: Any) -> list[dict[str, Any]]:
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and v for v in variants):
+        raise ConfigError("'variants' must be a list of non-empty mappings of config keys", where("variants"))
+    for i, variant in enumerate(variants):
+        for key in variant:
+            _check_key(str(key), where(f"variants.{i}.{key}"))
+    return [{str(k): v for k, v in variant.items()} for variant in variants]
+
+
+def _check_grid(grid: Any, where: Any, others: bool) -> dict[str, list[Any]]:
+    if not isinstance(grid, dict):
+        raise ConfigError("'grid' must map dotted config keys to lists of values", where("grid"))
+    if not grid and not others:
+        raise ConfigError("the grid is empty: give at least one key with a list of values", where("grid"))
+    for key, values in grid.items():
+        _check_key(str(key), where(f"grid.{key}"))
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid key '{key}' needs a non-empty list of values", where(f"grid.{key}"))
+    return {str(k): list(v) for k, v in grid.items()}
+
+
+def expand(spec: SweepSpec) -> list[Cell]:
+    """Grid x variants x seeds, each cell resolved and validated against the schema."""
+    keys = list(spec.grid)
+    cells = []
+    for combo in itertools.product(*(spec.grid[k] for k in keys)):
+        for variant in spec.variants or [{}]:
+            for seed in spec.seeds:
+                overrides = {**spec.overrides, **variant, **dict(zip(keys, combo, strict=True))}
+                cells.append(_make_cell(spec, overrides, seed))
+    return cells
+
+
+def _make_cell(spec: SweepSpec, overrides: dict[str, Any], seed: int) -> Cell:
+    args = [f"{k}={_yaml_scalar(v)}" for k, v in overrides.items()] + [f"seed={seed}"]
+    varied = set(spec.grid).union(*spec.variants) if spec.variants else set(spec.grid)
+    label = " ".join(f"{k}={_yaml_scalar(v)}" for k, v in overrides.items() if k in varied)
+    label = f"{label} seed={seed}".strip()
+    try:
+        cfg = cfgmod.load_config(spec.base, args)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"cell [{label}]: {exc.message}", exc.where or (str(spec.path) if spec.path else None)
+        ) from None
+    key = cfgmod.config_hash({"base": spec.base.name, "overrides": overrides, "seed": seed})
+    return Cell(key=key, label=label, overrides=overrides, seed=seed, config=cfgmod.to_dict(cfg))
