@@ -1,0 +1,59 @@
+"""Shared fixtures: an isolated CRLAB_HOME per test, and registry databases (SQLite and PostgreSQL).
+
+PostgreSQL tests use the server named by CRLAB_TEST_PG_URL (`.ci/postgres.sh` starts one); each test gets
+a fresh database on it. Without the variable they are skipped, unless CRLAB_REQUIRE_PG=1 (as in CI), where
+a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRLAB_HOME", str(tmp_path_factory.mktemp("crlab_home")))
+    monkeypatch.delenv("CRLAB_DB_URL", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+def _pg_server_url() -> str | None:
+    url = os.environ.get("CRLAB_TEST_PG_URL")
+    if not url:
+        if os.environ.get("CRLAB_REQUIRE_PG") == "1":
+            pytest.fail("CRLAB_REQUIRE_PG=1 but CRLAB_TEST_PG_URL is not set")
+        pytest.skip("PostgreSQL tests need CRLAB_TEST_PG_URL (see .ci/postgres.sh)")
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped after the test."""
+    from sqlalchemy import create_engine, text
+
+    from crlab.registry.db import resolve_db_url
+
+    server = resolve_db_url(_pg_server_url())
+    name = f"crlab_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base, _, _ = server.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
+    """An empty registry database URL, once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("pg_url")

@@ -1,0 +1,110 @@
+"""Registry contract tests, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from crlab.errors import RegistryError
+from crlab.registry import RUN_STATUSES, Registry
+
+
+@pytest.fixture
+def reg(db_url: str):
+    with Registry(db_url) as registry:
+        yield registry
+
+
+def test_run_lifecycle_round_trips_every_field(reg: Registry) -> None:
+    sweep = reg.create_sweep("crl-ratio", {"grid": {"data.crl_ratio": [0.0, 0.2]}}, "sweeps/crl_ratio.yaml")
+    run = reg.create_run(
+        "tiny", {"grpo": {"lr": 1e-4}}, sweep_id=sweep.id, cell_key="abc123",
+        git_commit="deadbeef", git_dirty=True, packages={"torch": "2.13.0"}, run_dir="/runs/x",
+    )  # fmt: skip
+    assert run.status == "pending" and run.attempt == 0
+    started = reg.start_attempt(run.id, host="node1", pid=4242, job_id="77", wandb_run_id=run.id)
+    assert (started.status, started.attempt, started.host, started.pid) == ("running", 1, "node1", 4242)
+    assert started.heartbeat_at is not None and started.started_at is not None
+    done = reg.finish_run(run.id, "completed")
+    assert done.status == "completed" and done.ended_at is not None and done.ended_at.tzinfo is not None
+    again = reg.get_run(run.id)
+    assert again.config == {"grpo": {"lr": 1e-4}}
+    assert (again.git_commit, again.git_dirty, again.packages) == ("deadbeef", True, {"torch": "2.13.0"})
+    assert (again.sweep_id, again.cell_key, again.run_dir, again.wandb_run_id) == (
+        sweep.id,
+        "abc123",
+        "/runs/x",
+        run.id,
+    )
+
+
+def test_second_attempt_counts_up_and_clears_the_error(reg: Registry) -> None:
+    run = reg.create_run("r", {})
+    reg.start_attempt(run.id)
+    reg.finish_run(run.id, "failed", error="boom")
+    assert reg.get_run(run.id).error == "boom"
+    second = reg.start_attempt(run.id)
+    assert (second.attempt, second.status, second.error, second.ended_at) == (2, "running", None, None)
+
+
+def test_lookup_by_prefix_and_errors(reg: Registry) -> None:
+    a = reg.create_run("a", {}, run_id="aa11")
+    reg.create_run("b", {}, run_id="aa22")
+    assert reg.get_run("aa1").id == a.id  # unique prefix
+    with pytest.raises(RegistryError, match="ambiguous"):
+        reg.get_run("aa")  # two runs share it
+    with pytest.raises(RegistryError, match="no run"):
+        reg.get_run("zz")  # none
+    with pytest.raises(RegistryError, match="unknown run status"):
+        reg.update_run(a.id, status="exploded")
+    with pytest.raises(RegistryError, match="unknown run field"):
+        reg.update_run(a.id, colour="red")
+
+
+def test_list_filters_by_sweep_and_status(reg: Registry) -> None:
+    s1, s2 = reg.create_sweep("one", {}), reg.create_sweep("two", {})
+    r1 = reg.create_run("x", {}, sweep_id=s1.id, cell_key="k1")
+    reg.create_run("y", {}, sweep_id=s2.id, cell_key="k1")
+    reg.finish_run(r1.id, "completed")
+    assert [r.id for r in reg.list_runs(sweep_id=s1.id)] == [r1.id]
+    assert [r.id for r in reg.list_runs(status="completed")] == [r1.id]
+    assert len(reg.list_runs()) == 2 and len(reg.list_runs(limit=1)) == 1
+    assert reg.get_sweep("two").id == s2.id and reg.get_sweep(s1.id).name == "one"
+    assert set(RUN_STATUSES) == {"pending", "running", "completed", "failed", "preempted", "killed"}
+
+
+def test_cell_key_is_unique_within_a_sweep(reg: Registry) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    sweep = reg.create_sweep("s", {})
+    reg.create_run("x", {}, sweep_id=sweep.id, cell_key="same")
+    with pytest.raises(IntegrityError):
+        reg.create_run("y", {}, sweep_id=sweep.id, cell_key="same")
+    assert len(reg.list_runs(sweep_id=sweep.id)) == 1  # the failed insert left nothing behind
+
+
+def test_metrics_events_checkpoints(reg: Registry) -> None:
+    run = reg.create_run("m", {})
+    reg.log_metrics(run.id, 1, {"reward/rl_mean": 0.25, "loss": 1.5})
+    reg.log_metrics(run.id, 2, {"reward/rl_mean": 0.5})
+    assert reg.metric_count(run.id) == 3
+    assert reg.latest_metrics(run.id) == {"reward/rl_mean": (2, 0.5), "loss": (1, 1.5)}
+    assert [m.value for m in reg.metrics(run.id, keys=["reward/rl_mean"])] == [0.25, 0.5]
+    reg.log_event(run.id, "phase_switch", {"from": "16k", "to": "32k", "means": [0.5, 0.51]}, step=2)
+    reg.log_event(run.id, "resume", {"from_step": 2})
+    assert [e.kind for e in reg.events(run.id)] == ["phase_switch", "resume"]
+    assert reg.events(run.id, kind="phase_switch")[0].payload["means"] == [0.5, 0.51]
+    reg.record_checkpoint(run.id, 5, "/ck/5", complete=False)
+    assert reg.checkpoints(run.id, complete_only=True) == []
+    reg.record_checkpoint(run.id, 5, "/ck/5", complete=True)
+    reg.record_checkpoint(run.id, 10, "/ck/10", complete=True)
+    assert [c.step for c in reg.checkpoints(run.id, complete_only=True)] == [5, 10]
+    reg.delete_checkpoint(run.id, 5)
+    assert [c.step for c in reg.checkpoints(run.id)] == [10]
+
+
+def test_foreign_keys_are_enforced(reg: Registry) -> None:
+    """Foreign keys hold on both backends: a metric for a run that does not exist is refused."""
+    from sqlalchemy.exc import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        reg.log_metrics("no-such-run", 1, {"x": 1.0})

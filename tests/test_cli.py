@@ -1,0 +1,152 @@
+"""The `platform` command end to end, as a subprocess: exit codes, one-line errors, --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crlab.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def platform(*args: str, db: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if db:
+        env["CRLAB_DB_URL"] = db
+    cmd = [sys.executable, "-c", "from crlab.cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    with Registry(url) as reg:
+        sweep = reg.create_sweep("crl-ratio", {"grid": {}})
+        run = reg.create_run("tiny", {"seed": 0}, sweep_id=sweep.id, cell_key="k0", run_id="abcd1234")
+        reg.start_attempt(run.id, host="h", pid=1)
+        reg.log_metrics(run.id, 3, {"reward/rl_mean": 0.625})
+        reg.log_event(run.id, "phase_switch", {"to": "long"}, step=3)
+        reg.record_checkpoint(run.id, 3, "/ck/3", complete=True)
+        reg.create_run("other", {}, run_id="ffff0000")
+    return url
+
+
+def test_help_of_every_command() -> None:
+    for args in (
+        [],
+        ["run"],
+        ["sweep"],
+        ["resume"],
+        ["runs", "list"],
+        ["runs", "show"],
+        ["db", "upgrade"],
+        ["db", "current"],
+    ):
+        res = platform(*args, "--help")
+        assert res.returncode == 0, (args, res.stderr)
+        assert "Usage" in res.stdout
+
+
+def test_runs_list_and_show_json(seeded: str) -> None:
+    res = platform("runs", "list", "--json", db=seeded)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["id"] for r in rows] == ["abcd1234", "ffff0000"]
+    assert rows[0]["latest_metrics"] == {"reward/rl_mean": 0.625} and "config" not in rows[0]
+    res = platform("runs", "list", "--json", "--sweep", "crl-ratio", db=seeded)
+    assert [r["id"] for r in json.loads(res.stdout)] == ["abcd1234"]
+    res = platform("runs", "show", "abcd", "--json", db=seeded)
+    shown = json.loads(res.stdout)
+    assert shown["id"] == "abcd1234" and shown["config"] == {"seed": 0} and shown["status"] == "running"
+    assert shown["events"][0]["kind"] == "phase_switch" and shown["checkpoints"][0]["complete"] is True
+    table = platform("runs", "show", "abcd1234", db=seeded)
+    assert table.returncode == 0 and "phase_switch" in table.stdout and "0.625" in table.stdout
+
+
+def test_db_commands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    up = platform("db", "upgrade", "--db", url, "--json")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["from"] is None
+    cur = json.loads(platform("db", "current", "--db", url, "--json").stdout)
+    assert cur["up_to_date"] is True and cur["current"] == cur["head"]
+    assert "already at revision" in platform("db", "upgrade", "--db", url).stdout
+
+
+def _one_error_line(res: subprocess.CompletedProcess, match: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert match in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (
+            ["run", "experiments/tiny_coder.yaml", "grpo.lrr=1", "--dry-run"],
+            "did you mean grpo.lr",
+        ),  # unknown key
+        (
+            ["run", "experiments/tiny_coder.yaml", "seed=abc", "--dry-run"],
+            "bad value for 'seed'",
+        ),  # wrong type
+        (["run", "experiments/nope.yaml", "--dry-run"], "no such file"),  # missing file
+        (["run", "experiments/tiny_coder.yaml", "data.crl_ratio=2", "--dry-run"], "data.crl_ratio"),  # range
+        (["runs", "show", "nosuchrun"], "no run with id"),  # unknown run
+        (["sweep", "sweeps/nope.yaml", "--dry-run"], "no such file"),  # missing sweep
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], match: str, seeded: str) -> None:
+    _one_error_line(platform(*args, db=seeded), match)
+
+
+def test_bad_yaml_syntax_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ngrpo:\n  lr: [1\n")
+    _one_error_line(platform("run", str(bad), "--dry-run"), f"{bad}:")
+
+
+def test_unreachable_database() -> None:
+    res = platform("runs", "list", "--db", "postgresql://nobody@127.0.0.1:1/none")
+    _one_error_line(res, "cannot reach the registry database")
+
+
+def test_old_schema_is_refused_and_left_unchanged(seeded: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from crlab.registry.db import VERSION_TABLE
+
+    engine = create_engine(seeded)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0000old'"))
+    res = platform("runs", "list", db=seeded)
+    _one_error_line(res, "platform db upgrade")
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0000old"
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar() == 2
+    engine.dispose()
+
+
+def test_run_dry_run_prints_the_resolved_config() -> None:
+    res = platform("run", "experiments/tiny_coder.yaml", "grpo.lr=1e-3", "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    cfg = json.loads(res.stdout)
+    assert cfg["grpo"]["lr"] == 1e-3 and cfg["model"]["path"] == "tiny://coder"
+    warned = platform("run", "experiments/tiny_coder.yaml", "phases.0.scale_on=rewards", "--dry-run")
+    assert warned.returncode == 0 and "cancels out" in warned.stderr
+
+
+def test_sweep_dry_run_lists_cells_and_registers_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dry.db'}"
+    res = platform("sweep", "sweeps/crl_ratio.yaml", "--dry-run", "--json", db=url)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [c["overrides"]["data.crl_ratio"] for c in data["cells"]] == [0.0, 0.2, 0.5, 1.0]
+    assert not (tmp_path / "dry.db").exists()

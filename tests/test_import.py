@@ -1,0 +1,28 @@
+"""`import platform` must stay the standard library's module, from the repository root and elsewhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHECK = "import platform, crlab; platform.system(); print(platform.__file__, crlab.__file__)"
+
+
+@pytest.mark.parametrize("cwd", [REPO, REPO / "platform", Path("/")])
+def test_platform_is_the_standard_library(cwd: Path) -> None:
+    res = subprocess.run([sys.executable, "-c", CHECK], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    stdlib_file, crlab_file = res.stdout.split()
+    assert "site-packages" not in stdlib_file and not stdlib_file.startswith(str(REPO))
+    assert crlab_file.startswith(str(REPO / "platform" / "crlab"))
+    assert not (REPO / "platform" / "__init__.py").exists()
+
+
+def test_libraries_that_import_platform_still_work() -> None:
+    code = "import torch, sqlalchemy, wandb; import crlab.cli; print(torch.__version__)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
