@@ -1,0 +1,129 @@
+"""One training run: rollouts, rewards, GRPO updates, phase switches, checkpoints, tracking.
+
+``launch_run`` registers a new run and trains it; ``resume_run`` continues one from its newest complete
+checkpoint (same run id, same W&B run, attempt + 1). SIGTERM or SIGUSR1 (Slurm's preemption signal) ends
+the current step, saves a checkpoint, marks the run ``preempted`` and exits with code 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from crlab import config as cfgmod
+from crlab.config_checks import config_warnings
+from crlab.registry import Registry, resolve_db_url
+from crlab.registry.entities import Run
+from crlab.train.trainer import Trainer
+
+HEARTBEAT_S = 30.0
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.at: float | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum, self.at = signum, time.time()
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self)
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the run's heartbeat while a long step runs, so a live run is never taken for stale."""
+
+    def __init__(self, registry: Registry, run_id: str) -> None:
+        super().__init__(daemon=True)
+        self.registry, self.run_id = registry, run_id
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(HEARTBEAT_S):
+            try:
+                self.registry.heartbeat(self.run_id)
+            except Exception:  # a missed heartbeat is not worth killing the run for
+                continue
+
+
+def _open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry:
+    return Registry(resolve_db_url(db_url, cfg.registry_url if cfg is not None else None))
+
+
+def register_run(
+    registry: Registry, cfg: DictConfig, *, sweep_id: str | None = None, cell_key: str | None = None
+) -> Run:
+    """Create the registry row and the run directory (with its resolved config.yaml)."""
+    from crlab.provenance import git_state, package_versions
+    from crlab.registry.store import new_id
+
+    run_id = new_id()
+    run_dir = Path(cfg.paths.runs_dir).expanduser().resolve() / run_id
+    commit, dirty = git_state()
+    run = registry.create_run(
+        cfg.name, cfgmod.to_dict(cfg), sweep_id=sweep_id, cell_key=cell_key, run_id=run_id,
+        run_dir=str(run_dir), git_commit=commit, git_dirty=dirty, packages=package_versions(),
+        wandb_run_id=run_id,
+    )  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfgmod.to_yaml(cfg))
+    return run
+
+
+def launch_run(cfg: DictConfig, db_url: str | None = None, config_path: str | None = None) -> str:
+    """Check, register and train a new run; returns its id. Exits the process on preemption."""
+    for warning in config_warnings(cfg):
+        print(f"warning: {warning}")
+    registry = _open_registry(db_url, cfg)
+    trainer = Trainer(cfg, registry, run=None)  # loads model and data: bad input fails before registering
+    run = register_run(registry, cfg)
+    print(f"run {run.id}: {run.run_dir}")
+    _train(trainer, registry, run, resume=False)
+    return run.id
+
+
+def resume_run(run_id: str, db_url: str | None = None) -> str:
+    registry = _open_registry(db_url)
+    run = registry.get_run(run_id)
+    if run.status == "completed":
+        print(f"run {run.id} is already completed")
+        return run.id
+    cfg = cfgmod.from_dict(run.config)
+    trainer = Trainer(cfg, registry, run=run)
+    _train(trainer, registry, run, resume=True)
+    return run.id
+
+
+def _train(trainer: Trainer, registry: Registry, run: Run, resume: bool) -> None:
+    import os
+
+    stop = StopFlag()
+    stop.install()
+    registry.start_attempt(
+        run.id, host=socket.gethostname(), pid=os.getpid(), job_id=os.environ.get("SLURM_JOB_ID")
+    )
+    beat = Heartbeat(registry, run.id)
+    beat.start()
+    status, error = "failed", None
+    try:
+        status = trainer.train(run, resume=resume, stop=stop)
+    except BaseException as exc:
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        status = "killed" if isinstance(exc, KeyboardInterrupt) else "failed"
+        raise
+    finally:
+        beat.done.set()
+        registry.finish_run(run.id, status, error=error)
+        trainer.close(exit_code=0 if status in ("completed", "preempted") else 1)

@@ -1,0 +1,176 @@
+"""Rollouts: sample responses to prompts with the current policy.
+
+``HFRollout`` uses transformers' ``generate`` (CPU, or small GPU runs); ``VLLMRollout`` uses vLLM colocated
+with the trainer: weights are pushed into vLLM after each update and, where vLLM has it, vLLM sleeps
+(frees its KV cache and weights) while the trainer updates. Both return token ids, the sampling policy's
+log-probs of the sampled tokens and the decoded texts.
+
+Prompts are the user message's text; a tokenizer with a chat template gets it applied (generation
+prompt added), one without gets the raw text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Rollouts:
+    """``n`` samples per prompt, grouped contiguously: sample ``i`` answers prompt ``i // n``."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]  # ends with EOS unless truncated
+    logprobs: list[list[float]]  # the sampling distribution's log-prob of each response token
+    texts: list[str]
+    truncated: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def render_prompt(tokenizer: Any, prompt: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
+def _strip_after_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool]:
+    for i, token in enumerate(ids):
+        if token in eos_ids:
+            return ids[: i + 1], False
+    return ids, True
+
+
+class HFRollout:
+    """Sampling with ``model.generate``; ``batch_size`` prompts (times ``n``) per generate call."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        batch_size: int = 16,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.batch_size = batch_size
+        eos = tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids))
+        )
+
+    def sync_weights(self, model: Any) -> None:
+        """The HF path samples from the training model itself: nothing to copy."""
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts:
+        out = Rollouts([], [], [], [], [])
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(prompts), self.batch_size):
+                self._generate_batch(prompts[start : start + self.batch_size], n, max_new_tokens, out)
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _generate_batch(self, prompts: list[str], n: int, max_new_tokens: int, out: Rollouts) -> None:
+        tok = self.tokenizer
+        encoded = [tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in encoded])  # (P, L)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])  # (P, L)
+        device = next(self.model.parameters()).device
+        sampling = self.temperature > 0
+        gen = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device),
+            do_sample=sampling, temperature=self.temperature if sampling else None,
+            top_p=self.top_p if sampling else None, top_k=self.top_k if sampling else None,
+            num_return_sequences=n, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+            eos_token_id=list(self.eos_ids), output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        sequences = gen.sequences[:, width:].cpu()  # (P*n, R)
+        scores = torch.stack(gen.scores, dim=1).float().cpu()  # (P*n, R, V), after temperature/top-k/top-p
+        chosen = scores.log_softmax(-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)  # (P*n, R)
+        for row in range(sequences.shape[0]):
+            ids, truncated = _strip_after_eos(sequences[row].tolist(), self.eos_ids)
+            out.prompt_ids.append(encoded[row // n])
+            out.response_ids.append(ids)
+            out.logprobs.append(chosen[row, : len(ids)].tolist())
+            out.texts.append(tok.decode(ids, skip_special_tokens=True))
+            out.truncated.append(truncated)
+
+
+class VLLMRollout:
+    """vLLM colocated with the trainer on the same GPU(s).
+
+    ``sync_weights(model)`` copies the trainer's weights into vLLM's model (``LLM.apply_model``), and
+    ``sleep()``/``wake()`` release and restore vLLM's GPU memory around the trainer's update when
+    ``sleep_mode`` is on. Needs the ``gpu`` extra (``pip install -e '.[gpu]'``) and a CUDA GPU.
+    """
+
+    def __init__(
+        self, model_path: str, tokenizer: Any, *, temperature: float, top_p: float, top_k: int,
+        dtype: str, gpu_memory_utilization: float, tensor_parallel_size: int, max_model_len: int,
+        sleep_mode: bool, seed: int,
+    ) -> None:  # fmt: skip
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.sleep_mode = sleep_mode
+        self.llm = LLM(
+            model=model_path, tokenizer=getattr(tokenizer, "name_or_path", None) or model_path, dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len, enable_sleep_mode=sleep_mode, seed=seed, enable_prefix_caching=True,
+        )  # fmt: skip
+        self._asleep = False
+
+    def sync_weights(self, model: Any) -> None:
+        self.wake()
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        self.llm.apply_model(lambda m: m.load_weights(state.items()))
+        if hasattr(self.llm, "reset_prefix_cache"):
+            self.llm.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        if self.sleep_mode and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+    def wake(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
+
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts:
+        from vllm import SamplingParams
+
+        self.wake()
+        params = SamplingParams(
+            n=n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k if self.top_k > 0 else -1,
+            max_tokens=max_new_tokens, logprobs=0,
+        )  # fmt: skip
+        rendered = [render_prompt(self.tokenizer, p) for p in prompts]
+        results = self.llm.generate(rendered, params, use_tqdm=False)
+        out = Rollouts([], [], [], [], [])
+        for result in results:
+            for sample in result.outputs:
+                ids = list(sample.token_ids)
+                out.prompt_ids.append(list(result.prompt_token_ids))
+                out.response_ids.append(ids)
+                out.logprobs.append(
+                    [lp[t].logprob for lp, t in zip(sample.logprobs or [], ids, strict=False)]
+                )
+                out.texts.append(sample.text)
+                out.truncated.append(sample.finish_reason == "length")
+        return out

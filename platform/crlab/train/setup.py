@@ -1,0 +1,102 @@
+"""What a run needs before its first step, each checked before any compute starts.
+
+Model path, data sources and the CRL rows are resolved here; a bad one raises a CrlabError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crlab.errors import ConfigError, CrlabError
+from crlab.train.step import PromptRow
+from crlab.train.tiny_model import TINY_URI, resolve_model_path
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_model_path(path: str) -> None:
+    """A local-looking path must exist; a hub id (org/name) must be in the local cache when offline."""
+    if path == TINY_URI:
+        return
+    local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
+    if local and not Path(path).expanduser().is_dir():
+        raise ConfigError(
+            f"model.path: {path!r} does not exist (give a model folder, a hub id, or {TINY_URI})"
+        )
+
+
+def resolve_model(cfg: Any) -> str:
+    check_model_path(cfg.model.path)
+    return resolve_model_path(cfg.model.path, cfg.paths.cache_dir, seed=0)
+
+
+def load_policy(cfg: Any, model_dir: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.model.gguf_file:
+        kwargs["gguf_file"] = cfg.model.gguf_file
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.model.tokenizer or model_dir, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPES[cfg.model.dtype], **kwargs)
+    except OSError as exc:
+        raise ConfigError(f"model.path: cannot load {model_dir!r}: {str(exc).splitlines()[0]}") from None
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def load_rows(cfg: Any, sandbox: Any, style: str) -> tuple[list[PromptRow], list[PromptRow]]:
+    """The RL prompt rows and the CRL prompt rows (CRL labels come from running the candidates)."""
+    from crlab.data.crl import build_crl_rows, load_crl_candidates
+    from crlab.data.prompts import code_prompt
+
+    problems = _load(cfg.data.rl_source, "data.rl_source", cfg.seed)
+    if cfg.data.max_problems:
+        problems = problems[: cfg.data.max_problems]
+    rl = [PromptRow("rl", code_prompt(p, style), p.id, spec=p.spec) for p in problems]
+    crl: list[PromptRow] = []
+    if cfg.data.crl_ratio > 0:
+        crl_problems = (
+            _load(cfg.data.crl_source, "data.crl_source", cfg.seed) if cfg.data.crl_source else problems
+        )
+        extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
+        rows = build_crl_rows(
+            crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=cfg.reward.max_tests,
+            style=style, candidates=extra,
+        )  # fmt: skip
+        crl = [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
+        if not crl:
+            raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
+    if not rl and cfg.data.crl_ratio < 1:
+        raise ConfigError(f"data.rl_source {cfg.data.rl_source!r} has no problems")
+    return rl, crl
+
+
+def _load(source: str, key: str, seed: int) -> list[Any]:
+    from crlab.data.formats import load_problems
+
+    try:
+        return load_problems(source, seed=seed)
+    except CrlabError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def sandbox_workers(cfg: Any) -> int:
+    return cfg.reward.sandbox_workers or max(1, os.cpu_count() or 1)

@@ -1,0 +1,168 @@
+"""One GRPO step's pieces between the rollout and the optimizer: rewards, advantages, tensors, the loss.
+
+The loop (loop.py) calls these in order: :func:`score` the samples, :func:`advantages_for` them (the CRL
+scale applied where the phase says), keep the groups with reward spread (dynamic sampling), then
+:func:`pack` the kept samples into padded tensors, split them into mini-batches (one optimizer update
+each) and micro-batches (one forward/backward each), and :func:`micro_loss` gives each micro-batch its
+share of the mini-batch's loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from crlab.rewards.code import score_code_responses
+from crlab.rewards.critique import critique_reward, parse_conclusion
+from crlab.train import grpo
+from crlab.train.rollout import Rollouts
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One prompt of a step: an RL row (``spec`` holds its tests) or a CRL row (``label`` its truth)."""
+
+    kind: str  # "rl" | "crl"
+    prompt: str
+    problem_id: str
+    spec: Any = None
+    label: bool | None = None
+
+
+@dataclass
+class Scored:
+    rewards: torch.Tensor  # (N,) raw rewards, before any CRL scale
+    is_crl: torch.Tensor  # (N,) bool
+    judged: list[bool | None] = field(default_factory=list)  # CRL samples: the parsed conclusion
+
+
+def score(
+    rows: list[PromptRow], rollouts: Rollouts, group_size: int, sandbox: Any, reward_cfg: Any
+) -> Scored:
+    """Reward every sample: RL samples by running their code, CRL samples by their judgment."""
+    n = len(rollouts)
+    rewards = torch.zeros(n)
+    is_crl = torch.tensor([rows[i // group_size].kind == "crl" for i in range(n)])
+    rl_idx = [i for i in range(n) if not is_crl[i]]
+    if rl_idx:
+        specs = [rows[i // group_size].spec for i in rl_idx]
+        texts = [rollouts.texts[i] for i in rl_idx]
+        values = score_code_responses(sandbox, texts, specs, reward_cfg.max_tests, reward_cfg.code_mode)
+        rewards[rl_idx] = torch.tensor(values, dtype=torch.float32)
+    judged: list[bool | None] = []
+    for i in range(n):
+        if is_crl[i]:
+            label = bool(rows[i // group_size].label)
+            rewards[i] = critique_reward(rollouts.texts[i], label)
+            judged.append(parse_conclusion(rollouts.texts[i]))
+    return Scored(rewards, is_crl, judged)
+
+
+def advantages_for(scored: Scored, group_size: int, phase: Any, norm_by_std: bool) -> torch.Tensor:
+    """GRPO advantages with the phase's CRL reward scale applied on the rewards or on the advantages."""
+    rewards = scored.rewards
+    if phase.scale_on == "rewards":
+        rewards = torch.where(scored.is_crl, rewards * phase.crl_reward_scale, rewards)
+    adv = grpo.group_advantages(rewards, group_size, norm_by_std=norm_by_std)  # (N,)
+    if phase.scale_on == "advantages":
+        adv = grpo.scale_advantages(adv, scored.is_crl, phase.crl_reward_scale)
+    return adv
+
+
+@dataclass
+class Packed:
+    """Kept samples as right-padded tensors; position t of ``targets`` is predicted by position t."""
+
+    input_ids: torch.Tensor  # (B, L)
+    attention: torch.Tensor  # (B, L)
+    targets: torch.Tensor  # (B, L-1) the next token at each position
+    mask: torch.Tensor  # (B, L-1) 1 where the target is a response token
+    advantages: torch.Tensor  # (B,)
+    old_logp: torch.Tensor | None = None  # (B, L-1), filled by the loop before the update
+    ref_logp: torch.Tensor | None = None  # (B, L-1), when a KL term is used
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, rows: slice | list[int]) -> Packed:
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[rows]
+
+        return Packed(
+            self.input_ids[rows], self.attention[rows], self.targets[rows], self.mask[rows],
+            self.advantages[rows], pick(self.old_logp), pick(self.ref_logp),
+        )  # fmt: skip
+
+
+def pack(rollouts: Rollouts, rows: list[int], advantages: torch.Tensor, pad_id: int) -> Packed:
+    seqs = [rollouts.prompt_ids[i] + rollouts.response_ids[i] for i in rows]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, L)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L)
+    mask = torch.zeros((len(rows), width - 1))  # (B, L-1)
+    for b, (i, seq) in enumerate(zip(rows, seqs, strict=True)):
+        input_ids[b, : len(seq)] = torch.tensor(seq)
+        attention[b, : len(seq)] = 1
+        start = len(rollouts.prompt_ids[i]) - 1  # the position that predicts the first response token
+        mask[b, start : len(seq) - 1] = 1.0
+    return Packed(input_ids, attention, input_ids[:, 1:], mask, advantages[rows])
+
+
+def sequence_logprobs(model: Any, batch: Packed, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs of the targets (B, L-1), logits (B, L-1, V)) under ``model`` at the sampling temperature."""
+    device = next(model.parameters()).device
+    out = model(
+        input_ids=batch.input_ids.to(device), attention_mask=batch.attention.to(device), use_cache=False
+    )
+    logits = out.logits[:, :-1, :]  # (B, L-1, V)
+    if temperature > 0:
+        logits = logits / temperature
+    return grpo.token_logprobs(logits, batch.targets.to(device)), logits
+
+
+@torch.no_grad()
+def fill_logprobs(model: Any, packed: Packed, temperature: float, micro: int, ref: Any = None) -> None:
+    """Compute the pre-update policy's log-probs (``old_logp``) and, with ``ref``, the reference's."""
+    olds, refs = [], []
+    for start in range(0, len(packed), micro):
+        part = packed.select(slice(start, start + micro))
+        olds.append(sequence_logprobs(model, part, temperature)[0].cpu())
+        if ref is not None:
+            refs.append(sequence_logprobs(ref, part, temperature)[0].cpu())
+    packed.old_logp = torch.cat(olds)
+    packed.ref_logp = torch.cat(refs) if refs else None
+
+
+def micro_loss(
+    model: Any, mb: Packed, *, weight: float, grpo_cfg: Any, temperature: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The micro-batch's loss, weighted by its share of the mini-batch (tokens or sequences)."""
+    device = next(model.parameters()).device
+    logp, logits = sequence_logprobs(model, mb, temperature)  # (B, T), (B, T, V)
+    mask, old = mb.mask.to(device), mb.old_logp.to(device)  # type: ignore[union-attr]
+    loss, stats = grpo.policy_loss(
+        logp, old, mb.advantages.to(device), mask, grpo_cfg.clip_low, grpo_cfg.clip_high, grpo_cfg.loss_agg
+    )
+    out = {k: float(v) for k, v in stats.items()}
+    if grpo_cfg.kl_coef > 0 and mb.ref_logp is not None:
+        kl = grpo.aggregate(grpo.kl_penalty(logp, mb.ref_logp.to(device), mask), mask, grpo_cfg.loss_agg)
+        loss = loss + grpo_cfg.kl_coef * kl
+        out["kl"] = float(kl)
+    entropy = grpo.aggregate(grpo.entropy_from_logits(logits), mask, "token-mean")
+    if grpo_cfg.entropy_coef > 0:
+        loss = loss - grpo_cfg.entropy_coef * entropy
+    out["entropy"] = float(entropy)
+    return loss * weight, out
+
+
+def micro_weights(mini: Packed, micro: int, agg: str) -> list[tuple[Packed, float]]:
+    """Split a mini-batch into micro-batches, each with its share of the mini-batch's normaliser."""
+    total = float(mini.mask.sum()) if agg == "token-mean" else float(len(mini))
+    parts = []
+    for start in range(0, len(mini), micro):
+        part = mini.select(slice(start, start + micro))
+        share = float(part.mask.sum()) if agg == "token-mean" else float(len(part))
+        parts.append((part, share / max(total, 1.0)))
+    return parts

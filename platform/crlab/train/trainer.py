@@ -1,0 +1,224 @@
+"""The Trainer: everything one run holds, and its step loop.
+
+A step: draw the mix of RL and CRL prompts, sample ``group_size`` responses each, reward them (sandboxed
+tests for code, the judgment for critiques), compute GRPO advantages with the phase's CRL scale, keep the
+groups with reward spread (refilling from the next prompts, DAPO), then one optimizer update per
+mini-batch. Metrics go to the registry and W&B; the phase schedule may switch phase; checkpoints are
+written every ``checkpoint.every`` steps and when the run stops.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from crlab.registry import Registry
+from crlab.registry.entities import Run
+from crlab.train import setup
+from crlab.train.step import Packed, fill_logprobs, micro_loss, micro_weights, pack
+from crlab.train.tiny_model import TINY_URI
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
+        from crlab.data.mix import MixSampler
+        from crlab.rewards.sandbox import Sandbox
+        from crlab.train.phases import PhaseSchedule
+
+        self.cfg, self.registry = cfg, registry
+        setup.seed_everything(cfg.seed)
+        model_dir = setup.resolve_model(cfg)
+        self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
+        self.model_dir = model_dir
+        self.sandbox = Sandbox(
+            workers=setup.sandbox_workers(cfg), time_limit_s=cfg.reward.time_limit_s,
+            memory_mb=cfg.reward.memory_mb, isolation=cfg.reward.isolation,
+        ).__enter__()  # fmt: skip
+        style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
+        self.rl_rows, self.crl_rows = setup.load_rows(cfg, self.sandbox, style)
+        g = cfg.grpo
+        self.sampler = MixSampler(
+            len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed
+        )
+        self.schedule = PhaseSchedule(cfg.phases, cfg.switch)
+        rl_per_step = max(1, g.prompts_per_step - round(cfg.data.crl_ratio * g.prompts_per_step))
+        epoch_steps = math.ceil(max(len(self.rl_rows), 1) / rl_per_step) * g.epochs
+        self.total_steps = g.max_steps or epoch_steps
+        self.engine: Any = None
+        self.rollout: Any = None
+        self.tracker: Any = None
+        self.ref_model: Any = None
+        self.step = 0
+
+    # -- set-up that needs the run --------------------------------------------------------------
+    def _start(self, run: Run, resume: bool) -> None:
+        from crlab.train.engine import CheckpointManager, TrainEngine, init_distributed
+
+        cfg = self.cfg
+        init_distributed()
+        self.engine = TrainEngine(
+            self.model, lr=cfg.grpo.lr, warmup_steps=cfg.grpo.warmup_steps, total_steps=self.total_steps,
+            weight_decay=cfg.grpo.weight_decay, max_grad_norm=cfg.grpo.max_grad_norm,
+            zero_stage=cfg.deepspeed.zero_stage, precision=cfg.deepspeed.precision,
+            offload_optimizer=cfg.deepspeed.offload_optimizer, offload_params=cfg.deepspeed.offload_params,
+            ds_overrides=dict(cfg.deepspeed.overrides),
+        )  # fmt: skip
+        self.checkpoints = CheckpointManager(f"{run.run_dir}/checkpoints", keep=cfg.checkpoint.keep)
+        self.rollout = self._make_rollout()
+        if cfg.grpo.kl_coef > 0:
+            self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
+            self.ref_model.eval().requires_grad_(False)
+        if resume:
+            self._restore(run)
+        self.tracker = self._make_tracker(run)
+        if resume:
+            self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt + 1}, self.step)
+
+    def _make_rollout(self) -> Any:
+        from crlab.train.rollout import HFRollout, VLLMRollout
+
+        cfg = self.cfg
+        engine = cfg.rollout.engine
+        if engine == "auto":
+            engine = "vllm" if torch.cuda.is_available() and _has_vllm() else "hf"
+        if engine == "vllm":
+            return VLLMRollout(
+                self.model_dir, self.tokenizer, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                top_k=cfg.rollout.top_k, dtype=cfg.model.dtype,
+                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                tensor_parallel_size=cfg.rollout.tensor_parallel_size,
+                max_model_len=cfg.data.max_prompt_length + max(p.max_response_length for p in cfg.phases),
+                sleep_mode=cfg.rollout.sleep_mode, seed=cfg.seed,
+            )  # fmt: skip
+        return HFRollout(
+            self.engine.module, self.tokenizer, temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+        )  # fmt: skip
+
+    def _make_tracker(self, run: Run) -> Any:
+        from crlab.tracking import Tracker
+
+        t = self.cfg.tracking
+        prior = [{"kind": e.kind, "step": e.step, **e.payload} for e in self.registry.events(run.id)]
+        sweep = self.registry.get_sweep(run.sweep_id).name if run.sweep_id else None
+        return Tracker(
+            enabled=t.enabled, mode=t.mode, project=t.project, entity=t.entity, tags=list(t.tags),
+            run_id=run.wandb_run_id or run.id, name=run.name, run_dir=run.run_dir, config=run.config,
+            group=sweep, job_type=run.cell_key, prior_events=prior,
+        )  # fmt: skip
+
+    def _restore(self, run: Run) -> None:
+        latest = self.checkpoints.latest_complete()
+        if latest is None:
+            return  # killed before its first checkpoint: start over, same run id
+        state = self.checkpoints.load(self.engine, latest)
+        self.step = int(state["step"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.schedule.load_state_dict(state["schedule"])
+
+    def _client_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "sampler": self.sampler.state_dict(), "schedule": self.schedule.state_dict(),
+            "phase": self.schedule.current.name, "wandb_run_id": getattr(self.tracker, "run_id", None),
+        }  # fmt: skip
+
+    def _save(self, run: Run) -> None:
+        path = self.checkpoints.save(self.engine, step=self.step, client_state=self._client_state())
+        self.registry.record_checkpoint(run.id, self.step, str(path), complete=True)
+        kept = {c.step for c in self.checkpoints.complete()}
+        for ck in self.registry.checkpoints(run.id):
+            if ck.step not in kept:
+                self.registry.delete_checkpoint(run.id, ck.step)
+        self._record(run.id, "checkpoint", {"path": str(path)}, self.step)
+
+    def _record(self, run_id: str, kind: str, payload: dict[str, Any], step: int | None) -> None:
+        self.registry.log_event(run_id, kind, payload, step=step)
+        if self.tracker is not None:
+            self.tracker.event(kind, payload, step)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self, run: Run, resume: bool, stop: Any) -> str:
+        self._start(run, resume)
+        every = self.cfg.checkpoint.every
+        while self.step < self.total_steps:
+            metrics = self._one_step()
+            self.step += 1
+            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            self.registry.log_metrics(run.id, self.step, finite)
+            self.tracker.log(finite, self.step)
+            switch = self.schedule.observe(self.step, metrics)
+            if switch is not None:
+                self._record(run.id, "phase_switch", switch.to_payload(), self.step)
+            if stop.signum is not None:
+                self._save(run)
+                self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
+                return "preempted"
+            if self.step % every == 0 or self.step == self.total_steps:
+                self._save(run)
+        return "completed"
+
+    def _one_step(self) -> dict[str, float]:
+        started = time.time()
+        phase = self.schedule.current
+        samples, kept, stats = self._collect(phase)
+        t_update = time.time()
+        update_stats = self._update(samples, kept) if kept else {}
+        metrics = {**stats, **update_stats}
+        metrics.update(
+            {
+                "phase/index": float(self.schedule.index),
+                "phase/max_response_length": float(phase.max_response_length),
+                "phase/crl_reward_scale": float(phase.crl_reward_scale),
+                "time/update_s": time.time() - t_update,
+                "time/step_s": time.time() - started,
+            }
+        )
+        metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(metrics["time/step_s"], 1e-9)
+        return metrics
+
+    def _collect(self, phase: Any) -> tuple[Any, list[int], dict[str, float]]:
+        """Sample, score and keep groups (refilling from the next prompts while too few have spread)."""
+        from crlab.train.collect import collect_groups
+
+        return collect_groups(self, phase)
+
+    def _update(self, samples: Any, kept: list[int]) -> dict[str, float]:
+        cfg, g = self.cfg, self.cfg.grpo
+        rollouts, advantages = samples
+        packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id)
+        fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, g.micro_batch_size, self.ref_model)
+        n_groups = len(kept) // g.group_size
+        n_updates = min(g.prompts_per_step // g.mini_batch_size, n_groups)
+        bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
+        totals: dict[str, list[float]] = {}
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            parts = micro_weights(packed.select(slice(lo, hi)), g.micro_batch_size, g.loss_agg)
+            out = self.engine.update(
+                parts,
+                lambda model, item: micro_loss(
+                    model, item[0], weight=item[1], grpo_cfg=g, temperature=cfg.rollout.temperature
+                ),
+            )
+            for key, value in out.items():
+                totals.setdefault(key, []).append(float(value))
+        if hasattr(self.rollout, "sync_weights"):
+            self.rollout.sync_weights(self.engine.module)
+        return {f"actor/{k}": sum(v) / len(v) for k, v in totals.items()}
+
+    def close(self, exit_code: int = 0) -> None:
+        if self.tracker is not None:
+            self.tracker.finish(exit_code)
+            self.tracker = None
+        if self.sandbox is not None:
+            self.sandbox.__exit__(None, None, None)
+            self.sandbox = None
+
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
