@@ -1,0 +1,189 @@
+"""GRPO maths as pure tensor functions: advantages, the clipped policy loss, KL, entropy, log-probs.
+
+Nothing here reads a config object or a global; every function takes tensors and plain numbers and returns
+tensors. Shapes are written in comments: ``B`` sequences, ``T`` response tokens, ``V`` vocabulary,
+``G`` rollouts per prompt (the group size), ``N = n_groups * G``.
+
+Masks are float or bool tensors with 1 on response tokens that count and 0 on padding.
+
+On the CRL reward scale (Critique-Coder scales the critique reward by 0.8 in its first phase): with
+per-group std normalisation, and groups that are all-CRL or all-RL (a group is the G rollouts of one
+prompt, and a prompt is either an RL or a CRL prompt), multiplying a group's rewards by a constant ``s > 0``
+multiplies its mean and its std by ``s`` too, so ``(s*r - s*mean) / (s*std) == (r - mean) / std``: the
+scale cancels out exactly (up to ``eps``). A scale meant to weigh CRL less must therefore act on the
+advantages (:func:`scale_advantages`), which is the platform's default, or normalisation must be off.
+"""
+
+from __future__ import annotations
+
+import torch
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+# Log-ratios are clamped before exp() so that one wild token cannot produce inf/nan; exp(20) ~ 5e8 is far
+# outside any clip range, so the clamp never changes a clipped term.
+_LOG_RATIO_LIMIT = 20.0
+
+
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, norm_by_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """GRPO advantages: each reward minus its group's mean, divided by the group's std (+ eps).
+
+    ``rewards`` is 1-D, ``(N,)`` with ``N = n_groups * group_size`` and each group's samples contiguous.
+    The std is the sample (Bessel-corrected, unbiased) std, as verl computes it. A group of one sample
+    has no spread: its advantage is 0. With ``norm_by_std=False`` the result is ``r - group mean``.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if rewards.dim() != 1 or rewards.numel() % group_size != 0:
+        raise ValueError(
+            f"rewards must be 1-D with a length divisible by group_size: got shape {tuple(rewards.shape)} "
+            f"(length {rewards.numel()}) and group_size {group_size}"
+        )
+    grouped = rewards.float().view(-1, group_size)  # (n_groups, G)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)  # (n_groups, G)
+    if norm_by_std:
+        # (n_groups, 1); a group of one has no spread
+        std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(grouped)
+        centred = centred / (std + eps)
+    return centred.reshape(-1)  # (N,)
+
+
+def aggregate(values: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean") -> torch.Tensor:
+    """Reduce per-token ``values`` (B, T) under ``mask`` (B, T) to a scalar.
+
+    - ``token-mean``: sum over all valid tokens / number of valid tokens (long answers weigh more).
+    - ``seq-mean-token-mean``: each sequence's mean over its valid tokens, then the mean over sequences.
+    - ``seq-mean-token-sum``: each sequence's sum over its valid tokens, then the mean over sequences.
+
+    Sequences without any valid token are left out of the sequence means; an all-zero mask gives 0.
+    """
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGG_MODES)}")
+    mask = mask.to(values.dtype)  # (B, T)
+    masked = values * mask  # (B, T)
+    if agg == "token-mean":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    tokens = mask.sum(dim=-1)  # (B,)
+    per_seq = masked.sum(dim=-1)  # (B,)
+    if agg == "seq-mean-token-mean":
+        per_seq = per_seq / tokens.clamp(min=1.0)
+    present = (tokens > 0).to(values.dtype)  # (B,)
+    return (per_seq * present).sum() / present.sum().clamp(min=1.0)
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.3,
+    agg: str = "token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The clipped (PPO/GRPO) surrogate loss with asymmetric clipping ("clip-higher", DAPO).
+
+    Per token: ``max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))`` with
+    ``ratio = exp(logp - old_logp)``, then reduced by :func:`aggregate` with ``agg``.
+
+    Returns ``(loss, stats)``; ``stats`` holds detached 0-d tensors over the valid tokens:
+    ``clip_frac`` (share of tokens where the clipped term is the active one), ``approx_kl``
+    (k3 estimate of KL(old || new): ``ratio - 1 - log ratio``, token mean) and ``ratio_mean``.
+    """
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGG_MODES)}")
+    log_ratio = (logp - old_logp).clamp(-_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT)  # (B, T)
+    ratio = torch.exp(log_ratio)  # (B, T)
+    adv = advantages.unsqueeze(-1).to(ratio.dtype)  # (B, 1)
+    unclipped = -adv * ratio  # (B, T)
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (B, T)
+    per_token = torch.maximum(unclipped, clipped)  # (B, T)
+    loss = aggregate(per_token, mask, agg)
+    with torch.no_grad():
+        stats = {
+            "clip_frac": aggregate((clipped > unclipped).to(ratio.dtype), mask, "token-mean"),
+            "approx_kl": aggregate(ratio - 1.0 - log_ratio, mask, "token-mean"),
+            "ratio_mean": aggregate(ratio, mask, "token-mean"),
+        }
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(policy || reference): ``exp(ref - logp) - (ref - logp) - 1``.
+
+    Non-negative, zero where ``logp == ref_logp``, and zero on masked tokens. Returns (B, T); reduce it
+    with :func:`aggregate`.
+    """
+    diff = (ref_logp - logp).clamp(-_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT)  # (B, T)
+    return (torch.exp(diff) - diff - 1.0) * mask.to(diff.dtype)  # (B, T)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax over the last axis: (B, T, V) -> (B, T).
+
+    ``H = logsumexp(z) - sum(softmax(z) * z)``, stable for large logits.
+    """
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=-1)  # (B, T, V)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)  # (B, T)
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each chosen id: logits (B, T, V), ids (B, T) -> (B, T).
+
+    Computed as ``logit[id] - logsumexp(logits)`` so that the full (B, T, V) log-softmax is never
+    materialised; half-precision logits are upcast one sequence at a time.
+    """
+    ids = ids.long().unsqueeze(-1)  # (B, T, 1)
+    if logits.dtype in (torch.float32, torch.float64):
+        chosen = logits.gather(-1, ids).squeeze(-1)  # (B, T)
+        return chosen - torch.logsumexp(logits, dim=-1)  # (B, T)
+    rows = []
+    for row_logits, row_ids in zip(logits, ids, strict=True):  # (T, V), (T, 1)
+        row = row_logits.float()
+        rows.append(row.gather(-1, row_ids).squeeze(-1) - torch.logsumexp(row, dim=-1))  # (T,)
+    return torch.stack(rows)  # (B, T)
+
+
+def keep_groups_with_spread(rewards: torch.Tensor, group_size: int, eps: float = 1e-8) -> torch.Tensor:
+    """DAPO dynamic sampling: True for groups whose rewards are not all equal (max - min > eps).
+
+    rewards (N,) with contiguous groups -> bool mask (n_groups,). A group whose rollouts all got the same
+    reward has all-zero advantages and contributes no gradient.
+    """
+    if group_size < 1 or rewards.dim() != 1 or rewards.numel() % group_size != 0:
+        raise ValueError(
+            f"rewards must be 1-D with a length divisible by group_size: got length {rewards.numel()} "
+            f"and group_size {group_size}"
+        )
+    grouped = rewards.view(-1, group_size)  # (n_groups, G)
+    return (grouped.max(dim=1).values - grouped.min(dim=1).values) > eps  # (n_groups,)
+
+
+def select_groups(mask: torch.Tensor, need: int) -> torch.Tensor:
+    """Indices (long, ascending) of the first ``need`` groups where ``mask`` (n_groups,) is True.
+
+    Returns fewer than ``need`` indices when fewer groups are kept; the trainer then refills from the
+    next prompts and calls this again on the new groups.
+    """
+    if need < 0:
+        raise ValueError(f"need must be >= 0, got {need}")
+    return torch.nonzero(mask.bool(), as_tuple=False).flatten()[:need]  # (<= need,)
+
+
+def group_rows(group_indices: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Sample (row) indices of the given groups: (k,) group indices -> (k * G,) row indices, in order."""
+    offsets = torch.arange(group_size, device=group_indices.device)  # (G,)
+    return (group_indices.long().unsqueeze(-1) * group_size + offsets).reshape(-1)  # (k * G,)
+
+
+def scale_advantages(advantages: torch.Tensor, is_crl: torch.Tensor, scale: float) -> torch.Tensor:
+    """Multiply the advantages of CRL rows by ``scale``; RL rows are unchanged.
+
+    advantages (N,), is_crl (N,) bool -> (N,). This is where the CRL reward scale acts by default:
+    scaling the *rewards* of an all-CRL group before per-group std normalisation changes nothing,
+    because the group mean and std scale with it and the ratio is unchanged (see the module docstring);
+    scaling the advantages after normalisation does weigh CRL rows by ``scale`` in the loss.
+    """
+    return torch.where(is_crl.bool(), advantages * scale, advantages)  # (N,)

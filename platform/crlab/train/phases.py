@@ -1,0 +1,270 @@
+"""Training phases and the switch between them: a reward-plateau monitor and a phase schedule.
+
+Critique-Coder trains with a 16k response length and a CRL reward scale of 0.8, then switches to 32k
+"once the rewards have stabilized". :class:`PlateauMonitor` turns that sentence into a rule over plain
+numbers; :class:`PhaseSchedule` applies the rule (or a fixed step, or never) to a list of phases and
+reports each switch as a :class:`SwitchEvent` for the registry and W&B.
+
+Pure Python: no torch, no config objects (phases and the switch are duck-typed: any object with the
+attribute names below works, e.g. the config dataclasses or a ``SimpleNamespace``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SWITCH_POLICIES = ("plateau", "fixed", "never")
+
+
+class PlateauMonitor:
+    """Detect a plateau in a scalar curve (e.g. the mean RL reward), one value per step.
+
+    Exact semantics of :meth:`update`:
+
+    1. A NaN value is ignored: not stored, not counted; ``update`` returns False.
+    2. Otherwise the value is stored and counted (``n_seen``). Only the last ``2 * window`` values are
+       kept, which is all the rule looks at.
+    3. A check runs once ``n_seen >= max(min_steps, 2 * window)``: ``recent`` is the mean of the last
+       ``window`` values, ``previous`` the mean of the ``window`` values before them, and the improvement
+       is ``recent - previous`` (``mode="max"``) or ``previous - recent`` (``mode="min"``).
+    4. If the improvement is below ``min_delta`` the ``flat`` counter goes up by one, else it is reset to 0.
+    5. When ``flat`` reaches ``patience`` the monitor fires: ``update`` returns True once, records
+       ``last_trigger`` (step, recent/previous means, improvement, values seen), and from then on returns
+       False until :meth:`reset`.
+
+    On a perfectly flat curve the monitor therefore fires on the value number
+    ``max(min_steps, 2 * window) + patience - 1`` (1-based). Counts are of values seen by this monitor,
+    not of the ``step`` numbers passed in, so a fresh monitor per phase waits ``min_steps`` steps of
+    that phase. ``step`` is only recorded.
+    """
+
+    def __init__(
+        self,
+        window: int = 10,
+        min_delta: float = 0.01,
+        patience: int = 3,
+        min_steps: int = 20,
+        mode: str = "max",
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if min_steps < 0:
+            raise ValueError(f"min_steps must be >= 0, got {min_steps}")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        self.window = int(window)
+        self.min_delta = float(min_delta)
+        self.patience = int(patience)
+        self.min_steps = int(min_steps)
+        self.mode = mode
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen (history, counters, the fired flag and ``last_trigger``)."""
+        self._values: list[float] = []
+        self.n_seen = 0
+        self.flat = 0
+        self.fired = False
+        self.last_trigger: dict[str, Any] | None = None
+
+    def update(self, step: int, value: float) -> bool:
+        """Add one value; True exactly when the plateau rule fires (see the class docstring)."""
+        value = float(value)
+        if math.isnan(value):
+            return False
+        self._values.append(value)
+        self._values = self._values[-2 * self.window :]
+        self.n_seen += 1
+        if self.fired or self.n_seen < max(self.min_steps, 2 * self.window):
+            return False
+        recent = sum(self._values[-self.window :]) / self.window
+        previous = sum(self._values[: self.window]) / self.window
+        improvement = recent - previous if self.mode == "max" else previous - recent
+        self.flat = self.flat + 1 if improvement < self.min_delta else 0
+        if self.flat < self.patience:
+            return False
+        self.fired = True
+        self.last_trigger = {
+            "step": int(step),
+            "recent_mean": recent,
+            "previous_mean": previous,
+            "improvement": improvement,
+            "values_seen": self.n_seen,
+            "window": self.window,
+            "min_delta": self.min_delta,
+            "patience": self.patience,
+        }
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state; :meth:`load_state_dict` of it resumes with identical decisions."""
+        return {
+            "config": {
+                "window": self.window,
+                "min_delta": self.min_delta,
+                "patience": self.patience,
+                "min_steps": self.min_steps,
+                "mode": self.mode,
+            },
+            "values": list(self._values),
+            "n_seen": self.n_seen,
+            "flat": self.flat,
+            "fired": self.fired,
+            "last_trigger": dict(self.last_trigger) if self.last_trigger else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore counters and history; the monitor's own settings must match the saved ones."""
+        saved = dict(state["config"])
+        mine = self.state_dict()["config"]
+        if saved != mine:
+            raise ValueError(
+                f"plateau monitor settings differ from the checkpoint: saved {saved}, now {mine}"
+            )
+        self._values = [float(v) for v in state["values"]]
+        self.n_seen = int(state["n_seen"])
+        self.flat = int(state["flat"])
+        self.fired = bool(state["fired"])
+        self.last_trigger = dict(state["last_trigger"]) if state.get("last_trigger") else None
+
+
+@dataclass
+class SwitchEvent:
+    """One phase switch, as recorded in the registry and logged to W&B."""
+
+    step: int
+    from_phase: str
+    to_phase: str
+    policy: str
+    metric: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PhaseSchedule:
+    """Walk through ``phases`` in order, switching when ``switch.policy`` says so.
+
+    ``phases``: non-empty sequence of objects with ``name``, ``max_response_length``,
+    ``crl_reward_scale`` and ``scale_on``. ``switch``: an object with ``policy`` ("plateau", "fixed" or
+    "never"), ``metric``, ``window``, ``min_delta``, ``patience``, ``min_steps``, ``at_step`` and
+    optionally ``at_steps`` and ``mode`` ("max" by default).
+
+    - ``plateau``: a fresh :class:`PlateauMonitor` per phase watches ``metrics[switch.metric]``; when it
+      fires the schedule moves to the next phase.
+    - ``fixed``: the switch out of phase ``i`` happens on the first observed step ``>= at_steps[i]``
+      (``at_steps`` has one step per transition; with two phases ``at_step`` alone is enough).
+    - ``never``: stay in the first phase.
+
+    At most one switch per :meth:`observe` call; the last phase never switches.
+    """
+
+    def __init__(self, phases: Sequence[Any], switch: Any) -> None:
+        if not phases:
+            raise ValueError("phases must hold at least one phase")
+        if switch.policy not in SWITCH_POLICIES:
+            raise ValueError(
+                f"switch.policy must be one of {', '.join(SWITCH_POLICIES)}, got {switch.policy!r}"
+            )
+        self.phases = list(phases)
+        self.switch = switch
+        self.index = 0
+        self._at_steps = _transition_steps(switch, len(self.phases)) if switch.policy == "fixed" else []
+        self._monitor = self._new_monitor()
+
+    @property
+    def current(self) -> Any:
+        """The phase object in force now."""
+        return self.phases[self.index]
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == len(self.phases) - 1
+
+    def _new_monitor(self) -> PlateauMonitor | None:
+        if self.switch.policy != "plateau":
+            return None
+        s = self.switch
+        mode = getattr(s, "mode", "max")
+        return PlateauMonitor(s.window, s.min_delta, s.patience, s.min_steps, mode=mode)
+
+    def observe(self, step: int, metrics: Mapping[str, float]) -> SwitchEvent | None:
+        """Feed one step's metrics; returns the switch made at this step, or None."""
+        policy = self.switch.policy
+        if policy == "never":
+            return None
+        if policy == "plateau":
+            metric = self.switch.metric
+            if metric not in metrics:
+                raise KeyError(
+                    f"switch metric {metric!r} is not in this step's metrics; available: {sorted(metrics)}"
+                )
+            if self.is_last:
+                return None
+            if not self._monitor.update(step, metrics[metric]):
+                return None
+            return self._advance(step, metric, dict(self._monitor.last_trigger))
+        if self.is_last or step < self._at_steps[self.index]:
+            return None
+        return self._advance(step, None, {"at_step": self._at_steps[self.index]})
+
+    def _advance(self, step: int, metric: str | None, details: dict[str, Any]) -> SwitchEvent:
+        event = SwitchEvent(
+            step=int(step),
+            from_phase=self.current.name,
+            to_phase=self.phases[self.index + 1].name,
+            policy=self.switch.policy,
+            metric=metric,
+            details=details,
+        )
+        self.index += 1
+        self._monitor = self._new_monitor()
+        return event
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able state: the phase index and the current monitor's state."""
+        return {
+            "index": self.index,
+            "phase": self.current.name,
+            "policy": self.switch.policy,
+            "monitor": self._monitor.state_dict() if self._monitor else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        index = int(state["index"])
+        if not 0 <= index < len(self.phases):
+            raise ValueError(f"saved phase index {index} is out of range for {len(self.phases)} phases")
+        if state.get("phase") not in (None, self.phases[index].name):
+            raise ValueError(
+                f"saved phase {state['phase']!r} does not match phase {index} ({self.phases[index].name!r})"
+            )
+        self.index = index
+        self._monitor = self._new_monitor()
+        if self._monitor is not None and state.get("monitor"):
+            self._monitor.load_state_dict(state["monitor"])
+
+
+def _transition_steps(switch: Any, n_phases: int) -> list[int]:
+    """The fixed policy's switch steps, one per transition, from ``at_steps`` or ``at_step``."""
+    if n_phases == 1:
+        return []
+    at_steps = getattr(switch, "at_steps", None)
+    if at_steps:
+        steps = [int(s) for s in at_steps]
+    elif getattr(switch, "at_step", None) is not None:
+        steps = [int(switch.at_step)]
+    else:
+        raise ValueError("switch.policy 'fixed' needs switch.at_step (two phases) or switch.at_steps")
+    if len(steps) != n_phases - 1:
+        raise ValueError(
+            f"switch.at_steps needs one step per transition: {n_phases} phases need {n_phases - 1}, got {steps}"
+        )
+    if steps != sorted(steps):
+        raise ValueError(f"switch.at_steps must be increasing, got {steps}")
+    return steps
