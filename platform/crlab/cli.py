@@ -30,6 +30,8 @@ runs_app = typer.Typer(no_args_is_help=True, help="List and inspect runs in the 
 db_app = typer.Typer(no_args_is_help=True, help="Create, migrate and inspect the registry database.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (the bundled tiny coder).")
+app.add_typer(model_app, name="model")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -239,13 +241,38 @@ def db_current(db: DbOpt = None, json_out: JsonOpt = False) -> None:
         out.print(f"{regdb.display_url(url)}: revision {current or '(empty)'}, head {head}: {state}")
 
 
+@model_app.command("build-tiny")
+def model_build_tiny(
+    seed: Annotated[int, typer.Option(help="Seed of the tokenizer, initialisation and warm start.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has it.")] = False,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Where built models live. Default: $CRLAB_CACHE or ~/.cache/crlab.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Build the bundled tiny coder (tiny://coder) into the cache; runs that need it do this themselves."""
+    from crlab.train.tiny_model import build_tiny
+
+    path = build_tiny(cache_dir, seed=seed, force=force, log=None if json_out else err.print)
+    info = json.loads((path / "build.json").read_text())
+    if json_out:
+        print_json({"path": str(path), **info})
+    else:
+        out.print(
+            f"tiny coder at {path} ({info['examples']} warm-start examples, loss {info['final_loss']:.3f})"
+        )
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    from crlab.data.problems import DataFormatError
+    from crlab.rewards.spec import TestSpecError
+
     try:
         app()
-    except CrlabError as exc:
+    except (CrlabError, DataFormatError, TestSpecError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -56,7 +56,8 @@ class Trainer:
 
     # -- set-up that needs the run --------------------------------------------------------------
     def _start(self, run: Run, resume: bool) -> None:
-        from crlab.train.engine import CheckpointManager, TrainEngine, init_distributed
+        from crlab.train.checkpoint import CheckpointManager
+        from crlab.train.engine import TrainEngine, init_distributed
 
         cfg = self.cfg
         init_distributed()
@@ -129,9 +130,9 @@ class Trainer:
     def _save(self, run: Run) -> None:
         path = self.checkpoints.save(self.engine, step=self.step, client_state=self._client_state())
         self.registry.record_checkpoint(run.id, self.step, str(path), complete=True)
-        kept = {c.step for c in self.checkpoints.complete()}
+        kept = {str(p) for p in self.checkpoints.complete()}
         for ck in self.registry.checkpoints(run.id):
-            if ck.step not in kept:
+            if ck.path not in kept:
                 self.registry.delete_checkpoint(run.id, ck.step)
         self._record(run.id, "checkpoint", {"path": str(path)}, self.step)
 
