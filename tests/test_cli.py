@@ -150,3 +150,27 @@ def test_sweep_dry_run_lists_cells_and_registers_nothing(tmp_path: Path) -> None
     data = json.loads(res.stdout)
     assert [c["overrides"]["data.crl_ratio"] for c in data["cells"]] == [0.0, 0.2, 0.5, 1.0]
     assert not (tmp_path / "dry.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("model.path=/no/such/model", "model.path: '/no/such/model' does not exist"),  # missing model
+        ("data.rl_source=rstar:{bad}", "bad.jsonl:2"),  # a data file in the wrong format: file and line
+        ("data.rl_source=nosuchformat:x", "data.rl_source"),  # an unknown source
+    ],
+)
+def test_run_checks_model_and_data_before_any_compute(override: str, match: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "inputs": ["1"], "outputs": ["1"]}\n{"question": 3}\n')
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    args = [
+        "run",
+        "experiments/tiny_coder.yaml",
+        override.format(bad=bad),
+        f"paths.runs_dir={tmp_path / 'runs'}",
+    ]
+    _one_error_line(platform(*args, db=url), match)
+    with Registry(url) as reg:
+        assert reg.list_runs() == []  # nothing registered
+    assert not (tmp_path / "runs").exists()

@@ -33,17 +33,52 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+class _Tally:
+    """Per-step statistics over every sampled response, kept or not."""
+
+    def __init__(self) -> None:
+        self.rl: list[float] = []
+        self.crl: list[float] = []
+        self.parsed: list[float] = []
+        self.lengths: list[float] = []
+        self.truncated: list[float] = []
+        self.t_rollout = self.t_reward = 0.0
+
+    def add(self, scored: Any, rollouts: Rollouts) -> None:
+        for reward, is_crl in zip(scored.rewards.tolist(), scored.is_crl.tolist(), strict=True):
+            (self.crl if is_crl else self.rl).append(reward)
+        self.parsed += [float(j is not None) for j in scored.judged]
+        self.lengths += [float(len(ids)) for ids in rollouts.response_ids]
+        self.truncated += [float(t) for t in rollouts.truncated]
+
+    def stats(self, kept_groups: int, rounds: int) -> dict[str, float]:
+        return {
+            "reward/rl_mean": _mean(self.rl),
+            "reward/crl_mean": _mean(self.crl),
+            "critique/accuracy": _mean(self.crl),  # a CRL reward is 1 exactly when the judgment is right
+            "critique/parse_rate": _mean(self.parsed),
+            "code/solved_frac": _mean([float(r >= 1.0) for r in self.rl]),
+            "response/length_mean": _mean(self.lengths),
+            "response/truncated_frac": _mean(self.truncated),
+            "batch/kept_groups": float(kept_groups),
+            "batch/refill_rounds": float(rounds),
+            "time/rollout_s": self.t_rollout,
+            "time/reward_s": self.t_reward,
+            "_tokens": sum(self.lengths),
+        }
+
+
 def collect_groups(
     trainer: Any, phase: Any
 ) -> tuple[tuple[Rollouts, torch.Tensor], list[int], dict[str, float]]:
+    """Returns ((all sampled rollouts, their advantages), the rows of kept groups, statistics)."""
     g = trainer.cfg.grpo
     size, need = g.group_size, g.prompts_per_step
     parts: list[Rollouts] = []
     advantages: list[torch.Tensor] = []
-    kept_rows: list[int] = []
-    rl_rewards, crl_rewards, lengths, truncated, parsed = [], [], [], [], []
-    t_rollout = t_reward = 0.0
-    offset, rounds = 0, 0
+    kept: list[int] = []
+    tally = _Tally()
+    rounds = 0
     while True:
         batch = trainer.sampler.next_batch()
         rows = [trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl]
@@ -51,40 +86,18 @@ def collect_groups(
         rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
         t1 = time.time()
         scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
-        t_rollout, t_reward = t_rollout + t1 - t0, t_reward + time.time() - t1
-        adv = advantages_for(scored, size, phase, g.norm_adv_by_std)
-        keep = (
-            grpo.keep_groups_with_spread(scored.rewards, size)
-            if g.dynamic_sampling
-            else torch.ones(len(rows), dtype=torch.bool)
-        )
-        groups = grpo.select_groups(keep, need - len(kept_rows) // size)
-        kept_rows += (grpo.group_rows(groups, size) + offset).tolist()
+        tally.t_rollout, tally.t_reward = tally.t_rollout + t1 - t0, tally.t_reward + time.time() - t1
+        tally.add(scored, rollouts)
+        if g.dynamic_sampling:
+            keep = grpo.keep_groups_with_spread(scored.rewards, size)  # (n_groups,)
+        else:
+            keep = torch.ones(len(rows), dtype=torch.bool)  # (n_groups,)
+        groups = grpo.select_groups(keep, need - len(kept) // size)
+        offset = sum(len(p) for p in parts)
+        kept += (grpo.group_rows(groups, size) + offset).tolist()
         parts.append(rollouts)
-        advantages.append(adv)
-        offset += len(rollouts)
-        crl = scored.is_crl.tolist()
-        rl_rewards += [float(r) for r, c in zip(scored.rewards, crl, strict=True) if not c]
-        crl_rewards += [float(r) for r, c in zip(scored.rewards, crl, strict=True) if c]
-        parsed += [j is not None for j in scored.judged]
-        lengths += [len(ids) for ids in rollouts.response_ids]
-        truncated += rollouts.truncated
-        if not g.dynamic_sampling or len(kept_rows) // size >= need or rounds >= g.max_refill_rounds:
+        advantages.append(advantages_for(scored, size, phase, g.norm_adv_by_std))
+        if not g.dynamic_sampling or len(kept) // size >= need or rounds >= g.max_refill_rounds:
             break
         rounds += 1
-    merged = _merge(parts)
-    stats = {
-        "reward/rl_mean": _mean(rl_rewards),
-        "reward/crl_mean": _mean(crl_rewards),
-        "critique/accuracy": _mean(crl_rewards),
-        "critique/parse_rate": _mean([float(p) for p in parsed]),
-        "code/solved_frac": _mean([float(r >= 1.0) for r in rl_rewards]),
-        "response/length_mean": _mean([float(n) for n in lengths]),
-        "response/truncated_frac": _mean([float(t) for t in truncated]),
-        "batch/kept_groups": float(len(kept_rows) // size),
-        "batch/refill_rounds": float(rounds),
-        "time/rollout_s": t_rollout,
-        "time/reward_s": t_reward,
-        "_tokens": float(sum(lengths)),
-    }
-    return (merged, torch.cat(advantages)), kept_rows, stats
+    return (_merge(parts), torch.cat(advantages)), kept, tally.stats(len(kept) // size, rounds)

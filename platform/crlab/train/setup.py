@@ -60,31 +60,39 @@ def load_policy(cfg: Any, model_dir: str) -> tuple[Any, Any]:
     return model, tok
 
 
-def load_rows(cfg: Any, sandbox: Any, style: str) -> tuple[list[PromptRow], list[PromptRow]]:
-    """The RL prompt rows and the CRL prompt rows (CRL labels come from running the candidates)."""
-    from crlab.data.crl import build_crl_rows, load_crl_candidates
-    from crlab.data.prompts import code_prompt
-
+def load_sources(cfg: Any) -> tuple[list[Any], list[Any]]:
+    """(RL problems, CRL problems), read and checked; cheap, so it runs before any model is loaded."""
     problems = _load(cfg.data.rl_source, "data.rl_source", cfg.seed)
     if cfg.data.max_problems:
         problems = problems[: cfg.data.max_problems]
-    rl = [PromptRow("rl", code_prompt(p, style), p.id, spec=p.spec) for p in problems]
-    crl: list[PromptRow] = []
+    if not problems and cfg.data.crl_ratio < 1:
+        raise ConfigError(f"data.rl_source {cfg.data.rl_source!r} has no problems")
+    crl_problems: list[Any] = []
     if cfg.data.crl_ratio > 0:
         crl_problems = (
             _load(cfg.data.crl_source, "data.crl_source", cfg.seed) if cfg.data.crl_source else problems
         )
-        extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
-        rows = build_crl_rows(
-            crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=cfg.reward.max_tests,
-            style=style, candidates=extra,
-        )  # fmt: skip
-        crl = [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
-        if not crl:
-            raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
-    if not rl and cfg.data.crl_ratio < 1:
-        raise ConfigError(f"data.rl_source {cfg.data.rl_source!r} has no problems")
-    return rl, crl
+    return problems, crl_problems
+
+
+def make_rows(
+    cfg: Any, problems: list[Any], crl_problems: list[Any], sandbox: Any, style: str
+) -> tuple[list[PromptRow], list[PromptRow]]:
+    """The RL prompt rows and the CRL prompt rows (CRL labels come from running the candidates)."""
+    from crlab.data.crl import build_crl_rows, load_crl_candidates
+    from crlab.data.prompts import code_prompt
+
+    rl = [PromptRow("rl", code_prompt(p, style), p.id, spec=p.spec) for p in problems]
+    if not crl_problems:
+        return rl, []
+    extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
+    rows = build_crl_rows(
+        crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=cfg.reward.max_tests,
+        style=style, candidates=extra,
+    )  # fmt: skip
+    if not rows:
+        raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
+    return rl, [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
 
 
 def _load(source: str, key: str, seed: int) -> list[Any]:

@@ -149,11 +149,11 @@ def micro_loss(
     if grpo_cfg.kl_coef > 0 and mb.ref_logp is not None:
         kl = grpo.aggregate(grpo.kl_penalty(logp, mb.ref_logp.to(device), mask), mask, grpo_cfg.loss_agg)
         loss = loss + grpo_cfg.kl_coef * kl
-        out["kl"] = float(kl)
+        out["kl"] = float(kl.detach())
     entropy = grpo.aggregate(grpo.entropy_from_logits(logits), mask, "token-mean")
     if grpo_cfg.entropy_coef > 0:
         loss = loss - grpo_cfg.entropy_coef * entropy
-    out["entropy"] = float(entropy)
+    out["entropy"] = float(entropy.detach())
     return loss * weight, out
 
 

@@ -123,7 +123,7 @@ def _sft(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        loss_value = float(loss)
+        loss_value = loss.item()
         if log and (step % 50 == 0 or step == steps - 1):
             log(f"warm start step {step + 1}/{steps}: loss {loss_value:.3f}")
     return loss_value

@@ -31,6 +31,8 @@ class Trainer:
 
         self.cfg, self.registry = cfg, registry
         setup.seed_everything(cfg.seed)
+        setup.check_model_path(cfg.model.path)
+        problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
         model_dir = setup.resolve_model(cfg)
         self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
         self.model_dir = model_dir
@@ -39,7 +41,7 @@ class Trainer:
             memory_mb=cfg.reward.memory_mb, isolation=cfg.reward.isolation,
         ).__enter__()  # fmt: skip
         style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
-        self.rl_rows, self.crl_rows = setup.load_rows(cfg, self.sandbox, style)
+        self.rl_rows, self.crl_rows = setup.make_rows(cfg, problems, crl_problems, self.sandbox, style)
         g = cfg.grpo
         self.sampler = MixSampler(
             len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed
