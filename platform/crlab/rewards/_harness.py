@@ -1,0 +1,258 @@
+"""The child-side harness of :mod:`crlab.rewards.sandbox`: runs one test of an untrusted program.
+
+Standard library only, self-contained: the fork server (``_server.py``) is shipped into the sandbox as this
+source followed by its own, and every forked child ends in :func:`harness`. Also runnable as
+``python -I -S _harness.py single <result fd> <job fd>``: the same harness in a fresh interpreter, used by
+the benchmark's one-interpreter-per-test baseline.
+
+The harness runs in the same process as the program, so it defends only against cheap tricks: it records
+the outcome with a per-test nonce on a randomly numbered fd only after the program (and, for assert tests,
+``check``) returned; it captures the builtins it needs before the program runs; ``check`` gets pristine
+builtins; return values must be made of exact builtin types. See the sandbox docstring for what remains.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import json
+import os
+import resource
+import sys
+
+# LeetCode-style solutions rely on these names being predefined (List, Optional, deque, heappush, ...).
+PRELUDE = (
+    "from typing import *\nfrom collections import *\nfrom heapq import *\nfrom bisect import *\n"
+    "from itertools import *\nfrom functools import *\nfrom math import *\n"
+    "import collections, heapq, bisect, itertools, functools, math, string, re, operator\n"
+)
+CHILD_ENV_PATH = "/usr/bin:/bin"
+
+
+def child_env(cwd: str) -> dict:
+    """The whole environment of a test: built from scratch, nothing inherited from the host."""
+    return {"PATH": CHILD_ENV_PATH, "LANG": "C.UTF-8", "HOME": cwd, "TMPDIR": cwd}
+
+
+# ---------------------------------------------------------------- limits (child side)
+def apply_limits(cfg: dict) -> None:
+    """Per-execution rlimits: address space, CPU seconds, processes, file size, open files, no core."""
+    mem = int(cfg["memory_mb"]) << 20
+    cpu = int(cfg["time_limit"]) + 2
+    wanted = [
+        (resource.RLIMIT_AS, mem, mem),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_NPROC, cfg["nproc"], cfg["nproc"]),
+        (resource.RLIMIT_FSIZE, cfg["max_output"], cfg["max_output"]),
+        (resource.RLIMIT_NOFILE, cfg["nofile"], cfg["nofile"]),
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_STACK, min(mem, 256 << 20), min(mem, 256 << 20)),
+    ]
+    for res, soft, hard in wanted:
+        old_hard = resource.getrlimit(res)[1]
+        if old_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, old_hard), min(hard, old_hard)
+        resource.setrlimit(res, (soft, hard))
+
+
+def _drop_privileges(uid: int | None) -> None:
+    if uid is None or os.geteuid() != 0:
+        return
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if os.geteuid() == 0 or os.getuid() == 0:
+        os._exit(72)
+
+
+# ---------------------------------------------------------------- harness (runs the untrusted program)
+class _NotPlain(TypeError):
+    pass
+
+
+# Captured when the harness is imported (before any program runs), so patching builtins cannot change them.
+# Types are matched by id: a metaclass with a custom __eq__/__hash__ cannot pose as int.
+_type, _id, _all, _json_dumps = type, id, all, json.dumps
+_exec, _compile, _dict, _len, _enc = exec, compile, dict, len, json.encoder.encode_basestring_ascii
+_JSON_SCALARS = frozenset(map(id, (type(None), bool, int, float, str)))
+_SCALARS = frozenset(map(id, (type(None), bool, int, float, complex, str, bytes)))
+_SEQUENCES = frozenset(map(id, (list, tuple, set, frozenset)))
+_PRISTINE_BUILTINS = dict(builtins.__dict__)
+
+
+def _plain_json(v):
+    """Return ``v`` if it is built from exact JSON types only (no subclasses, no custom __eq__)."""
+    t = _type(v)
+    if _id(t) in _JSON_SCALARS:
+        return v
+    if t is list or t is tuple:
+        return [_plain_json(x) for x in v]
+    if t is dict and _all(_type(k) is str for k in v):
+        return {k: _plain_json(x) for k, x in v.items()}
+    raise _NotPlain(f"return value contains a {t.__name__!s}, not a plain JSON type")
+
+
+def _copy_plain(v):
+    """A deep copy of ``v`` with exact builtin types; anything else (e.g. an always-equal object) raises."""
+    t = _type(v)
+    if _id(t) in _SCALARS:
+        return v
+    if _id(t) in _SEQUENCES:
+        return t(_copy_plain(x) for x in v)
+    if t is dict:
+        return {_copy_plain(k): _copy_plain(x) for k, x in v.items()}
+    raise _NotPlain(f"candidate returned a {t.__name__!s}, not a plain builtin value")
+
+
+def _guard(fn):
+    def candidate(*args, **kwargs):
+        return _copy_plain(fn(*args, **kwargs))
+
+    return candidate
+
+
+def _brief(e: BaseException) -> str:
+    try:
+        return f"{type(e).__name__}: {e!s}"[:300]
+    except BaseException:
+        return "exception"
+
+
+def _stdio() -> None:
+    """Fresh stdio objects over fds 0-2 (a forked child must not reuse the server's buffers)."""
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), "utf-8")
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)), "utf-8"
+    )
+    err = io.BufferedWriter(io.FileIO(2, "w", closefd=False))
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(err, "utf-8", "backslashreplace", write_through=True)
+
+
+def _call_target(ns: dict, fn_name: str, args: list):
+    sol = ns.get("Solution")
+    if isinstance(sol, type) and hasattr(sol, fn_name):
+        target = getattr(sol(), fn_name)
+    elif fn_name in ns:
+        target = ns[fn_name]
+    else:
+        raise NameError(f"function {fn_name!r} is not defined")
+    return _json_dumps(_plain_json(target(*args)))
+
+
+def namespace(kind: str) -> dict:
+    """The program's globals: ``__main__`` for stdin programs; LeetCode's names predefined for functional."""
+    ns = {"__name__": "__main__" if kind == "stdin" else "__solution__", "__builtins__": builtins}
+    if kind == "functional":
+        exec(PRELUDE, ns)
+    return ns
+
+
+def prepare(job: dict, ns: dict) -> tuple[tuple | None, str]:
+    """Compile the program (and the check) before anything runs. -> ((code, check, ns), "") or (None, error).
+
+    Compiling executes nothing, so the fork server does it once per program; a forked child then runs the
+    code in its own copy of ``ns`` (a template the server itself never touches)."""
+    try:
+        code = compile(job["program"], "<solution>", "exec")
+        check = compile(job["check_code"], "<check>", "exec") if job["kind"] == "assert" else None
+    except BaseException as e:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
+        return None, _brief(e)
+    return (code, check, ns), ""
+
+
+def _attempt(job: dict, code, check, ns: dict, args_text: str | None) -> tuple[str, str | None, str]:
+    """Run the program (and its functional call or assert check). Returns (status, value, error)."""
+    kind = job["kind"]
+    try:
+        if kind == "functional":
+            args = json.loads(args_text)  # decoded before the program can patch anything
+        exec(code, ns)
+        if kind == "functional":
+            return "ok", _call_target(ns, job["fn_name"], args), ""
+        if kind == "assert":  # check() sees the original builtins, whatever the program patched
+            check_ns = _dict(ns)
+            check_ns["__builtins__"] = _dict(_PRISTINE_BUILTINS)
+            _exec(check, check_ns)
+            check_ns["check"](_guard(check_ns[job["entry_point"]]))
+        return "ok", None, ""
+    except SystemExit as e:
+        code_ = e.code
+        if kind == "stdin" and (code_ is None or (type(code_) is int and code_ == 0)):
+            return "ok", None, ""
+        return "exit", None, "SystemExit"
+    except MemoryError:
+        return "memory", None, ""
+    except _NotPlain as e:
+        return "badtype", None, _brief(e)
+    except AssertionError as e:
+        return ("assert" if kind == "assert" else "exc"), None, _brief(e)
+    except BaseException as e:
+        return "exc", None, _brief(e)
+
+
+def _record(nonce: str, status: str, value: str | None = None, err: str = "") -> bytes:
+    """The result record, built from strings only (json.dumps would consult patchable builtins)."""
+    v = "null" if value is None else _enc(value)
+    return (
+        '{"n": ' + _enc(nonce) + ', "s": ' + _enc(status) + ', "v": ' + v + ', "e": ' + _enc(err) + "}"
+    ).encode()
+
+
+def harness(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int, prepared=None) -> None:
+    """Run one test in this (already limited) process and write a result record to ``rfd``; never returns.
+
+    ``prepared`` comes from :func:`prepare` in the fork server (whose stdio objects the child inherits);
+    without it (a fresh interpreter) both are made here. The record carries ``nonce``; for assert tests it
+    is written only after ``check`` returned, so an early ``exit(0)`` or ``os._exit(0)`` is not a pass.
+    """
+    write, exit_ = os.write, os._exit
+    fallback = {s: _record(nonce, s) for s in ("memory", "exc", "outlimit")}
+    error = ""
+    if prepared is None:
+        _stdio()
+        prepared, error = prepare(job, namespace(job["kind"]))
+    stdout = sys.stdout
+    if prepared is None:
+        status, value, err = "compile", None, error
+    else:
+        status, value, err = _attempt(job, *prepared, args_text)
+    if sys.stdout is not stdout:  # the program replaced sys.stdout: flush it, best effort, like exit does
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+    try:
+        if not stdout.closed:
+            stdout.flush()
+    except MemoryError:
+        status = "memory"
+    except BaseException as e:
+        if status == "ok":
+            status, err = "exc", _brief(e)
+    try:
+        record = _record(nonce, status, value, err)
+        if _len(record) >= limit - 64:
+            record = fallback["outlimit"]
+    except MemoryError:
+        record = fallback["memory"]
+    except BaseException:
+        record = fallback["exc"]
+    write(rfd, record)
+    exit_(0 if status == "ok" else 1)
+
+
+def _site_builtins() -> None:
+    """``exit``/``quit`` come from the site module, which ``-S`` skips; programs use them."""
+    import site
+
+    site.setquit()
+
+
+def _single(rfd: int, jfd: int) -> None:
+    blob = json.loads(os.pread(jfd, os.fstat(jfd).st_size, 0))
+    os.close(jfd)
+    _site_builtins()
+    harness(blob["job"], blob["args"], rfd, blob["nonce"], blob["limit"])
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["single"]:
+    _single(int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,399 @@
+"""Run untrusted programs (model output) against tests, in warm bubblewrap sandboxes (the only code in
+crlab that executes model output).
+
+How it works
+    A :class:`Sandbox` owns ``workers`` workers. A worker is one long-lived Python fork server
+    (``_server.py`` + ``_harness.py``, standard library only) inside its own bubblewrap sandbox; the host
+    talks to it over two pipes, one length-prefixed JSON frame per program each way (plain data, nothing
+    unpickled). The server has already imported what programs usually need and compiles each program once
+    (compiling executes nothing); per test it forks a child, so a test costs a fork (a few ms of CPU), not
+    an interpreter start. ``run_many`` spreads programs over the workers. If a worker dies or stops
+    answering, its program gets ``runtime_error`` on every test and a fresh worker replaces it.
+
+Verdicts are computed outside the untrusted process
+    The server (trusted, outside the child) reads the child's exit status, signals, CPU time and output
+    size; expected outputs never enter the sandbox: the host compares captured stdout (LiveCodeBench rules,
+    :mod:`crlab.rewards.spec`) and functional return values, which the child must send as JSON made of
+    exact JSON types only (an object overriding ``__eq__`` is rejected). An assert test (HumanEval
+    ``check(candidate)``) passes only if a record with a per-test random nonce arrives on a randomly
+    numbered fd, written by the harness after ``check`` returned: an early ``exit(0)``/``os._exit(0)`` is
+    not a pass; the candidate's return values reach ``check`` deep-copied into exact builtin types.
+
+What is isolated (``isolation="bwrap"``, the default)
+    * Filesystem: a fresh root with only read-only binds of /usr (and the /bin, /lib... links), the
+      interpreter's install prefix, /etc/ld.so.cache and /etc/localtime; a /proc of its own pid namespace;
+      a minimal /dev; a private size-capped tmpfs /tmp, wiped after every test. Not visible: home
+      directories (if the interpreter lives under one, only its prefix shows), the repository, run
+      directories, the rest of /etc, /var, /mnt, /work. All mounts are nosuid; no_new_privs is set.
+    * Network: a network namespace of its own, so nothing outside is reachable, not even host loopback.
+    * Processes: own pid, IPC and UTS namespaces and a new session; other processes are invisible and
+      cannot be signalled. After every test all processes left in the sandbox are killed (the server is a
+      child subreaper and sends ``kill(-1)``), so daemons and double forks do not outlive their test.
+    * Identity: when the host runs as root, tests run as an unprivileged uid (``uid_base`` + worker
+      index, by default above 1e9; no groups, no capabilities) other than the server's, so a test can
+      neither signal nor ptrace the server, and RLIMIT_NPROC holds (root is exempt from it). The server
+      keeps only setuid/setgid, kill, chown, dac_override and fowner. When the host is not root, tests and
+      server share the host uid in a user namespace (nested user namespaces disabled); the server is
+      non-dumpable (no ptrace, no /proc/<pid>/mem) but a test can kill it, which costs a worker restart.
+    * Environment: built from scratch (PATH, LANG, HOME, TMPDIR); no host variable (API keys, database
+      URLs) reaches the sandbox, nor even the bwrap process.
+    * Per test: RLIMIT_AS (``memory_mb``), RLIMIT_CPU, RLIMIT_NPROC, RLIMIT_FSIZE (also caps stdout/stderr,
+      captured in memfds, at ``max_output_bytes``), RLIMIT_NOFILE, no core dumps, and a wall-clock limit
+      after which the whole process group is SIGKILLed.
+
+What is not isolated
+    * The kernel is shared: no seccomp filter, every syscall is available, a kernel exploit escapes. In
+      root mode a test may create nested user namespaces (more kernel attack surface). The server compiles
+      untrusted source (a compiler crash would only cost a worker restart).
+    * No cgroups: memory is bounded per process by address space (RLIMIT_AS), not by RSS or in total; CPU
+      by RLIMIT_CPU per process and the wall clock. A test can read /proc/cpuinfo, /proc/meminfo, the
+      kernel version, timing, and everything under /usr.
+    * The harness runs inside the program's process, so in-process code can subvert it: patch builtins or
+      the harness, trace ``check`` with ``sys.settrace``, patch modules ``check`` imports, or find the
+      completion fd (scanning its fds) and the nonce (in its own memory, e.g. the harness's frames) and
+      forge an assert-test pass. For stdin and functional tests this buys nothing: the verdict is a
+      comparison on the host, and the program only chooses which output it claims.
+    * ``isolation="rlimit"`` (explicit opt-in, warns once): no namespaces. Same rlimits, cleared
+      environment, private working directory, wall clock, process sweep and uid drop (root host); but the
+      program sees the host filesystem and network and can signal same-uid processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from . import _harness, _server
+from .spec import TestSpec
+
+# The fork server's program: the harness, then the server (one -c string; nothing of the repo is mounted).
+WORKER_SOURCE = (
+    Path(_harness.__file__).read_text()
+    + "\n"
+    + Path(_server.__file__).read_text().replace("from __future__ import annotations\n", "", 1)
+)
+_SERVER_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
+_rlimit_warned = False
+
+
+class Verdict(str, Enum):
+    PASSED = "passed"
+    WRONG_ANSWER = "wrong_answer"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    MEMORY_EXCEEDED = "memory_exceeded"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False  # not a pytest test class
+
+    verdict: Verdict
+    wall_s: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ProgramResult:
+    results: tuple[TestResult, ...]
+
+    @property
+    def pass_rate(self) -> float:
+        """Fraction of tests passed (0.0 for no tests)."""
+        if not self.results:
+            return 0.0
+        return sum(r.verdict is Verdict.PASSED for r in self.results) / len(self.results)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot run (bwrap missing or failing, used outside ``with``)."""
+
+
+class SandboxIsolationWarning(RuntimeWarning):
+    """Weaker isolation than the default was requested."""
+
+
+def _bwrap_has(bwrap: str, option: str) -> bool:
+    out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    return option in out.stdout + out.stderr
+
+
+def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int) -> list[str]:
+    """Mounts and namespaces of one worker (see the module docstring)."""
+    a = [bwrap, "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            a += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            a += ["--ro-bind", top, top]
+    for f in ("/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.exists(f):
+            a += ["--ro-bind", f, f]
+    made: set[str] = set()
+    for prefix in sorted({sys.base_prefix, sys.base_exec_prefix, str(Path(python).parent.parent)}):
+        if prefix == "/usr" or prefix.startswith("/usr/") or not os.path.isdir(prefix):
+            continue
+        for parent in reversed(Path(prefix).parents[:-1]):  # /root, /root/.pyenv, ... made traversable
+            if str(parent) not in made:
+                made.add(str(parent))
+                a += ["--perms", "0755", "--dir", str(parent)]
+        a += ["--ro-bind", prefix, prefix]
+    a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    a += ["--chdir", "/tmp", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    a += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
+    a += ["--setenv", "PATH", _harness.CHILD_ENV_PATH, "--setenv", "LANG", "C.UTF-8"]
+    if os.geteuid() == 0:
+        a += ["--cap-drop", "ALL"]
+        for cap in _SERVER_CAPS:
+            a += ["--cap-add", f"CAP_{cap}"]
+    else:
+        a += ["--unshare-user"] + (["--disable-userns"] if _bwrap_has(bwrap, "--disable-userns") else [])
+    return a + ["--"]
+
+
+class _Worker:
+    """One fork server process and its pipes. Not thread-safe: the pool hands it to one job at a time."""
+
+    def __init__(self, argv: list[str]):
+        self.argv, self.proc, self._err = argv, None, None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the worker; closed in stop())
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env={"PATH": _harness.CHILD_ENV_PATH, "LANG": "C.UTF-8"},
+            close_fds=True,
+            start_new_session=True,
+        )
+        hello = self._recv(timeout)
+        if not isinstance(hello, dict) or "hello" not in hello:
+            self._err.seek(0)
+            tail = self._err.read()[-2000:].decode("utf-8", "replace")
+            self.stop()
+            raise SandboxError(f"sandbox worker failed to start ({' '.join(self.argv[:1])}): {tail}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            for f in (self.proc.stdin, self.proc.stdout, self._err):
+                f.close()
+        self.proc = None
+
+    def _recv(self, timeout: float):
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout)[0]:
+            return None
+        try:
+            return _server.recv_frame(fd)  # once a frame starts, the server writes it whole
+        except (OSError, ValueError):
+            return None
+
+    def call(self, req: dict, n: int, timeout: float) -> list | None:
+        """Send one program; return its raw per-test results, or None (worker then restarted lazily)."""
+        if self.proc is None or self.proc.poll() is not None:  # died between jobs: replace it first
+            self.stop()
+            self.start()
+        try:
+            _server.send_frame(self.proc.stdin.fileno(), req)
+            resp = self._recv(timeout)
+        except OSError:
+            resp = None
+        results = resp.get("results") if isinstance(resp, dict) and resp.get("id") == req["id"] else None
+        valid = {v.value for v in Verdict} | {None}
+        ok = isinstance(results, list) and len(results) == n
+        if not (ok and all(isinstance(r, dict) and r.get("v") in valid for r in results)):
+            self.stop()
+            return None
+        return results
+
+
+class Sandbox:
+    """A pool of sandboxed fork-server workers; use as ``with Sandbox() as sb: sb.run(program, spec)``.
+
+    Limits hold per test: ``time_limit_s`` (wall clock), ``memory_mb`` (address space), ``max_output_bytes``
+    (stdout, stderr, any file), ``nproc`` (processes and threads), ``nofile``; ``tmp_mb`` caps a worker's
+    /tmp. Program text over ``max_program_bytes`` or not UTF-8 is a runtime error on every test.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        time_limit_s: float = 4.0,
+        memory_mb: int = 1024,
+        isolation: str = "bwrap",
+        max_output_bytes: int = 1 << 20,
+        *,
+        max_program_bytes: int = 1 << 20,
+        nproc: int = 64,
+        nofile: int = 128,
+        tmp_mb: int = 64,
+        uid_base: int | None = None,
+    ):
+        if workers < 1 or time_limit_s <= 0 or memory_mb < 64 or max_output_bytes < 1024 or nofile < 48:
+            raise ValueError("Sandbox: need workers >= 1, time_limit_s > 0, memory_mb >= 64, ...")
+        if isolation not in ("bwrap", "rlimit"):
+            raise ValueError(f"Sandbox: isolation must be 'bwrap' or 'rlimit', got {isolation!r}")
+        self.workers, self.time_limit_s, self.memory_mb = workers, float(time_limit_s), int(memory_mb)
+        self.isolation, self.max_output_bytes = isolation, int(max_output_bytes)
+        self.max_program_bytes, self.nproc, self.nofile = max_program_bytes, nproc, nofile
+        # root host only: worker i runs tests as uid_base + i; by default a block of 1024 uids above 1e9 picked
+        # from our pid, so that concurrent Sandboxes do not share their RLIMIT_NPROC accounting
+        self.tmp_mb = tmp_mb
+        self.uid_base = uid_base if uid_base is not None else 1_000_000_000 + (os.getpid() % 1_000_000) * 1024
+        self._python = os.path.realpath(sys.executable)
+        self._bwrap = shutil.which("bwrap") if isolation == "bwrap" else None
+        if isolation == "bwrap" and self._bwrap is None:
+            raise SandboxError(
+                "bubblewrap (bwrap) is not on PATH, so untrusted code cannot be isolated. Install it "
+                "(Debian/Ubuntu: apt-get install bubblewrap) or pass isolation='rlimit' to accept rlimits only."
+            )
+        if isolation == "rlimit":
+            _warn_rlimit_once()
+        self._pool: list[_Worker] = []
+        self._bases: list[str] = []
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def _config(self, index: int, base: str) -> dict:
+        return {
+            "time_limit": self.time_limit_s,
+            "memory_mb": self.memory_mb,
+            "max_output": self.max_output_bytes,
+            "nproc": self.nproc,
+            "nofile": self.nofile,
+            "uid": self.uid_base + index if os.geteuid() == 0 else None,
+            "base": base,
+            "kill_all": self.isolation == "bwrap",
+            "python": self._python,
+            "script": None,
+        }
+
+    def _argv(self, index: int) -> list[str]:
+        if self.isolation == "bwrap":
+            prefix, base = _bwrap_argv(self._bwrap, self._python, self.tmp_mb << 20), "/tmp"
+        else:
+            prefix, base = [], tempfile.mkdtemp(prefix="crlab-sandbox-")
+            os.chmod(base, 0o711)
+            self._bases.append(base)
+        cfg = json.dumps(self._config(index, base))
+        return prefix + [self._python, "-I", "-S", "-c", WORKER_SOURCE, "serve", cfg]
+
+    def __enter__(self) -> Sandbox:
+        try:
+            for i in range(self.workers):
+                worker = _Worker(self._argv(i))
+                worker.start()
+                self._pool.append(worker)
+                self._idle.put(worker)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="sandbox")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self._executor = None
+        for worker in self._pool:
+            worker.stop()
+        self._pool.clear()
+        self._idle = queue.Queue()
+        for base in self._bases:
+            shutil.rmtree(base, ignore_errors=True)
+        self._bases.clear()
+
+    # ------------------------------------------------------------ running
+    def run(self, program: str, spec: TestSpec, max_tests: int | None = None) -> ProgramResult:
+        """Run ``program`` on the first ``max_tests`` tests of ``spec`` (all when None)."""
+        return self.run_many([(program, spec)], max_tests)[0]
+
+    def run_many(
+        self, jobs: Sequence[tuple[str, TestSpec]], max_tests: int | None = None
+    ) -> list[ProgramResult]:
+        """Run many programs concurrently across the workers; results come back in input order."""
+        if self._executor is None:
+            raise SandboxError("Sandbox is not running; use it as a context manager: `with Sandbox() as sb:`")
+        for _, spec in jobs:
+            if not isinstance(spec, TestSpec):
+                raise TypeError(f"run_many: expected TestSpec, got {type(spec).__name__}")
+        futures = [self._executor.submit(self._run_one, program, spec, max_tests) for program, spec in jobs]
+        return [f.result() for f in futures]
+
+    def _precheck(self, program) -> tuple[str, str | None]:
+        """-> (problem, program text); a non-empty problem makes every test a runtime error."""
+        if isinstance(program, (bytes, bytearray)):  # invalid bytes become lone surrogates, caught below
+            program = bytes(program).decode("utf-8", "surrogateescape")
+        if not isinstance(program, str):
+            return f"program must be text, got {type(program).__name__}", None
+        try:
+            size = len(program.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "program text is not valid UTF-8", None
+        if size > self.max_program_bytes:
+            return f"program text too large ({size} > {self.max_program_bytes} bytes)", None
+        return "", program
+
+    def _run_one(self, program, spec: TestSpec, max_tests: int | None) -> ProgramResult:
+        n = len(spec) if max_tests is None else max(0, min(len(spec), max_tests))
+        problem, program = self._precheck(program)
+        if problem or n == 0:
+            return ProgramResult(tuple(TestResult(Verdict.RUNTIME_ERROR, 0.0, problem) for _ in range(n)))
+        req = {
+            "id": os.urandom(8).hex(),
+            "kind": spec.kind,
+            "program": program,
+            "inputs": list(spec.inputs[:n]),
+            "fn_name": spec.fn_name,
+            "check_code": spec.check_code,
+            "entry_point": spec.entry_point,
+        }
+        worker = self._idle.get()
+        try:
+            raw = worker.call(req, n, timeout=n * (self.time_limit_s + 1.0) + 10.0)
+        finally:
+            self._idle.put(worker)
+        if raw is None:
+            dead = TestResult(Verdict.RUNTIME_ERROR, 0.0, "sandbox worker died or misbehaved; restarted")
+            return ProgramResult((dead,) * n)
+        return ProgramResult(tuple(_finish(r, spec, i) for i, r in enumerate(raw)))
+
+
+def _finish(raw: dict, spec: TestSpec, i: int) -> TestResult:
+    """Turn one raw server result into a verdict, comparing outputs here on the host when needed."""
+    wall = float(raw.get("t", 0.0))
+    if raw.get("v") is not None:
+        return TestResult(Verdict(raw["v"]), wall, str(raw.get("d", "")))
+    if spec.output_matches(i, str(raw.get("out" if spec.kind == "stdin" else "val", ""))):
+        return TestResult(Verdict.PASSED, wall)
+    return TestResult(Verdict.WRONG_ANSWER, wall, "output differs")
+
+
+def _warn_rlimit_once() -> None:
+    global _rlimit_warned
+    if not _rlimit_warned:
+        _rlimit_warned = True
+        warnings.warn(
+            "crlab Sandbox(isolation='rlimit'): NO filesystem, network or process isolation. Untrusted programs "
+            "can read your files and secrets on disk, use the network and signal your processes. Use the "
+            "default isolation='bwrap' for model output.",
+            SandboxIsolationWarning,
+            stacklevel=3,
+        )
