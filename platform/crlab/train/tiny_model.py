@@ -35,6 +35,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 N_TRAIN_PROBLEMS = 320
+SFT_BATCH = 32
 
 
 def default_cache_dir() -> Path:
@@ -110,13 +111,16 @@ def _batch(items: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tenso
 def _sft(
     model: Any, data: list[tuple[list[int], int]], pad_id: int, steps: int, seed: int, log: Any
 ) -> float:
+    """AdamW with a one-cycle schedule; each step is one of the length-sorted chunks (little padding)."""
     rng = random.Random(seed)
+    ordered = sorted(data, key=lambda item: len(item[0]))
+    chunks = [ordered[i : i + SFT_BATCH] for i in range(0, len(ordered), SFT_BATCH)]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     model.train()
     loss_value = float("nan")
     for step in range(steps):
-        ids, labels = _batch(rng.sample(data, k=min(32, len(data))), pad_id)
+        ids, labels = _batch(rng.choice(chunks), pad_id)
         loss = model(input_ids=ids, attention_mask=(ids != pad_id).long(), labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
