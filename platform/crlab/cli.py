@@ -144,7 +144,8 @@ def sweep(
     _require("crlab.sweeps.runner", "running sweeps")
     from crlab.sweeps.runner import run_sweep
 
-    run_sweep(sweep_spec, cells, db_url=db, json_out=json_out)
+    if run_sweep(sweep_spec, cells, db_url=db, json_out=json_out):
+        raise typer.Exit(1)
 
 
 def _cell_json(cell: Any) -> dict[str, Any]:

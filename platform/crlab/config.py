@@ -40,7 +40,9 @@ class ModelConfig:
 class DataConfig:
     # Sources: "tiny", "tiny:N", "humaneval", "livecodebench:/path.jsonl", "rstar:/path.jsonl".
     rl_source: str = "rstar:data/rstar_coder_seed.jsonl"
-    crl_source: str | None = None  # problems whose (question, candidate) pairs become CRL rows; None = rl_source
+    crl_source: str | None = (
+        None  # problems whose (question, candidate) pairs become CRL rows; None = rl_source
+    )
     crl_candidates: str | None = None  # JSONL of {problem_id, solution}; None = the problems' own candidates
     crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
     max_prompt_length: int = 4096
@@ -52,7 +54,9 @@ class DataConfig:
 class GRPOConfig:
     group_size: int = 8  # rollouts per prompt
     prompts_per_step: int = 128
-    mini_batch_size: int = 64  # prompts per optimizer update; prompts_per_step / mini_batch_size updates a step
+    mini_batch_size: int = (
+        64  # prompts per optimizer update; prompts_per_step / mini_batch_size updates a step
+    )
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
     lr: float = 1e-6
     warmup_steps: int = 10
@@ -64,7 +68,9 @@ class GRPOConfig:
     kl_coef: float = 0.0  # > 0 loads a frozen reference model
     entropy_coef: float = 0.0
     norm_adv_by_std: bool = True
-    dynamic_sampling: bool = True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
+    dynamic_sampling: bool = (
+        True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
+    )
     max_refill_rounds: int = 3
     epochs: int = 1
     max_steps: int | None = None  # None = as many steps as `epochs` of the RL source take

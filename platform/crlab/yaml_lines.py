@@ -25,7 +25,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping of keys at the top level, got {type(data).__name__}", str(path))
+        raise ConfigError(
+            f"expected a mapping of keys at the top level, got {type(data).__name__}", str(path)
+        )
     return data
 
 

@@ -67,7 +67,9 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise RegistryError(f"not a database URL: {url!r} (e.g. sqlite:///runs.db, postgresql://host/db)") from None
+        raise RegistryError(
+            f"not a database URL: {url!r} (e.g. sqlite:///runs.db, postgresql://host/db)"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)

@@ -62,23 +62,30 @@ def _open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registr
     return Registry(resolve_db_url(db_url, cfg.registry_url if cfg is not None else None))
 
 
-def register_run(
-    registry: Registry, cfg: DictConfig, *, sweep_id: str | None = None, cell_key: str | None = None
-) -> Run:
-    """Create the registry row and the run directory (with its resolved config.yaml)."""
+def new_run_fields(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
+    """The registry fields of a new run of ``cfg``: id, name, config, run directory, provenance."""
     from crlab.provenance import git_state, package_versions
     from crlab.registry.store import new_id
 
-    run_id = new_id()
-    run_dir = Path(cfg.paths.runs_dir).expanduser().resolve() / run_id
+    run_id = run_id or new_id()
     commit, dirty = git_state()
-    run = registry.create_run(
-        cfg.name, cfgmod.to_dict(cfg), sweep_id=sweep_id, cell_key=cell_key, run_id=run_id,
-        run_dir=str(run_dir), git_commit=commit, git_dirty=dirty, packages=package_versions(),
-        wandb_run_id=run_id,
-    )  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfgmod.to_yaml(cfg))
+    return {
+        "id": run_id, "name": cfg.name, "config": cfgmod.to_dict(cfg),
+        "run_dir": str(Path(cfg.paths.runs_dir).expanduser().resolve() / run_id),
+        "git_commit": commit, "git_dirty": dirty, "packages": package_versions(), "wandb_run_id": run_id,
+    }  # fmt: skip
+
+
+def write_run_dir(run_dir: str, cfg: DictConfig) -> None:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "config.yaml").write_text(cfgmod.to_yaml(cfg))
+
+
+def register_run(registry: Registry, cfg: DictConfig) -> Run:
+    """Create the registry row and the run directory (with its resolved config.yaml)."""
+    fields = new_run_fields(cfg)
+    run = registry.create_run(fields.pop("name"), fields.pop("config"), run_id=fields.pop("id"), **fields)
+    write_run_dir(run.run_dir, cfg)  # type: ignore[arg-type]
     return run
 
 

@@ -75,10 +75,9 @@ class Trainer:
         if cfg.grpo.kl_coef > 0:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
-        if resume:
-            self._restore(run)
+        restored = resume and self._restore()
         self.tracker = self._make_tracker(run)
-        if resume:
+        if restored:
             self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt + 1}, self.step)
 
     def _make_rollout(self) -> Any:
@@ -114,14 +113,15 @@ class Trainer:
             group=sweep, job_type=run.cell_key, prior_events=prior,
         )  # fmt: skip
 
-    def _restore(self, run: Run) -> None:
+    def _restore(self) -> bool:
         latest = self.checkpoints.latest_complete()
         if latest is None:
-            return  # killed before its first checkpoint: start over, same run id
+            return False  # stopped before its first checkpoint: start over, same run id
         state = self.checkpoints.load(self.engine, latest)
         self.step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         self.schedule.load_state_dict(state["schedule"])
+        return True
 
     def _client_state(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,84 @@
+"""Exactly-once sweep cells: claim decisions, and concurrent claimers on both backends."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from datetime import timedelta
+
+import pytest
+
+from crlab.registry import Registry
+from crlab.registry.claims import claim_cell
+from crlab.registry.store import utcnow
+
+
+def _new(run_id: str) -> dict:
+    return {"id": run_id, "name": "cell", "config": {}, "run_dir": f"/runs/{run_id}"}
+
+
+@pytest.fixture
+def reg(db_url: str):
+    with Registry(db_url) as registry:
+        yield registry
+
+
+def _claim(reg: Registry, sweep: str, key: str, run_id: str, retries: int = 2):  # noqa: ANN202
+    return claim_cell(reg, sweep, key, _new(run_id), grace_s=60, max_retries=retries, owner={"pid": 1})
+
+
+def test_claim_decisions(reg: Registry) -> None:
+    sweep = reg.create_sweep("s", {}).id
+    first = _claim(reg, sweep, "k", "r1")
+    assert (first.action, first.run.id, first.run.status) == ("start", "r1", "running")  # new cell: start it
+    assert _claim(reg, sweep, "k", "r2").action == "running"  # fresh heartbeat: someone else runs it
+    reg.update_run("r1", heartbeat_at=utcnow() - timedelta(seconds=120))
+    stale = _claim(reg, sweep, "k", "r3")
+    assert (stale.action, stale.run.id) == ("start", "r1")  # stale, never started an attempt: start again
+    reg.start_attempt("r1")
+    reg.finish_run("r1", "preempted")
+    assert _claim(reg, sweep, "k", "r4").action == "resume"  # preempted: resume from its checkpoint
+    reg.finish_run("r1", "completed")
+    assert _claim(reg, sweep, "k", "r5").action == "completed"  # done: skip
+    assert [r.id for r in reg.list_runs(sweep_id=sweep)] == ["r1"]  # one row per cell, whatever happened
+
+
+def test_failed_cells_are_retried_then_left_failed(reg: Registry) -> None:
+    sweep = reg.create_sweep("s", {}).id
+    assert _claim(reg, sweep, "k", "r1", retries=1).action == "start"
+    reg.start_attempt("r1")  # attempt 1
+    reg.finish_run("r1", "failed", error="boom")
+    assert _claim(reg, sweep, "k", "x", retries=1).action == "resume"  # the one retry
+    reg.start_attempt("r1")  # attempt 2
+    reg.finish_run("r1", "failed", error="boom again")
+    assert _claim(reg, sweep, "k", "x", retries=1).action == "gave_up"  # retries used up: left failed
+    run = reg.get_run("r1")
+    assert (run.status, run.error, run.attempt) == ("failed", "boom again", 2)
+
+
+def _claimer(url: str, sweep: str, keys: list[str], worker: int, out) -> None:  # noqa: ANN001
+    with Registry(url) as reg:
+        won = [
+            k
+            for k in keys
+            if claim_cell(reg, sweep, k, _new(f"w{worker}-{k}"), grace_s=600, max_retries=0).mine
+        ]
+    out.put((worker, won))
+
+
+def test_concurrent_claimers_never_share_a_cell(db_url: str) -> None:
+    with Registry(db_url) as reg:
+        sweep = reg.create_sweep("s", {}).id
+    keys = [f"cell{i}" for i in range(12)]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(db_url, sweep, keys, w, out)) for w in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    won = [k for _, keys_won in results for k in keys_won]
+    assert sorted(won) == sorted(keys)  # every cell claimed exactly once across the 4 processes
+    with Registry(db_url) as reg:
+        assert len(reg.list_runs(sweep_id=sweep)) == len(keys)
