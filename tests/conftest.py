@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +72,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache() -> str:
+    """The tiny coder, built once into a cache shared by the session (and by later runs on the machine)."""
+    from crlab.train.tiny_model import build_tiny, default_cache_dir
+
+    cache = os.environ.get("CRLAB_CACHE") or str(default_cache_dir())
+    build_tiny(cache, log=None)
+    return cache

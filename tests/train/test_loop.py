@@ -27,16 +27,6 @@ SMALL = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def tiny_cache() -> str:
-    """The tiny coder, built once into a cache shared by the whole session (and later CI runs)."""
-    from crlab.train.tiny_model import build_tiny
-
-    cache = os.environ.get("CRLAB_CACHE") or str(REPO / ".cache" / "crlab")
-    build_tiny(cache, log=None)
-    return cache
-
-
 @pytest.fixture
 def env(tiny_cache: str, tmp_path: Path) -> dict[str, str]:
     out = dict(os.environ)

@@ -1,0 +1,40 @@
+"""`platform sweep` end to end: two concurrent sweep processes run each cell once; a rerun does nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crlab.registry import Registry
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = "{grpo.max_steps: 1, data.rl_source: 'tiny:16', grpo.prompts_per_step: 2, grpo.mini_batch_size: 1, reward.sandbox_workers: 1}"
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_run_each_cell_once(tiny_cache: str, tmp_path: Path) -> None:
+    spec = tmp_path / "two.yaml"
+    spec.write_text(
+        f"name: two-cells\nbase: {REPO}/experiments/tiny_coder.yaml\ngrid:\n  data.crl_ratio: [0.0, 0.5]\n"
+        f"overrides:\n  paths.runs_dir: {tmp_path / 'runs'}\n"
+    )
+    env = {**os.environ, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}"}
+    cmd = [sys.executable, "-m", "crlab", "sweep", str(spec), f"overrides={TINY}", "--json"]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-3000:]
+    with Registry(env["CRLAB_DB_URL"]) as reg:
+        runs = reg.list_runs()
+        assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
+        assert [r.attempt for r in runs] == [1, 1]  # each cell trained once, by one of the two processes
+        assert len({r.cell_key for r in runs}) == 2
+    again = subprocess.run([*cmd[:-1]], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
