@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 TINY_URI = "tiny://coder"
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -111,16 +111,14 @@ def _batch(items: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tenso
 def _sft(
     model: Any, data: list[tuple[list[int], int]], pad_id: int, steps: int, seed: int, log: Any
 ) -> float:
-    """AdamW with a one-cycle schedule; each step is one of the length-sorted chunks (little padding)."""
+    """AdamW with a one-cycle schedule over random batches of ``SFT_BATCH`` examples."""
     rng = random.Random(seed)
-    ordered = sorted(data, key=lambda item: len(item[0]))
-    chunks = [ordered[i : i + SFT_BATCH] for i in range(0, len(ordered), SFT_BATCH)]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     model.train()
     loss_value = float("nan")
     for step in range(steps):
-        ids, labels = _batch(rng.choice(chunks), pad_id)
+        ids, labels = _batch(rng.sample(data, k=min(SFT_BATCH, len(data))), pad_id)
         loss = model(input_ids=ids, attention_mask=(ids != pad_id).long(), labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -145,7 +143,7 @@ def _examples(seed: int, isolation: str) -> list[tuple[str, str]]:
 
 
 def build_tiny(
-    cache_dir: str | Path | None = None, seed: int = 0, sft_steps: int = 300, force: bool = False,
+    cache_dir: str | Path | None = None, seed: int = 0, sft_steps: int = 800, force: bool = False,
     isolation: str = "bwrap", log: Any = print,
 ) -> Path:  # fmt: skip
     """Build the tiny coder into the cache (no-op if it is there, unless ``force``); returns its folder."""
