@@ -174,3 +174,8 @@ def test_run_checks_model_and_data_before_any_compute(override: str, match: str,
     with Registry(url) as reg:
         assert reg.list_runs() == []  # nothing registered
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_a_run_that_looks_alive(seeded: str) -> None:
+    # abcd1234 is `running` with a fresh heartbeat: a second trainer on it would corrupt it
+    _one_error_line(platform("resume", "abcd1234", db=seeded), "looks alive")

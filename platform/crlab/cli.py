@@ -106,12 +106,13 @@ def run(
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue (an id or a unique prefix).")],
     db: DbOpt = None,
+    claimed: Annotated[bool, typer.Option("--claimed", hidden=True)] = False,
 ) -> None:
     """Continue an interrupted run from its newest complete checkpoint."""
     _require("crlab.train.loop", "resuming")
     from crlab.train.loop import resume_run
 
-    resume_run(run_id, db_url=db)
+    resume_run(run_id, db_url=db, claimed=claimed)
 
 
 @app.command()

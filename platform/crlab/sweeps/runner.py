@@ -87,7 +87,7 @@ def _launch(run_id: str, db_url: str, log_dir: str) -> subprocess.Popen:
     os.makedirs(log_dir, exist_ok=True)
     log = open(os.path.join(log_dir, "train.log"), "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [sys.executable, "-m", "crlab", "resume", run_id], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "crlab", "resume", run_id, "--claimed"], env=env, stdout=log, stderr=log
     )
 
 

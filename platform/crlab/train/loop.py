@@ -101,12 +101,23 @@ def launch_run(cfg: DictConfig, db_url: str | None = None, config_path: str | No
     return run.id
 
 
-def resume_run(run_id: str, db_url: str | None = None) -> str:
+def resume_run(run_id: str, db_url: str | None = None, claimed: bool = False) -> str:
+    """Continue ``run_id``. A run that looks alive (running, fresh heartbeat) is refused unless the
+    caller has just claimed it (the sweep runner does, in the registry, before it launches the run)."""
+    from crlab.errors import RegistryError
+    from crlab.registry.store import utcnow
+
     registry = _open_registry(db_url)
     run = registry.get_run(run_id)
     if run.status == "completed":
         print(f"run {run.id} is already completed")
         return run.id
+    age = (utcnow() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
+    if run.status == "running" and not claimed and age is not None and age < 3 * HEARTBEAT_S:
+        raise RegistryError(
+            f"run {run.id} looks alive (heartbeat {age:.0f} s ago from {run.host} pid {run.pid}); "
+            f"stop it first, or wait {3 * HEARTBEAT_S - age:.0f} s if it died"
+        )
     cfg = cfgmod.from_dict(run.config)
     trainer = Trainer(cfg, registry, run=run)
     _train(trainer, registry, run, resume=True)
