@@ -24,6 +24,17 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("WANDB_MODE", "offline")
 
 
+DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+@pytest.fixture
+def child_env() -> dict[str, str]:
+    """The environment for a trainer started as a subprocess. An in-process test may have set up
+    torch.distributed (which exports the rendezvous variables); the child must pick its own port, not
+    inherit one that this process holds."""
+    return {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+
+
 def _pg_server_url() -> str | None:
     url = os.environ.get("CRLAB_TEST_PG_URL")
     if not url:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,15 @@ TINY = "{grpo.max_steps: 1, data.rl_source: 'tiny:16', grpo.prompts_per_step: 2,
 
 
 @pytest.mark.slow
-def test_two_sweep_processes_run_each_cell_once(tiny_cache: str, tmp_path: Path) -> None:
+def test_two_sweep_processes_run_each_cell_once(
+    tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
+) -> None:
     spec = tmp_path / "two.yaml"
     spec.write_text(
         f"name: two-cells\nbase: {REPO}/experiments/tiny_coder.yaml\ngrid:\n  data.crl_ratio: [0.0, 0.5]\n"
         f"overrides:\n  paths.runs_dir: {tmp_path / 'runs'}\n"
     )
-    env = {**os.environ, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}"}
+    env = {**child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}"}
     cmd = [sys.executable, "-m", "crlab", "sweep", str(spec), f"overrides={TINY}", "--json"]
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
