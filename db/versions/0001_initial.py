@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("sweeps", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_sweeps_name"), ["name"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sweeps_name"), ["name"], unique=True)
 
     op.create_table(
         "runs",

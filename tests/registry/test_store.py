@@ -108,3 +108,13 @@ def test_foreign_keys_are_enforced(reg: Registry) -> None:
 
     with pytest.raises(IntegrityError):
         reg.log_metrics("no-such-run", 1, {"x": 1.0})
+
+
+def test_sweep_names_are_unique_and_get_or_create_is_safe(reg: Registry) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    first = reg.get_or_create_sweep("crl-ratio", {"grid": {}})
+    assert reg.get_or_create_sweep("crl-ratio", {"other": 1}).id == first.id  # the existing one
+    with pytest.raises(IntegrityError):
+        reg.create_sweep("crl-ratio", {})
+    assert [s.id for s in reg.list_sweeps()] == [first.id]

@@ -29,7 +29,7 @@ class SweepRow(Base):
     __tablename__ = "sweeps"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200), index=True, unique=True)
     spec: Mapped[dict] = mapped_column(JSON)
     spec_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

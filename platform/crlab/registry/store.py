@@ -97,6 +97,15 @@ class Registry:
             s.flush()
             return _sweep(row)
 
+    def get_or_create_sweep(self, name: str, spec: dict[str, Any], spec_path: str | None = None) -> Sweep:
+        """The sweep called ``name``, created if there is none (sweep names are unique; safe to race)."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            return self.create_sweep(name, spec, spec_path)
+        except IntegrityError:
+            return self.get_sweep(name)
+
     def get_sweep(self, ref: str) -> Sweep:
         """A sweep by id or by name (the newest of that name)."""
         with db.session_scope(self.engine) as s:

@@ -40,10 +40,13 @@ CLAIM_STATES = {
 
 
 def _sweep_id(registry: Registry, spec: SweepSpec) -> str:
+    """The sweep is identified by its name: rerunning a spec continues the same sweep."""
     try:
         return registry.get_sweep(spec.name).id
     except CrlabError:
-        return registry.create_sweep(spec.name, spec.to_json(), str(spec.path) if spec.path else None).id
+        return registry.get_or_create_sweep(
+            spec.name, spec.to_json(), str(spec.path) if spec.path else None
+        ).id
 
 
 class _Cells:
