@@ -177,5 +177,11 @@ def test_run_checks_model_and_data_before_any_compute(override: str, match: str,
 
 
 def test_resume_refuses_a_run_that_looks_alive(seeded: str) -> None:
-    # abcd1234 is `running` with a fresh heartbeat: a second trainer on it would corrupt it
+    import socket
+
+    with Registry(seeded) as reg:  # a live process of this host holds it: a second trainer would corrupt it
+        reg.update_run("abcd1234", host=socket.gethostname(), pid=os.getpid())
+    _one_error_line(platform("resume", "abcd1234", db=seeded), "looks alive")
+    with Registry(seeded) as reg:  # another host's run with a fresh heartbeat
+        reg.update_run("abcd1234", host="elsewhere-node-7", pid=1)
     _one_error_line(platform("resume", "abcd1234", db=seeded), "looks alive")

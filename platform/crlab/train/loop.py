@@ -113,7 +113,7 @@ def resume_run(run_id: str, db_url: str | None = None, claimed: bool = False) ->
         print(f"run {run.id} is already completed")
         return run.id
     age = (utcnow() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
-    if run.status == "running" and not claimed and age is not None and age < 3 * HEARTBEAT_S:
+    if run.status == "running" and not claimed and age is not None and _looks_alive(run, age):
         raise RegistryError(
             f"run {run.id} looks alive (heartbeat {age:.0f} s ago from {run.host} pid {run.pid}); "
             f"stop it first, or wait {3 * HEARTBEAT_S - age:.0f} s if it died"
@@ -122,6 +122,21 @@ def resume_run(run_id: str, db_url: str | None = None, claimed: bool = False) ->
     trainer = Trainer(cfg, registry, run=run)
     _train(trainer, registry, run, resume=True)
     return run.id
+
+
+def _looks_alive(run: Run, heartbeat_age_s: float) -> bool:
+    """On this host, whether its process exists; elsewhere, whether its heartbeat is fresh."""
+    import os
+
+    if run.host == socket.gethostname() and run.pid:
+        try:
+            os.kill(run.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return heartbeat_age_s < 3 * HEARTBEAT_S
 
 
 def _train(trainer: Trainer, registry: Registry, run: Run, resume: bool) -> None:
