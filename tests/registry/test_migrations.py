@@ -59,3 +59,25 @@ def test_unreachable_database_is_a_clear_error() -> None:
         Registry("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(RegistryError, match="not a database URL"):
         Registry("this is not a url")
+
+
+def _open(url: str, out) -> None:  # noqa: ANN001
+    try:
+        Registry(url).close()
+        out.put("ok")
+    except Exception as exc:  # reported to the parent
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_database_together_all_get_the_schema(db_url: str) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_open, args=(db_url, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert results == ["ok"] * 4

@@ -15,6 +15,7 @@ table, ``crlab_alembic_version``, so Optuna's tables can share the database.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from crlab.errors import RegistryError, SchemaOutOfDate
 
 VERSION_TABLE = "crlab_alembic_version"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SCHEMA_WAIT_TRIES = 10  # x 0.5 s: how long to wait for a schema another process is creating
 
 
 def crlab_home() -> Path:
@@ -161,16 +163,30 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:
 
 
 def ensure_schema(engine: Engine, url: str, create_if_empty: bool = True) -> None:
-    """Refuse a database whose schema is not this code's head; create the schema in an empty one."""
-    current = current_revision(engine)
+    """Refuse a database whose schema is not this code's head; create the schema in an empty one.
+
+    Several processes may open a new database at once (a sweep's cells, two sweep commands): one creates
+    the schema, the others wait for it instead of taking a half-created schema for a foreign one.
+    """
     head = head_revision(url)
-    if current == head:
-        return
-    if current is None and not set(inspect(engine).get_table_names()) & {"runs", "sweeps"}:
-        if create_if_empty:
-            upgrade(url)
+    current = None
+    for _ in range(SCHEMA_WAIT_TRIES):
+        current = current_revision(engine)
+        if current == head:
             return
-        raise SchemaOutOfDate(f"the registry at {display_url(url)} is empty: run `platform db upgrade`")
+        if current is not None:
+            break
+        if not set(inspect(engine).get_table_names()) & {"runs", "sweeps"}:
+            if not create_if_empty:
+                raise SchemaOutOfDate(
+                    f"the registry at {display_url(url)} is empty: run `platform db upgrade`"
+                )
+            try:
+                upgrade(url)
+                return
+            except SQLAlchemyError:
+                pass  # another process created it first; look again
+        time.sleep(0.5)
     fix = f"platform db upgrade --db '{display_url(url)}'"
     raise SchemaOutOfDate(
         f"the registry at {display_url(url)} has schema revision {current or 'none'}, this platform needs "
