@@ -219,11 +219,16 @@ class Registry:
             )
 
     def latest_metrics(self, run_id: str) -> dict[str, tuple[int, float]]:
-        """Each metric key's value at its last logged step."""
-        out: dict[str, tuple[int, float]] = {}
-        for m in self.metrics(run_id):
-            out[m.key] = (m.step, m.value)
-        return out
+        """Each metric key's value at its last logged step (one query; no full history is loaded)."""
+        last = (
+            select(func.max(MetricRow.id).label("id"))
+            .where(MetricRow.run_id == run_id)
+            .group_by(MetricRow.key)
+            .subquery()
+        )
+        query = select(MetricRow.key, MetricRow.step, MetricRow.value).join(last, MetricRow.id == last.c.id)
+        with db.session_scope(self.engine) as s:
+            return {key: (step, value) for key, step, value in s.execute(query)}
 
     def log_event(
         self, run_id: str, kind: str, payload: dict[str, Any] | None = None, step: int | None = None
