@@ -99,7 +99,7 @@ def run(
     _require("crlab.train.loop", "training")
     from crlab.train.loop import launch_run
 
-    launch_run(cfg, db_url=db, config_path=str(config))
+    launch_run(cfg, db_url=db)
 
 
 @app.command()

@@ -324,7 +324,3 @@ def config_hash(data: dict[str, Any]) -> str:
     """A stable short hash of a plain dict (sorted JSON)."""
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False)

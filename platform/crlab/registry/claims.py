@@ -21,8 +21,6 @@ from crlab.registry.entities import Run
 from crlab.registry.models import RunRow
 from crlab.registry.store import Registry, _run, utcnow
 
-ACTIONS = ("start", "resume", "completed", "running", "gave_up")
-
 
 @dataclass(frozen=True)
 class Claim:

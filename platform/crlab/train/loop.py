@@ -7,6 +7,7 @@ the current step, saves a checkpoint, marks the run ``preempted`` and exits with
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -89,7 +90,7 @@ def register_run(registry: Registry, cfg: DictConfig) -> Run:
     return run
 
 
-def launch_run(cfg: DictConfig, db_url: str | None = None, config_path: str | None = None) -> str:
+def launch_run(cfg: DictConfig, db_url: str | None = None) -> str:
     """Check, register and train a new run; returns its id. Exits the process on preemption."""
     for warning in config_warnings(cfg):
         print(f"warning: {warning}")
@@ -126,8 +127,6 @@ def resume_run(run_id: str, db_url: str | None = None, claimed: bool = False) ->
 
 def _looks_alive(run: Run, heartbeat_age_s: float) -> bool:
     """On this host, whether its process exists; elsewhere, whether its heartbeat is fresh."""
-    import os
-
     if run.host == socket.gethostname() and run.pid:
         try:
             os.kill(run.pid, 0)
@@ -140,8 +139,6 @@ def _looks_alive(run: Run, heartbeat_age_s: float) -> bool:
 
 
 def _train(trainer: Trainer, registry: Registry, run: Run, resume: bool) -> None:
-    import os
-
     stop = StopFlag()
     stop.install()
     registry.start_attempt(

@@ -38,7 +38,7 @@ def check_model_path(path: str) -> None:
 
 
 def resolve_model(cfg: Any) -> str:
-    check_model_path(cfg.model.path)
+    """The model folder for ``model.path`` (building the tiny coder if needed); call check_model_path first."""
     return resolve_model_path(cfg.model.path, cfg.paths.cache_dir, seed=0)
 
 

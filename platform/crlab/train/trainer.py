@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from crlab.registry import Registry
 from crlab.registry.entities import Run
 from crlab.train import setup
+from crlab.train.collect import collect_groups
 from crlab.train.step import Packed, fill_logprobs, micro_loss, micro_weights, pack
 from crlab.train.tiny_model import TINY_URI
 
@@ -167,7 +168,7 @@ class Trainer:
     def _one_step(self) -> dict[str, float]:
         started = time.time()
         phase = self.schedule.current
-        samples, kept, stats = self._collect(phase)
+        samples, kept, stats = collect_groups(self, phase)
         t_update = time.time()
         update_stats = self._update(samples, kept) if kept else {}
         metrics = {**stats, **update_stats}
@@ -182,12 +183,6 @@ class Trainer:
         )
         metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(metrics["time/step_s"], 1e-9)
         return metrics
-
-    def _collect(self, phase: Any) -> tuple[Any, list[int], dict[str, float]]:
-        """Sample, score and keep groups (refilling from the next prompts while too few have spread)."""
-        from crlab.train.collect import collect_groups
-
-        return collect_groups(self, phase)
 
     def _update(self, samples: Any, kept: list[int]) -> dict[str, float]:
         cfg, g = self.cfg, self.cfg.grpo
