@@ -42,6 +42,23 @@ def test_claim_decisions(reg: Registry) -> None:
     assert [r.id for r in reg.list_runs(sweep_id=sweep)] == ["r1"]  # one row per cell, whatever happened
 
 
+def test_a_dead_process_on_this_host_is_taken_over_at_once(reg: Registry) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    sweep = reg.create_sweep("s", {}).id
+    assert _claim(reg, sweep, "k", "r1").action == "start"
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(done.stdout)  # a process of this host that has exited
+    reg.start_attempt("r1", host=socket.gethostname(), pid=dead_pid)  # heartbeat fresh, process gone
+    assert _claim(reg, sweep, "k", "r2").action == "resume"
+    reg.start_attempt("r1", host=socket.gethostname(), pid=1)  # a live process of this host: leave it
+    assert _claim(reg, sweep, "k", "r3").action == "running"
+    reg.start_attempt("r1", host="another-host", pid=dead_pid)  # elsewhere only the heartbeat tells
+    assert _claim(reg, sweep, "k", "r4").action == "running"
+
+
 def test_failed_cells_are_retried_then_left_failed(reg: Registry) -> None:
     sweep = reg.create_sweep("s", {}).id
     assert _claim(reg, sweep, "k", "r1", retries=1).action == "start"

@@ -2,13 +2,16 @@
 
 A cell is claimed by setting its run row to ``running`` with a fresh heartbeat. Another sweep process
 that finds the row running with a heartbeat younger than the grace period leaves it alone; a row whose
-heartbeat is older is stale (its process died) and is reclaimed. Completed cells are skipped; failed ones
+heartbeat is older is stale (its process died) and is reclaimed, and so is a row whose process ran on this
+host and no longer exists (a crash on this machine is taken over at once, without waiting out the grace). Completed cells are skipped; failed ones
 are retried until their attempts exceed ``max_retries``. Two processes inserting the same new cell race
 on the unique (sweep_id, cell_key) constraint: one wins, the other sees the winner's row.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,10 +35,23 @@ class Claim:
         return self.action in ("start", "resume")
 
 
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """True when ``pid`` ran on this host and no longer exists (elsewhere nothing can be told)."""
+    if host != socket.gethostname() or not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _decide(row: RunRow, grace_s: float, max_retries: int) -> str:
     if row.status == "completed":
         return "completed"
-    if row.status == "running":
+    if row.status == "running" and not process_gone(row.host, row.pid):
         beat = row.heartbeat_at
         if beat is not None and beat.tzinfo is None:
             beat = beat.replace(tzinfo=utcnow().tzinfo)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from crlab import config as cfgmod
 from crlab.errors import CrlabError
 from crlab.registry import Registry, resolve_db_url
 from crlab.registry.claims import Claim, claim_cell
+from crlab.sweeps.executors import CellHandle, make_executor
 from crlab.sweeps.spec import Cell, SweepSpec
 from crlab.train.loop import new_run_fields, write_run_dir
 
@@ -85,20 +85,12 @@ def _claim(registry: Registry, sweep_id: str, cell: Cell, executor: dict[str, An
     return claim
 
 
-def _launch(run_id: str, db_url: str, log_dir: str) -> subprocess.Popen:
-    env = {**os.environ, "CRLAB_DB_URL": db_url}
-    os.makedirs(log_dir, exist_ok=True)
-    log = open(os.path.join(log_dir, "train.log"), "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "crlab", "resume", run_id, "--claimed"], env=env, stdout=log, stderr=log
-    )
-
-
 def run_sweep(spec: SweepSpec, cells: list[Cell], db_url: str | None = None, json_out: bool = False) -> int:
     """Run every cell not yet completed; print a live view and a summary table (or JSON).
 
     Returns the number of cells that ended failed in this invocation (the CLI exits 1 when there are any).
     """
+    executor = make_executor(spec.executor)  # an unusable executor fails before anything is registered
     url = resolve_db_url(db_url)
     registry = Registry(url)
     sweep_id = _sweep_id(registry, spec)
@@ -114,12 +106,29 @@ def run_sweep(spec: SweepSpec, cells: list[Cell], db_url: str | None = None, jso
     old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with Live(view.table(registry), console=console, refresh_per_second=1, transient=True) as live:
-            _schedule(registry, url, sweep_id, spec, view, live, stopping)
+            _schedule(registry, url, sweep_id, spec, executor, view, live, stopping)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    if stopping and executor.detaches:
+        console.print("stopped watching; the Slurm jobs go on: rerun the same command to watch them again")
     _summary(registry, sweep_id, view, console, json_out)
     return sum(state.startswith("failed") for state in view.state.values())
+
+
+def _start(
+    registry: Registry, url: str, sweep_id: str, spec: SweepSpec, executor: Any, view: _Cells, cell: Cell
+) -> CellHandle | None:
+    """Claim ``cell`` and launch it (or watch its live Slurm job); None when another process has it."""
+    claim = _claim(registry, sweep_id, cell, spec.executor)
+    view.run_ids[cell.key] = claim.run.id
+    view.state[cell.key] = CLAIM_STATES[claim.action]
+    if claim.action in ("running", "resume"):
+        handle = executor.adopt(claim.run)
+        if handle is not None:
+            view.state[cell.key] = "watching its job"
+            return handle
+    return executor.launch(claim.run, url) if claim.mine else None
 
 
 def _schedule(
@@ -127,33 +136,33 @@ def _schedule(
     url: str,
     sweep_id: str,
     spec: SweepSpec,
+    executor: Any,
     view: _Cells,
     live: Live,
     stopping: list[int],
 ) -> None:
-    parallel = max(1, int(spec.executor["parallel"]))
     queue = list(view.cells)
-    running: dict[str, tuple[Cell, subprocess.Popen]] = {}
+    running: dict[str, tuple[Cell, CellHandle]] = {}
     while queue or running:
-        while queue and len(running) < parallel and not stopping:
+        while queue and len(running) < executor.parallel and not stopping:
             cell = queue.pop(0)
-            claim = _claim(registry, sweep_id, cell, spec.executor)
-            view.run_ids[cell.key] = claim.run.id
-            view.state[cell.key] = CLAIM_STATES[claim.action]
-            if claim.mine:
-                proc = _launch(claim.run.id, url, claim.run.run_dir or ".")
-                running[claim.run.id] = (cell, proc)
+            handle = _start(registry, url, sweep_id, spec, executor, view, cell)
+            if handle is not None:
+                running[view.run_ids[cell.key]] = (cell, handle)
         if stopping:
-            for _, proc in running.values():
-                proc.send_signal(signal.SIGTERM)
+            if executor.detaches:
+                break
+            for _, handle in running.values():
+                handle.stop()
         time.sleep(POLL_S)
-        for run_id, (cell, proc) in list(running.items()):
-            if proc.poll() is None:
+        for run_id, (cell, handle) in list(running.items()):
+            code = handle.poll()
+            if code is None:
                 continue
             del running[run_id]
             run = registry.get_run(run_id)
             if run.status == "running":  # died before it could say how it ended
-                run = registry.finish_run(run_id, "failed", error=f"exited with code {proc.returncode}")
+                run = registry.finish_run(run_id, "failed", error=f"exited with code {code}")
             view.state[cell.key] = run.status
             if run.status == "failed" and run.attempt <= int(spec.executor["max_retries"]) and not stopping:
                 queue.append(cell)

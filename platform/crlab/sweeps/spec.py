@@ -12,6 +12,8 @@ A spec is a YAML file::
     seeds: [0]
     overrides: {}                          # fixed key=value overrides for every cell
     executor: {kind: local, parallel: 1, max_retries: 2, heartbeat_grace_s: 300}
+    # or, one Slurm job per cell (submitit parameters under `slurm`):
+    # executor: {kind: slurm, slurm: {slurm_partition: gpu, timeout_min: 1440, gpus_per_node: 1}}
 
 Each cell is one run; its key is a hash of its resolved overrides and seed, so the same cell gets the same
 key in every invocation (that is what makes reruns skip finished cells).
@@ -35,6 +37,7 @@ EXECUTOR_DEFAULTS: dict[str, Any] = {
     "max_retries": 2,
     "heartbeat_grace_s": 300,
 }
+EXECUTOR_KEYS = (*EXECUTOR_DEFAULTS, "slurm")
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,26 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}", where("seeds"))
-    executor = {**EXECUTOR_DEFAULTS, **(data.get("executor") or {})}
+    executor = _check_executor(data.get("executor") or {}, where)
     return SweepSpec(
         name=str(data.get("name") or path.stem), base=base, grid=grid, variants=variants, seeds=seeds,
         overrides=dict(data.get("overrides") or {}), executor=executor, search=data.get("search"), path=path,
     )  # fmt: skip
+
+
+def _check_executor(executor: Any, where: Any) -> dict[str, Any]:
+    if not isinstance(executor, dict):
+        raise ConfigError("'executor' must be a mapping, e.g. {kind: local, parallel: 2}", where("executor"))
+    for key in executor:
+        if key not in EXECUTOR_KEYS:
+            raise ConfigError(
+                f"unknown executor key '{key}'; valid keys: {', '.join(EXECUTOR_KEYS)}", where(f"executor.{key}")
+            )
+    if executor.get("kind", "local") not in ("local", "slurm"):
+        raise ConfigError(
+            f"executor.kind must be local or slurm, got {executor['kind']!r}", where("executor.kind")
+        )
+    return {**EXECUTOR_DEFAULTS, **executor}
 
 
 def _parse(value: str, item: str) -> Any:

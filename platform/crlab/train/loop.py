@@ -1,8 +1,8 @@
 """One training run: rollouts, rewards, GRPO updates, phase switches, checkpoints, tracking.
 
 ``launch_run`` registers a new run and trains it; ``resume_run`` continues one from its newest complete
-checkpoint (same run id, same W&B run, attempt + 1). SIGTERM or SIGUSR1 (Slurm's preemption signal) ends
-the current step, saves a checkpoint, marks the run ``preempted`` and exits with code 0.
+checkpoint (same run id, same W&B run, attempt + 1). SIGTERM, SIGUSR1 or SIGUSR2 (what Slurm and submitit send
+before a preemption or a time limit) ends the current step, saves a checkpoint, marks the run ``preempted`` and exits with code 0.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from crlab import config as cfgmod
 from crlab.config_checks import config_warnings
 from crlab.registry import Registry, resolve_db_url
+from crlab.registry.claims import process_gone
 from crlab.registry.entities import Run
 from crlab.train.trainer import Trainer
 
@@ -28,7 +29,7 @@ HEARTBEAT_S = 30.0
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1; the loop checks it between steps."""
+    """Set by SIGTERM/SIGUSR1/SIGUSR2; the loop checks it between steps."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -39,7 +40,7 @@ class StopFlag:
             self.signum, self.at = signum, time.time()
 
     def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, self)
 
 
@@ -128,13 +129,7 @@ def resume_run(run_id: str, db_url: str | None = None, claimed: bool = False) ->
 def _looks_alive(run: Run, heartbeat_age_s: float) -> bool:
     """On this host, whether its process exists; elsewhere, whether its heartbeat is fresh."""
     if run.host == socket.gethostname() and run.pid:
-        try:
-            os.kill(run.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return not process_gone(run.host, run.pid)
     return heartbeat_age_s < 3 * HEARTBEAT_S
 
 

@@ -1,0 +1,130 @@
+"""Where a sweep's cells run: subprocesses on this machine (``local``) or one Slurm job per cell (``slurm``).
+
+Every cell runs the same command, ``python -m crlab resume RUN_ID --claimed``: a fresh cell starts from
+scratch, an interrupted one continues from its newest complete checkpoint. An executor turns a claimed run
+into a :class:`CellHandle` the runner polls.
+
+``local``
+    ``executor.parallel`` cells at a time (``auto``: one per visible GPU, else 1). Where GPUs exist, each
+    cell gets its own through ``CUDA_VISIBLE_DEVICES``. Output goes to ``train.log`` in the run directory.
+    Stopping the sweep (Ctrl-C, SIGTERM) passes SIGTERM on: each cell checkpoints and ends ``preempted``.
+``slurm``
+    One job per cell through submitit (``executor.slurm`` holds submitit's parameters, e.g.
+    ``slurm_partition``, ``timeout_min``, ``gpus_per_node``). On preemption or requeue Slurm sends SIGTERM,
+    and before a time limit submitit's SIGUSR2: the run checkpoints and ends ``preempted``, the job is
+    requeued (submitit requeues it on a time limit) and the requeued job resumes the run. Stopping the
+    sweep only stops watching: the jobs go on, and rerunning the command watches them again (a cell whose
+    job is still queued or running is never submitted twice). Logs go to ``slurm/`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Protocol
+
+from crlab.errors import ConfigError, NotAvailable
+from crlab.registry.entities import Run
+
+# Slurm job states after which a job runs no more (anything else, e.g. PENDING after a requeue, is alive).
+FINAL_STATES = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
+    "PREEMPTED", "REVOKED",
+}  # fmt: skip
+
+
+def cell_command(run_id: str) -> list[str]:
+    return [sys.executable, "-m", "crlab", "resume", run_id, "--claimed"]
+
+
+class CellHandle(Protocol):
+    job_id: str | None
+
+    def poll(self) -> int | None:
+        """None while the cell's process or job lives; else its exit code (0 = ended normally)."""
+
+    def stop(self) -> None:
+        """Ask the cell to checkpoint and stop (local), or nothing (a Slurm job goes on)."""
+
+
+class _Process:
+    def __init__(self, proc: subprocess.Popen, gpu: str | None, free_gpus: list[str]) -> None:
+        self.proc, self.gpu, self._free = proc, gpu, free_gpus
+        self.job_id: str | None = None
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None and self.gpu is not None:
+            self._free.append(self.gpu)
+            self.gpu = None
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+
+def _visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+class LocalExecutor:
+    """Cells as subprocesses of the sweep process."""
+
+    name = "local"
+    detaches = False
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.gpus = _visible_gpus()
+        parallel = settings.get("parallel", 1)
+        if parallel == "auto":
+            parallel = max(1, len(self.gpus))
+        if not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError(f"executor.parallel must be a positive integer or 'auto', got {parallel!r}")
+        self.parallel = parallel
+        self._free = list(self.gpus)
+
+    def launch(self, run: Run, db_url: str) -> CellHandle:
+        env = {**os.environ, "CRLAB_DB_URL": db_url}
+        gpu = self._free.pop(0) if self._free else None
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        log_dir = Path(run.run_dir or ".")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "train.log", "ab") as log:
+            proc = subprocess.Popen(cell_command(run.id), env=env, stdout=log, stderr=log)
+        return _Process(proc, gpu, self._free)
+
+    def adopt(self, run: Run) -> CellHandle | None:
+        return None  # a local cell lives only as long as the sweep process that launched it
+
+
+def make_executor(settings: dict[str, Any]) -> LocalExecutor | Any:
+    """The executor named by ``executor.kind``; fails (exit 2) before anything is registered if unusable."""
+    kind = settings.get("kind", "local")
+    if kind == "local":
+        return LocalExecutor(settings)
+    if kind == "slurm":
+        from crlab.sweeps.slurm import SlurmExecutor
+
+        return SlurmExecutor(settings)
+    raise ConfigError(f"unknown executor kind {kind!r}; valid: local, slurm")
+
+
+def require_command(command: str, what: str) -> None:
+    if shutil.which(command) is None:
+        raise NotAvailable(
+            f"the {what} executor needs `{command}` on PATH, and there is none on this machine; "
+            "run the sweep from a Slurm login node, or use executor.kind=local"
+        )
