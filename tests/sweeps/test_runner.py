@@ -39,3 +39,45 @@ def test_two_sweep_processes_run_each_cell_once(
         assert len({r.cell_key for r in runs}) == 2
     again = subprocess.run([*cmd[:-1]], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_cell_killed_mid_sweep_resumes_from_its_checkpoint_on_rerun(
+    tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    import os
+    import signal
+    import time
+
+    spec = tmp_path / "one.yaml"
+    spec.write_text(
+        f"name: one-cell\nbase: {REPO}/experiments/tiny_coder.yaml\ngrid:\n  data.crl_ratio: [0.2]\n"
+        f"overrides:\n  paths.runs_dir: {tmp_path / 'runs'}\n  checkpoint.every: 2\n"
+    )
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    env = {**child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": url}
+    six_steps = TINY.replace("max_steps: 1", "max_steps: 6")
+    cmd = [sys.executable, "-m", "crlab", "sweep", str(spec), f"overrides={six_steps}"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    first = subprocess.Popen(cmd, env=env, start_new_session=True, **quiet)
+    with Registry(url) as reg:
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None:
+            runs = reg.list_runs()
+            if runs and reg.checkpoints(runs[0].id, complete_only=True):
+                break
+            time.sleep(0.5)
+        assert first.poll() is None, "the sweep ended before its cell saved a checkpoint"
+        os.killpg(first.pid, signal.SIGKILL)  # the sweep and its cell die at once, as in a machine crash
+        first.wait()
+        (run,) = reg.list_runs()
+        assert run.status == "running"  # nobody got to say how it ended
+        saved = max(c.step for c in reg.checkpoints(run.id, complete_only=True))
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    with Registry(url) as reg:
+        (run,) = reg.list_runs()
+        assert (run.status, run.attempt) == ("completed", 2)
+        (event,) = reg.events(run.id, kind="resume")
+        assert event.payload["from_step"] >= saved >= 2  # from its newest checkpoint, not from scratch
+        assert max(m.step for m in reg.metrics(run.id)) == 6
