@@ -78,7 +78,10 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Read and check a sweep spec; ``overrides`` are ``key=value`` for spec keys (e.g. base=...)."""
+    """Read and check a sweep spec; ``overrides`` are ``key=value`` for spec keys (e.g. base=...).
+
+    ``overrides=`` and ``executor=`` mappings are merged into the file's, key by key; others replace it.
+    """
     path = Path(path)
     data = read_yaml(path)
     lines = key_lines(path)
@@ -90,7 +93,10 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         key, sep, value = item.partition("=")
         if not sep or key not in SPEC_KEYS:
             raise ConfigError(f"sweep override {item!r} must be one of {', '.join(SPEC_KEYS)}=VALUE")
-        data[key] = value if key in ("base", "name") else _parse(value, item)
+        parsed = value if key in ("base", "name") else _parse(value, item)
+        if key in ("overrides", "executor") and isinstance(parsed, dict) and isinstance(data.get(key), dict):
+            parsed = {**data[key], **parsed}  # merged into the file's, key by key
+        data[key] = parsed
     unknown = [k for k in data if k not in SPEC_KEYS]
     if unknown:
         raise ConfigError(
