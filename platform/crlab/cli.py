@@ -133,6 +133,9 @@ def sweep(
     from crlab.sweeps.spec import expand, load_spec
 
     sweep_spec = load_spec(spec, overrides or [])
+    if sweep_spec.search is not None:
+        _search(sweep_spec, db, dry_run, json_out)
+        return
     cells = expand(sweep_spec)
     if dry_run:
         if json_out:
@@ -140,12 +143,26 @@ def sweep(
         else:
             out.print(cells_table(sweep_spec, cells))
         return
-    if sweep_spec.search:
-        _require("crlab.sweeps.search", "Optuna search sweeps")
     _require("crlab.sweeps.runner", "running sweeps")
     from crlab.sweeps.runner import run_sweep
 
     if run_sweep(sweep_spec, cells, db_url=db, json_out=json_out):
+        raise typer.Exit(1)
+
+
+def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool) -> None:
+    from crlab.cli_views import search_table
+
+    if dry_run:
+        if json_out:
+            print_json({"sweep": sweep_spec.to_json()})
+        else:
+            out.print(search_table(sweep_spec))
+        return
+    _require("crlab.sweeps.search", "Optuna search sweeps")
+    from crlab.sweeps.search import run_search
+
+    if run_search(sweep_spec, db_url=db, json_out=json_out):
         raise typer.Exit(1)
 
 

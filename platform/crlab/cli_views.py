@@ -64,6 +64,22 @@ def cells_table(spec: Any, cells: list[Any]) -> Table:
     return table
 
 
+def search_table(spec: Any) -> Table:
+    search = spec.search
+    title = (
+        f"search {spec.name}: {search.n_trials} trial(s), {search.sampler} sampler, {search.direction} "
+        f"{search.metric} (mean of the last {search.last_k} steps), base {spec.base}"
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("param")
+    table.add_column("distribution")
+    for key, dist in search.params.items():
+        table.add_row(key, ", ".join(f"{k}={v}" for k, v in dist.items()))
+    pruner = ", ".join(f"{k}={v}" for k, v in search.pruner.items())
+    table.caption = f"pruner: {pruner}; prune on {search.prune_on or '-'}"
+    return table
+
+
 def run_panel(
     run: Any, latest: dict[str, tuple[int, float]], events: list[Any], checkpoints: list[Any]
 ) -> Group:

@@ -49,7 +49,7 @@ def process_gone(host: str | None, pid: int | None) -> bool:
 
 
 def _decide(row: RunRow, grace_s: float, max_retries: int) -> str:
-    if row.status == "completed":
+    if row.status in ("completed", "pruned"):  # pruned: a search trial stopped for good
         return "completed"
     if row.status == "running" and not process_gone(row.host, row.pid):
         beat = row.heartbeat_at

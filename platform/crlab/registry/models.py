@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "preempted", "killed")
+RUN_STATUSES = ("pending", "running", "completed", "failed", "preempted", "killed", "pruned")
 
 
 class Base(DeclarativeBase):

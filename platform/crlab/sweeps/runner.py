@@ -39,7 +39,7 @@ CLAIM_STATES = {
 }  # fmt: skip
 
 
-def _sweep_id(registry: Registry, spec: SweepSpec) -> str:
+def ensure_sweep(registry: Registry, spec: SweepSpec) -> str:
     """The sweep is identified by its name: rerunning a spec continues the same sweep."""
     try:
         return registry.get_sweep(spec.name).id
@@ -93,7 +93,7 @@ def run_sweep(spec: SweepSpec, cells: list[Cell], db_url: str | None = None, jso
     executor = make_executor(spec.executor)  # an unusable executor fails before anything is registered
     url = resolve_db_url(db_url)
     registry = Registry(url)
-    sweep_id = _sweep_id(registry, spec)
+    sweep_id = ensure_sweep(registry, spec)
     view = _Cells(cells)
     console = Console(stderr=json_out)
     if not console.is_terminal:

@@ -28,6 +28,7 @@ from typing import Any
 
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
+from crlab.sweeps.search_space import Search, parse_search
 from crlab.yaml_lines import key_lines, read_yaml
 
 SPEC_KEYS = ("name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description")
@@ -49,7 +50,7 @@ class Cell:
     config: dict[str, Any] = field(repr=False)  # the resolved config of this cell
 
     def override_args(self) -> list[str]:
-        return [f"{k}={_yaml_scalar(v)}" for k, v in self.overrides.items()] + [f"seed={self.seed}"]
+        return [f"{k}={yaml_scalar(v)}" for k, v in self.overrides.items()] + [f"seed={self.seed}"]
 
 
 @dataclass(frozen=True)
@@ -61,17 +62,18 @@ class SweepSpec:
     seeds: list[int]
     overrides: dict[str, Any]
     executor: dict[str, Any]
-    search: dict[str, Any] | None
+    search: Search | None
     path: Path | None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "base": str(self.base), "grid": self.grid, "variants": self.variants, "seeds": self.seeds,
-            "overrides": self.overrides, "executor": self.executor, "search": self.search,
+            "overrides": self.overrides, "executor": self.executor,
+            "search": self.search.to_json() if self.search else None,
         }  # fmt: skip
 
 
-def _yaml_scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
     import json
 
     return json.dumps(value) if not isinstance(value, str) else value
@@ -111,9 +113,15 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}", where("seeds"))
     executor = _check_executor(data.get("executor") or {}, where)
+    search = parse_search(data["search"], where, _check_key) if data.get("search") is not None else None
+    if search and (grid or variants or len(seeds) > 1):
+        raise ConfigError(
+            "a search sweep takes its cells from the search: drop 'grid' and 'variants', and give one seed",
+            where("search"),
+        )
     return SweepSpec(
         name=str(data.get("name") or path.stem), base=base, grid=grid, variants=variants, seeds=seeds,
-        overrides=dict(data.get("overrides") or {}), executor=executor, search=data.get("search"), path=path,
+        overrides=dict(data.get("overrides") or {}), executor=executor, search=search, path=path,
     )  # fmt: skip
 
 
@@ -197,9 +205,9 @@ def expand(spec: SweepSpec) -> list[Cell]:
 
 
 def _make_cell(spec: SweepSpec, overrides: dict[str, Any], seed: int) -> Cell:
-    args = [f"{k}={_yaml_scalar(v)}" for k, v in overrides.items()] + [f"seed={seed}"]
+    args = [f"{k}={yaml_scalar(v)}" for k, v in overrides.items()] + [f"seed={seed}"]
     varied = set(spec.grid).union(*spec.variants) if spec.variants else set(spec.grid)
-    label = " ".join(f"{k}={_yaml_scalar(v)}" for k, v in overrides.items() if k in varied)
+    label = " ".join(f"{k}={yaml_scalar(v)}" for k, v in overrides.items() if k in varied)
     label = f"{label} seed={seed}".strip()
     try:
         cfg = cfgmod.load_config(spec.base, args)
