@@ -6,7 +6,6 @@ stderr and exit with code 2; nothing is written to the registry before the input
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from crlab import __version__
-from crlab.errors import CrlabError, NotAvailable
+from crlab.errors import CrlabError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -68,11 +67,6 @@ def _root(
     """Critique-RL research platform."""
 
 
-def _require(module: str, what: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise NotAvailable(f"{what} is not part of this build yet ({module} is missing)")
-
-
 @app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. experiments/tiny_coder.yaml.")],
@@ -96,7 +90,6 @@ def run(
         else:
             sys.stdout.write(cfgmod.to_yaml(cfg))
         return
-    _require("crlab.train.loop", "training")
     from crlab.train.loop import launch_run
 
     launch_run(cfg, db_url=db)
@@ -109,7 +102,6 @@ def resume(
     claimed: Annotated[bool, typer.Option("--claimed", hidden=True)] = False,
 ) -> None:
     """Continue an interrupted run from its newest complete checkpoint."""
-    _require("crlab.train.loop", "resuming")
     from crlab.train.loop import resume_run
 
     resume_run(run_id, db_url=db, claimed=claimed)
@@ -143,7 +135,6 @@ def sweep(
         else:
             out.print(cells_table(sweep_spec, cells))
         return
-    _require("crlab.sweeps.runner", "running sweeps")
     from crlab.sweeps.runner import run_sweep
 
     if run_sweep(sweep_spec, cells, db_url=db, json_out=json_out):
@@ -159,7 +150,6 @@ def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool) -> N
         else:
             out.print(search_table(sweep_spec))
         return
-    _require("crlab.sweeps.search", "Optuna search sweeps")
     from crlab.sweeps.search import run_search
 
     if run_search(sweep_spec, db_url=db, json_out=json_out):
