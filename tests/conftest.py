@@ -2,7 +2,7 @@
 
 PostgreSQL tests use the server named by CRLAB_TEST_PG_URL (`.ci/postgres.sh` starts one); each test gets
 a fresh database on it. Without the variable they are skipped, unless CRLAB_REQUIRE_PG=1 (as in CI), where
-a missing server is a failure.
+a missing server is a failure. Slurm tests likewise: CRLAB_TEST_SLURM_PARTITION, CRLAB_REQUIRE_SLURM.
 """
 
 from __future__ import annotations
@@ -35,13 +35,24 @@ def child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in DIST_VARS}
 
 
-def _pg_server_url() -> str | None:
-    url = os.environ.get("CRLAB_TEST_PG_URL")
-    if not url:
-        if os.environ.get("CRLAB_REQUIRE_PG") == "1":
-            pytest.fail("CRLAB_REQUIRE_PG=1 but CRLAB_TEST_PG_URL is not set")
-        pytest.skip("PostgreSQL tests need CRLAB_TEST_PG_URL (see .ci/postgres.sh)")
-    return url
+def _service(var: str, require_var: str, hint: str) -> str:
+    """The value of ``var`` naming a test service; skip without it, unless ``require_var`` is 1 (as in CI)."""
+    value = os.environ.get(var)
+    if not value:
+        if os.environ.get(require_var) == "1":
+            pytest.fail(f"{require_var}=1 but {var} is not set")
+        pytest.skip(f"needs {var} ({hint})")
+    return value
+
+
+def _pg_server_url() -> str:
+    return _service("CRLAB_TEST_PG_URL", "CRLAB_REQUIRE_PG", "see .ci/postgres.sh")
+
+
+@pytest.fixture
+def slurm_partition() -> str:
+    """The partition of a Slurm cluster for the executor tests (`.ci/slurm.sh` starts a one-node one)."""
+    return _service("CRLAB_TEST_SLURM_PARTITION", "CRLAB_REQUIRE_SLURM", "a Slurm cluster, see .ci/slurm.sh")
 
 
 @pytest.fixture

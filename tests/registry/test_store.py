@@ -69,7 +69,7 @@ def test_list_filters_by_sweep_and_status(reg: Registry) -> None:
     assert [r.id for r in reg.list_runs(status="completed")] == [r1.id]
     assert len(reg.list_runs()) == 2 and len(reg.list_runs(limit=1)) == 1
     assert reg.get_sweep("two").id == s2.id and reg.get_sweep(s1.id).name == "one"
-    assert set(RUN_STATUSES) == {"pending", "running", "completed", "failed", "preempted", "killed"}
+    assert set(RUN_STATUSES) == {"pending", "running", "completed", "failed", "preempted", "killed", "pruned"}
 
 
 def test_cell_key_is_unique_within_a_sweep(reg: Registry) -> None:

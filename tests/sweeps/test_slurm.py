@@ -8,7 +8,6 @@ checkpoint; its run resumes from that checkpoint and ends with weights bitwise e
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -27,15 +26,6 @@ SMALL = (
     "grpo.mini_batch_size: 1, grpo.group_size: 4, reward.sandbox_workers: 1, "
     "phases.0.max_response_length: 48, phases.1.max_response_length: 64, grpo.max_refill_rounds: 1}"
 )
-
-
-def _partition() -> str:
-    partition = os.environ.get("CRLAB_TEST_SLURM_PARTITION")
-    if not partition:
-        if os.environ.get("CRLAB_REQUIRE_SLURM") == "1":
-            pytest.fail("CRLAB_REQUIRE_SLURM=1 but CRLAB_TEST_SLURM_PARTITION is not set")
-        pytest.skip("Slurm tests need a cluster: CRLAB_TEST_SLURM_PARTITION (see .ci/slurm.sh)")
-    return partition
 
 
 def _spec(tmp_path: Path, executor: str) -> Path:
@@ -98,9 +88,9 @@ def _final_weights(reg: Registry, run_id: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_requeued_job_resumes_to_the_same_weights(
-    tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
+    tiny_cache: str, tmp_path: Path, child_env: dict[str, str], slurm_partition: str
 ) -> None:
-    partition = _partition()
+    partition = slurm_partition
     spec = _spec(tmp_path, f"{{kind: slurm, slurm: {{slurm_partition: {partition}, cpus_per_task: 1}}}}")
     url = f"sqlite:///{tmp_path / 'reg.db'}"
     env = {**child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": url, "WANDB_MODE": "offline"}
