@@ -16,6 +16,7 @@ STATUS_STYLE = {
     "failed": "red",
     "preempted": "yellow",
     "killed": "magenta",
+    "pruned": "dim yellow",
 }
 HEADLINE_METRICS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")
 
