@@ -33,7 +33,7 @@ def test_each_running_cell_holds_its_own_gpu_until_it_ends(
     # runs that do not exist: each cell process exits at once (code 2), which is all this test needs
     first = executor.launch(_run(tmp_path, "nope1"), f"sqlite:///{tmp_path / 'reg.db'}")
     second = executor.launch(_run(tmp_path, "nope2"), f"sqlite:///{tmp_path / 'reg.db'}")
-    assert (first.gpu, second.gpu) == ("2", "5") and executor._free == []
+    assert (first.gpus, second.gpus) == (["2"], ["5"]) and executor._free == []
     deadline = time.time() + 120
     while first.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -5,9 +5,11 @@ scratch, an interrupted one continues from its newest complete checkpoint. An ex
 into a :class:`CellHandle` the runner polls.
 
 ``local``
-    ``executor.parallel`` cells at a time (``auto``: one per visible GPU, else 1). Where GPUs exist, each
-    cell gets its own through ``CUDA_VISIBLE_DEVICES``. Output goes to ``train.log`` in the run directory.
-    Stopping the sweep (Ctrl-C, SIGTERM) passes SIGTERM on: each cell checkpoints and ends ``preempted``.
+    ``executor.parallel`` cells at a time (``auto``: as many as the visible GPUs allow, else 1). A cell
+    runs ``executor.nproc_per_cell`` data-parallel processes (default 1); more than one are started by the
+    DeepSpeed launcher. Where GPUs exist, each process gets a GPU of its own. Output goes to ``train.log``
+    in the run directory. Stopping the sweep (Ctrl-C, SIGTERM) asks every process of every cell to
+    checkpoint and stop: each cell ends ``preempted``.
 ``slurm``
     One job per cell through submitit (``executor.slurm`` holds submitit's parameters, e.g.
     ``slurm_partition``, ``timeout_min``, ``gpus_per_node``). On preemption or requeue Slurm sends SIGTERM,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,8 +40,22 @@ FINAL_STATES = {
 }  # fmt: skip
 
 
-def cell_command(run_id: str) -> list[str]:
-    return [sys.executable, "-m", "crlab", "resume", run_id, "--claimed"]
+def cell_command(run_id: str, nproc: int = 1, gpus: list[str] | None = None) -> list[str]:
+    """The command that trains a cell: ``crlab resume``, under the DeepSpeed launcher for several ranks."""
+    resume = ["resume", run_id, "--claimed"]
+    if nproc == 1:
+        return [sys.executable, "-m", "crlab", *resume]
+    where = ["--include", f"localhost:{','.join(gpus)}"] if gpus else ["--num_gpus", str(nproc)]
+    return [
+        sys.executable, "-m", "deepspeed.launcher.runner", *where, "--master_port", str(_free_port()),
+        "--no_local_rank", "--module", "crlab", *resume,
+    ]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class CellHandle(Protocol):
@@ -52,20 +69,33 @@ class CellHandle(Protocol):
 
 
 class _Process:
-    def __init__(self, proc: subprocess.Popen, gpu: str | None, free_gpus: list[str]) -> None:
-        self.proc, self.gpu, self._free = proc, gpu, free_gpus
+    def __init__(self, proc: subprocess.Popen, gpus: list[str], free_gpus: list[str], nproc: int) -> None:
+        self.proc, self.gpus, self._free, self.nproc = proc, gpus, free_gpus, nproc
         self.job_id: str | None = None
 
     def poll(self) -> int | None:
         code = self.proc.poll()
-        if code is not None and self.gpu is not None:
-            self._free.append(self.gpu)
-            self.gpu = None
+        if code is not None and self.gpus:
+            self._free.extend(self.gpus)
+            self.gpus = []
         return code
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc.poll() is not None:
+            return
+        if self.nproc == 1:
             self.proc.send_signal(signal.SIGTERM)
+            return
+        # The launcher would SIGTERM its ranks one after another (and their sandbox workers with them); ask
+        # every rank at once instead, so that they agree to checkpoint together and exit.
+        import psutil
+
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if {"crlab", "resume"} <= set(child.cmdline()) and "deepspeed.launcher.runner" not in child.cmdline():
+                    child.send_signal(signal.SIGUSR1)
+            except psutil.Error:
+                continue
 
 
 def _visible_gpus() -> list[str]:
@@ -87,24 +117,30 @@ class LocalExecutor:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.gpus = _visible_gpus()
+        self.nproc = settings.get("nproc_per_cell", 1)
+        if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
+            raise ConfigError(f"executor.nproc_per_cell must be a positive integer, got {self.nproc!r}")
+        if self.gpus and self.nproc > len(self.gpus):
+            raise ConfigError(f"executor.nproc_per_cell={self.nproc} but only {len(self.gpus)} GPU(s) are visible")
         parallel = settings.get("parallel", 1)
         if parallel == "auto":
-            parallel = max(1, len(self.gpus))
-        if not isinstance(parallel, int) or parallel < 1:
+            parallel = max(1, len(self.gpus) // self.nproc)
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
             raise ConfigError(f"executor.parallel must be a positive integer or 'auto', got {parallel!r}")
         self.parallel = parallel
         self._free = list(self.gpus)
 
     def launch(self, run: Run, db_url: str) -> CellHandle:
         env = {**os.environ, "CRLAB_DB_URL": db_url}
-        gpu = self._free.pop(0) if self._free else None
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
+        gpus = [self._free.pop(0) for _ in range(self.nproc)] if len(self._free) >= self.nproc else []
+        if gpus and self.nproc == 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[0]
         log_dir = Path(run.run_dir or ".")
         log_dir.mkdir(parents=True, exist_ok=True)
+        command = cell_command(run.id, self.nproc, gpus)
         with open(log_dir / "train.log", "ab") as log:
-            proc = subprocess.Popen(cell_command(run.id), env=env, stdout=log, stderr=log)
-        return _Process(proc, gpu, self._free)
+            proc = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        return _Process(proc, gpus, self._free, self.nproc)
 
     def adopt(self, run: Run) -> CellHandle | None:
         return None  # a local cell lives only as long as the sweep process that launched it

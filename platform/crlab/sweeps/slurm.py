@@ -1,5 +1,8 @@
 """The Slurm executor: one submitit job per sweep cell (see :mod:`crlab.sweeps.executors`).
 
+A cell with ``executor.nproc_per_cell`` > 1 (or submitit's ``tasks_per_node``/``nodes``) runs one Slurm
+task per data-parallel rank; each task learns its rank and the rendezvous from submitit's view of Slurm.
+
 Job states come from ``squeue`` (not ``sacct``, so clusters without accounting work too). A job counts as
 ended once ``squeue`` has shown it in a final state, or not at all, on two polls in a row: a requeued job
 passes through short-lived states on its way back to PENDING.
@@ -38,8 +41,14 @@ class CellJob:
         self.__init__(state["run_id"], state["db_url"])  # type: ignore[misc]
 
     def __call__(self) -> str:
+        import submitit
+
         from crlab.registry import Registry
 
+        if submitit.JobEnvironment().num_tasks > 1:  # one task per data-parallel rank, on one or more nodes
+            import torch
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=torch.cuda.is_available())
         env = {**os.environ, "CRLAB_DB_URL": self.db_url}
         self._proc = subprocess.Popen(cell_command(self.run_id), env=env)
         code = self._proc.wait()
@@ -110,6 +119,9 @@ class SlurmExecutor:
         if not isinstance(params, dict):
             raise ConfigError("executor.slurm must map submitit parameters to values (e.g. timeout_min: 60)")
         self.params = dict(params)
+        nproc = settings.get("nproc_per_cell", 1)
+        if nproc != 1:  # data-parallel ranks are Slurm tasks (times `nodes` for several nodes)
+            self.params.setdefault("tasks_per_node", nproc)
         self.parallel = 1 << 30  # Slurm decides how many run at once
         self._check_params()
 

@@ -35,6 +35,7 @@ SPEC_KEYS = ("name", "base", "grid", "variants", "seeds", "overrides", "executor
 EXECUTOR_DEFAULTS: dict[str, Any] = {
     "kind": "local",
     "parallel": 1,
+    "nproc_per_cell": 1,
     "max_retries": 2,
     "heartbeat_grace_s": 300,
 }

@@ -3,6 +3,10 @@
 Each round draws the next mix batch from the sampler, so refills consume prompts exactly as a resumed
 run will (the sampler's position is in the checkpoint). Metrics describe every sampled response, kept or
 not; the update sees only the kept groups, at most ``prompts_per_step`` of them.
+
+With several data-parallel ranks every rank draws the same batch (same sampler, same state) and rolls
+out its share of it; each keeps at most its share of ``prompts_per_step`` groups, the ranks refill until
+every one has its share (or the rounds run out), and the metrics cover the responses of all ranks.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import torch
 
-from crlab.train import grpo
+from crlab.train import dist, grpo
 from crlab.train.rollout import Rollouts
 from crlab.train.step import advantages_for, score
 
@@ -51,6 +55,15 @@ class _Tally:
         self.lengths += [float(len(ids)) for ids in rollouts.response_ids]
         self.truncated += [float(t) for t in rollouts.truncated]
 
+    @classmethod
+    def merged(cls, tallies: list[_Tally]) -> _Tally:
+        out = cls()
+        for t in tallies:
+            out.rl, out.crl, out.parsed = out.rl + t.rl, out.crl + t.crl, out.parsed + t.parsed
+            out.lengths, out.truncated = out.lengths + t.lengths, out.truncated + t.truncated
+            out.t_rollout, out.t_reward = max(out.t_rollout, t.t_rollout), max(out.t_reward, t.t_reward)
+        return out
+
     def stats(self, kept_groups: int, rounds: int) -> dict[str, float]:
         return {
             "reward/rl_mean": _mean(self.rl),
@@ -73,7 +86,7 @@ def collect_groups(
 ) -> tuple[tuple[Rollouts, torch.Tensor], list[int], dict[str, float]]:
     """Returns ((all sampled rollouts, their advantages), the rows of kept groups, statistics)."""
     g = trainer.cfg.grpo
-    size, need = g.group_size, g.prompts_per_step
+    size, need = g.group_size, g.prompts_per_step // dist.world()  # this rank's share
     parts: list[Rollouts] = []
     advantages: list[torch.Tensor] = []
     kept: list[int] = []
@@ -81,7 +94,7 @@ def collect_groups(
     rounds = 0
     while True:
         batch = trainer.sampler.next_batch()
-        rows = [trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl]
+        rows = dist.shard([trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl])
         t0 = time.time()
         rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
         t1 = time.time()
@@ -97,7 +110,10 @@ def collect_groups(
         kept += (grpo.group_rows(groups, size) + offset).tolist()
         parts.append(rollouts)
         advantages.append(advantages_for(scored, size, phase, g.norm_adv_by_std))
-        if not g.dynamic_sampling or len(kept) // size >= need or rounds >= g.max_refill_rounds:
+        full = dist.all_reduce(float(len(kept) // size >= need), "min") == 1.0  # every rank has its share
+        if not g.dynamic_sampling or full or rounds >= g.max_refill_rounds:
             break
         rounds += 1
-    return (_merge(parts), torch.cat(advantages)), kept, tally.stats(len(kept) // size, rounds)
+    kept_groups = int(dist.all_reduce(len(kept) // size))
+    stats = _Tally.merged(dist.all_gather(tally)).stats(kept_groups, rounds)
+    return (_merge(parts), torch.cat(advantages)), kept, stats

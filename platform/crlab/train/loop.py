@@ -134,13 +134,19 @@ def _looks_alive(run: Run, heartbeat_age_s: float) -> bool:
 
 
 def _train(trainer: Trainer, registry: Registry, run: Run, resume: bool) -> None:
+    """Train with signal handling; rank 0 alone keeps the run's registry row (attempt, heartbeat, status)."""
+    from crlab.train.setup import launched_rank
+
     stop = StopFlag()
     stop.install()
-    registry.start_attempt(
-        run.id, host=socket.gethostname(), pid=os.getpid(), job_id=os.environ.get("SLURM_JOB_ID")
-    )
+    main = launched_rank() == 0
+    if main:
+        registry.start_attempt(
+            run.id, host=socket.gethostname(), pid=os.getpid(), job_id=os.environ.get("SLURM_JOB_ID")
+        )
     beat = Heartbeat(registry, run.id)
-    beat.start()
+    if main:
+        beat.start()
     status, error = "failed", None
     try:
         status = trainer.train(run, resume=resume, stop=stop)
@@ -150,5 +156,6 @@ def _train(trainer: Trainer, registry: Registry, run: Run, resume: bool) -> None
         raise
     finally:
         beat.done.set()
-        registry.finish_run(run.id, status, error=error)
+        if main:
+            registry.finish_run(run.id, status, error=error)
         trainer.close(exit_code=0 if status in ("completed", "preempted") else 1)

@@ -107,4 +107,32 @@ def _load(source: str, key: str, seed: int) -> list[Any]:
 
 
 def sandbox_workers(cfg: Any) -> int:
-    return cfg.reward.sandbox_workers or max(1, os.cpu_count() or 1)
+    """``reward.sandbox_workers``, or the machine's cores shared among the data-parallel ranks."""
+    return cfg.reward.sandbox_workers or max(1, (os.cpu_count() or 1) // launched_world())
+
+
+def launched_world() -> int:
+    """How many data-parallel ranks the launcher started (WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def launched_rank() -> int:
+    """This process's rank among them (RANK; 0 without a launcher)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def check_world(cfg: Any, world: int) -> None:
+    """Refuse a data-parallel run whose batch does not split evenly over its ranks."""
+    from crlab.errors import ConfigError
+
+    if world <= 1:
+        return
+    g = cfg.grpo
+    for key, value in (("grpo.prompts_per_step", g.prompts_per_step), ("grpo.mini_batch_size", g.mini_batch_size)):
+        if value % world:
+            raise ConfigError(f"{key}={value} does not split over {world} data-parallel ranks; use a multiple")
+    if cfg.deepspeed.zero_stage == 3:
+        raise ConfigError(
+            "ZeRO stage 3 with several data-parallel ranks is not supported yet (generation and log-prob "
+            "passes differ in length per rank); use deepspeed.zero_stage=2"
+        )

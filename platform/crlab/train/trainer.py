@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from crlab.registry import Registry
 from crlab.registry.entities import Run
-from crlab.train import setup
+from crlab.train import dist, setup
 from crlab.train.collect import collect_groups
 from crlab.train.step import Packed, fill_logprobs, micro_loss, micro_weights, pack
 from crlab.train.tiny_model import TINY_URI
@@ -31,6 +31,7 @@ class Trainer:
         from crlab.train.phases import PhaseSchedule
 
         self.cfg, self.registry = cfg, registry
+        setup.check_world(cfg, setup.launched_world())
         setup.seed_everything(cfg.seed)
         setup.check_model_path(cfg.model.path)
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
@@ -77,7 +78,7 @@ class Trainer:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
         restored = resume and self._restore()
-        self.tracker = self._make_tracker(run)
+        self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
         if restored:
             self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt + 1}, self.step)
 
@@ -132,6 +133,8 @@ class Trainer:
 
     def _save(self, run: Run) -> None:
         path = self.checkpoints.save(self.engine, step=self.step, client_state=self._client_state())
+        if not dist.is_main():
+            return
         self.registry.record_checkpoint(run.id, self.step, str(path), complete=True)
         kept = {str(p) for p in self.checkpoints.complete()}
         for ck in self.registry.checkpoints(run.id):
@@ -140,6 +143,8 @@ class Trainer:
         self._record(run.id, "checkpoint", {"path": str(path)}, self.step)
 
     def _record(self, run_id: str, kind: str, payload: dict[str, Any], step: int | None) -> None:
+        if not dist.is_main():
+            return
         self.registry.log_event(run_id, kind, payload, step=step)
         if self.tracker is not None:
             self.tracker.event(kind, payload, step)
@@ -152,12 +157,13 @@ class Trainer:
             metrics = self._one_step()
             self.step += 1
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            self.registry.log_metrics(run.id, self.step, finite)
-            self.tracker.log(finite, self.step)
-            switch = self.schedule.observe(self.step, metrics)
+            if self.tracker is not None:
+                self.registry.log_metrics(run.id, self.step, finite)
+                self.tracker.log(finite, self.step)
+            switch = self.schedule.observe(self.step, metrics)  # the same metrics on every rank
             if switch is not None:
                 self._record(run.id, "phase_switch", switch.to_payload(), self.step)
-            if stop.signum is not None:
+            if dist.all_reduce(float(stop.signum is not None), "max"):  # any rank signalled: all stop
                 self._save(run)
                 self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
                 return "preempted"
@@ -170,7 +176,7 @@ class Trainer:
         phase = self.schedule.current
         samples, kept, stats = collect_groups(self, phase)
         t_update = time.time()
-        update_stats = self._update(samples, kept) if kept else {}
+        update_stats = self._update(samples, kept)
         metrics = {**stats, **update_stats}
         metrics.update(
             {
@@ -186,11 +192,14 @@ class Trainer:
 
     def _update(self, samples: Any, kept: list[int]) -> dict[str, float]:
         cfg, g = self.cfg, self.cfg.grpo
+        n_groups, world = len(kept) // g.group_size, dist.world()
+        # as many updates as every rank can make (DeepSpeed's step is collective)
+        n_updates = int(dist.all_reduce(min(g.prompts_per_step // g.mini_batch_size, n_groups), "min"))
+        if n_updates == 0:
+            return {}
         rollouts, advantages = samples
         packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id)
         fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, g.micro_batch_size, self.ref_model)
-        n_groups = len(kept) // g.group_size
-        n_updates = min(g.prompts_per_step // g.mini_batch_size, n_groups)
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
         totals: dict[str, list[float]] = {}
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -205,7 +214,8 @@ class Trainer:
                 totals.setdefault(key, []).append(float(value))
         if hasattr(self.rollout, "sync_weights"):
             self.rollout.sync_weights(self.engine.module)
-        return {f"actor/{k}": sum(v) / len(v) for k, v in totals.items()}
+        ranks = dist.all_gather({k: sum(v) / len(v) for k, v in totals.items()})
+        return {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
 
     def close(self, exit_code: int = 0) -> None:
         if self.tracker is not None:
