@@ -156,6 +156,8 @@ def test_sweep_dry_run_lists_cells_and_registers_nothing(tmp_path: Path) -> None
     ("override", "match"),
     [
         ("model.path=/no/such/model", "model.path: '/no/such/model' does not exist"),  # missing model
+        ("--nproc=3", "does not split over 3 data-parallel ranks"),  # 10 prompts per step over 3 ranks
+        ("model.path=/no/model grpo.mini_batch_size=2 --nproc=2", "does not exist"),  # checked before registering
         ("data.rl_source=rstar:{bad}", "bad.jsonl:2"),  # a data file in the wrong format: file and line
         ("data.rl_source=nosuchformat:x", "data.rl_source"),  # an unknown source
     ],
@@ -167,7 +169,7 @@ def test_run_checks_model_and_data_before_any_compute(override: str, match: str,
     args = [
         "run",
         "experiments/tiny_coder.yaml",
-        override.format(bad=bad),
+        *override.format(bad=bad).split(),
         f"paths.runs_dir={tmp_path / 'runs'}",
     ]
     _one_error_line(platform(*args, db=url), match)

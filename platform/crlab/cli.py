@@ -42,6 +42,12 @@ DbOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+NprocOpt = Annotated[
+    int,
+    typer.Option(
+        "--nproc", min=1, help="Data-parallel ranks on this machine (one per GPU), started by the DeepSpeed launcher."
+    ),
+]
 OverridesArg = Annotated[
     list[str] | None,
     typer.Argument(help="Config overrides as key=value, e.g. grpo.lr=2e-6 data.crl_ratio=0.5."),
@@ -76,6 +82,7 @@ def run(
         bool, typer.Option("--dry-run", help="Check and print the resolved config only.")
     ] = False,
     json_out: JsonOpt = False,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Train one GRPO+CRL run from an experiment file (plus key=value overrides)."""
     from crlab import config as cfgmod
@@ -90,6 +97,10 @@ def run(
         else:
             sys.stdout.write(cfgmod.to_yaml(cfg))
         return
+    if nproc > 1:
+        from crlab.train.launch import launch_parallel
+
+        raise typer.Exit(launch_parallel(cfg, nproc, db_url=db))
     from crlab.train.loop import launch_run
 
     launch_run(cfg, db_url=db)
@@ -100,8 +111,20 @@ def resume(
     run_id: Annotated[str, typer.Argument(help="The run to continue (an id or a unique prefix).")],
     db: DbOpt = None,
     claimed: Annotated[bool, typer.Option("--claimed", hidden=True)] = False,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Continue an interrupted run from its newest complete checkpoint."""
+    if nproc > 1:
+        import os
+
+        from crlab.train.launch import run_ranks
+        from crlab.train.loop import resumable
+
+        found = resumable(run_id, db, claimed)
+        if found is not None:
+            registry, run = found
+            raise typer.Exit(run_ranks(run.id, nproc, {**os.environ, "CRLAB_DB_URL": registry.url}))
+        return
     from crlab.train.loop import resume_run
 
     resume_run(run_id, db_url=db, claimed=claimed)

@@ -24,38 +24,19 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Protocol
 
 from crlab.errors import ConfigError, NotAvailable
 from crlab.registry.entities import Run
+from crlab.train.launch import cell_command, signal_ranks
 
 # Slurm job states after which a job runs no more (anything else, e.g. PENDING after a requeue, is alive).
 FINAL_STATES = {
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
     "PREEMPTED", "REVOKED",
 }  # fmt: skip
-
-
-def cell_command(run_id: str, nproc: int = 1, gpus: list[str] | None = None) -> list[str]:
-    """The command that trains a cell: ``crlab resume``, under the DeepSpeed launcher for several ranks."""
-    resume = ["resume", run_id, "--claimed"]
-    if nproc == 1:
-        return [sys.executable, "-m", "crlab", *resume]
-    where = ["--include", f"localhost:{','.join(gpus)}"] if gpus else ["--num_gpus", str(nproc)]
-    return [
-        sys.executable, "-m", "deepspeed.launcher.runner", *where, "--master_port", str(_free_port()),
-        "--no_local_rank", "--module", "crlab", *resume,
-    ]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class CellHandle(Protocol):
@@ -88,14 +69,7 @@ class _Process:
             return
         # The launcher would SIGTERM its ranks one after another (and their sandbox workers with them); ask
         # every rank at once instead, so that they agree to checkpoint together and exit.
-        import psutil
-
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if {"crlab", "resume"} <= set(child.cmdline()) and "deepspeed.launcher.runner" not in child.cmdline():
-                    child.send_signal(signal.SIGUSR1)
-            except psutil.Error:
-                continue
+        signal_ranks(self.proc.pid)
 
 
 def _visible_gpus() -> list[str]:

@@ -20,7 +20,8 @@ from typing import Any
 
 from crlab.errors import ConfigError
 from crlab.registry.entities import Run
-from crlab.sweeps.executors import FINAL_STATES, CellHandle, cell_command, require_command
+from crlab.sweeps.executors import FINAL_STATES, CellHandle, require_command
+from crlab.train.launch import cell_command
 
 
 class CellJob:

@@ -60,7 +60,7 @@ class Heartbeat(threading.Thread):
                 continue
 
 
-def _open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry:
+def open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry:
     return Registry(resolve_db_url(db_url, cfg.registry_url if cfg is not None else None))
 
 
@@ -95,7 +95,7 @@ def launch_run(cfg: DictConfig, db_url: str | None = None) -> str:
     """Check, register and train a new run; returns its id. Exits the process on preemption."""
     for warning in config_warnings(cfg):
         print(f"warning: {warning}")
-    registry = _open_registry(db_url, cfg)
+    registry = open_registry(db_url, cfg)
     trainer = Trainer(cfg, registry, run=None)  # loads model and data: bad input fails before registering
     run = register_run(registry, cfg)
     print(f"run {run.id}: {run.run_dir}")
@@ -106,24 +106,33 @@ def launch_run(cfg: DictConfig, db_url: str | None = None) -> str:
 def resume_run(run_id: str, db_url: str | None = None, claimed: bool = False) -> str:
     """Continue ``run_id``. A run that looks alive (running, fresh heartbeat) is refused unless the
     caller has just claimed it (the sweep runner does, in the registry, before it launches the run)."""
+    found = resumable(run_id, db_url, claimed)
+    if found is None:
+        return run_id
+    registry, run = found
+    cfg = cfgmod.from_dict(run.config)
+    trainer = Trainer(cfg, registry, run=run)
+    _train(trainer, registry, run, resume=True)
+    return run.id
+
+
+def resumable(run_id: str, db_url: str | None, claimed: bool) -> tuple[Registry, Run] | None:
+    """The registry and the run to continue; None (said) when it is completed; an error when it is alive."""
     from crlab.errors import RegistryError
     from crlab.registry.store import utcnow
 
-    registry = _open_registry(db_url)
+    registry = open_registry(db_url)
     run = registry.get_run(run_id)
     if run.status == "completed":
         print(f"run {run.id} is already completed")
-        return run.id
+        return None
     age = (utcnow() - run.heartbeat_at).total_seconds() if run.heartbeat_at else None
     if run.status == "running" and not claimed and age is not None and _looks_alive(run, age):
         raise RegistryError(
             f"run {run.id} looks alive (heartbeat {age:.0f} s ago from {run.host} pid {run.pid}); "
             f"stop it first, or wait {3 * HEARTBEAT_S - age:.0f} s if it died"
         )
-    cfg = cfgmod.from_dict(run.config)
-    trainer = Trainer(cfg, registry, run=run)
-    _train(trainer, registry, run, resume=True)
-    return run.id
+    return registry, run
 
 
 def _looks_alive(run: Run, heartbeat_age_s: float) -> bool:
