@@ -337,3 +337,38 @@ def test_non_root_host():
         "passed",
     ]
     assert out.stdout.split() == expected
+
+
+PREEMPT_SCRIPT = r"""
+import json, signal, threading, time
+import psutil
+from crlab.rewards import Sandbox, TestSpec
+
+seen = []
+signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))  # as the trainer's stop flag does
+spec = TestSpec("stdin", ("1 2\n", "3 4\n"), ("3\n", "7\n"))
+program = "import time\ntime.sleep(0.4)\na, b = map(int, input().split())\nprint(a + b)"
+with Sandbox(workers=1, time_limit_s=5) as sb:
+    out = {}
+    job = threading.Thread(target=lambda: out.setdefault("r", sb.run(program, spec)))
+    job.start()
+    time.sleep(0.2)
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        proc.send_signal(signal.SIGTERM)  # what Slurm does to every process of a job it preempts
+    job.join()
+    after = sb.run(program, spec)
+print(json.dumps({"seen": seen, "during": [r.verdict.value for r in out["r"].results],
+                  "after": [r.verdict.value for r in after.results]}))
+"""
+
+
+def test_a_preemption_signal_to_every_process_leaves_running_tests_alone() -> None:
+    import json
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", PREEMPT_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["seen"] == [15]  # the host got the signal (to checkpoint and stop)...
+    assert out["during"] == ["passed", "passed"]  # ...while the worker and the test in flight went on
+    assert out["after"] == ["passed", "passed"]

@@ -1,9 +1,9 @@
 """The child-side harness of :mod:`crlab.rewards.sandbox`: runs one test of an untrusted program.
 
-Standard library only, self-contained: the fork server (``_server.py``) is shipped into the sandbox as this
-source followed by its own, and every forked child ends in :func:`harness`. Also runnable as
-``python -I -S _harness.py single <result fd> <job fd>``: the same harness in a fresh interpreter, used by
-the benchmark's one-interpreter-per-test baseline.
+Standard library only, self-contained: the fork server is shipped into the sandbox as this source followed
+by ``_reuse.py``, ``_runner.py`` and ``_server.py``. A test process runs tests with :func:`run_case` (one
+after another, see ``_reuse.serve_tests``). Also runnable as ``python -I -S _harness.py single <result fd>
+<job fd>``: one test in a fresh interpreter, used by the benchmark's one-interpreter-per-test baseline.
 
 The harness runs in the same process as the program, so it defends only against cheap tricks: it records
 the outcome with a per-test nonce on a randomly numbered fd only after the program (and, for assert tests,
@@ -75,6 +75,7 @@ class _NotPlain(TypeError):
 # Types are matched by id: a metaclass with a custom __eq__/__hash__ cannot pose as int.
 _type, _id, _all, _json_dumps = type, id, all, json.dumps
 _exec, _compile, _dict, _len, _enc = exec, compile, dict, len, json.encoder.encode_basestring_ascii
+_json_loads, _write, _exit, _fstat = json.loads, os.write, os._exit, os.fstat
 _JSON_SCALARS = frozenset(map(id, (type(None), bool, int, float, str)))
 _SCALARS = frozenset(map(id, (type(None), bool, int, float, complex, str, bytes)))
 _SEQUENCES = frozenset(map(id, (list, tuple, set, frozenset)))
@@ -151,8 +152,8 @@ def namespace(kind: str) -> dict:
 def prepare(job: dict, ns: dict) -> tuple[tuple | None, str]:
     """Compile the program (and the check) before anything runs. -> ((code, check, ns), "") or (None, error).
 
-    Compiling executes nothing, so the fork server does it once per program; a forked child then runs the
-    code in its own copy of ``ns`` (a template the server itself never touches)."""
+    Compiling executes nothing, so the fork server does it once per program; each test then runs the code
+    in a fresh copy of ``ns`` (a template that no test touches)."""
     try:
         code = compile(job["program"], "<solution>", "exec")
         check = compile(job["check_code"], "<check>", "exec") if job["kind"] == "assert" else None
@@ -166,7 +167,7 @@ def _attempt(job: dict, code, check, ns: dict, args_text: str | None) -> tuple[s
     kind = job["kind"]
     try:
         if kind == "functional":
-            args = json.loads(args_text)  # decoded before the program can patch anything
+            args = _json_loads(args_text)  # decoded before the program can patch anything
         exec(code, ns)
         if kind == "functional":
             return "ok", _call_target(ns, job["fn_name"], args), ""
@@ -199,14 +200,13 @@ def _record(nonce: str, status: str, value: str | None = None, err: str = "") ->
     ).encode()
 
 
-def harness(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int, prepared=None) -> None:
-    """Run one test in this (already limited) process and write a result record to ``rfd``; never returns.
+def run_case(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int, prepared=None) -> str:
+    """Run one test in this (already limited) process and write its result record to ``rfd``. -> status.
 
-    ``prepared`` comes from :func:`prepare` in the fork server (whose stdio objects the child inherits);
-    without it (a fresh interpreter) both are made here. The record carries ``nonce``; for assert tests it
-    is written only after ``check`` returned, so an early ``exit(0)`` or ``os._exit(0)`` is not a pass.
+    ``prepared`` comes from :func:`prepare` in the fork server; without it (a fresh interpreter) the stdio
+    objects and the compiled program are made here. The record carries ``nonce``; for assert tests it is
+    written only after ``check`` returned, so an early ``exit(0)`` or ``os._exit(0)`` is not a pass.
     """
-    write, exit_ = os.write, os._exit
     fallback = {s: _record(nonce, s) for s in ("memory", "exc", "outlimit")}
     error = ""
     if prepared is None:
@@ -236,8 +236,13 @@ def harness(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int, 
         record = fallback["memory"]
     except BaseException:
         record = fallback["exc"]
-    write(rfd, record)
-    exit_(0 if status == "ok" else 1)
+    _write(rfd, record)
+    return status
+
+
+def harness(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int, prepared=None) -> None:
+    """:func:`run_case`, then exit (0 for "ok"): one test, one process; never returns."""
+    _exit(0 if run_case(job, args_text, rfd, nonce, limit, prepared) == "ok" else 1)
 
 
 def _site_builtins() -> None:

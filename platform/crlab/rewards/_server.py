@@ -1,37 +1,29 @@
 """The fork server of :mod:`crlab.rewards.sandbox` (standard library only).
 
-One server per sandbox worker: ``python -I -S -c <_harness.py source + this source> serve <config json>``.
-It reads requests (one program and the inputs of its tests) from fd 0 and answers on fd 1, one frame each
-way (4-byte big-endian length, then JSON). Per test it forks a child that runs ``_harness.harness``, waits
-with a wall-clock limit, kills every process left over, and reports the raw outcome. Expected outputs are
-never sent here: the host compares, so no process in the sandbox ever holds an answer to copy.
-:func:`run_test` without ``prepared`` execs a new interpreter instead of running the harness in the fork
-(the benchmark's baseline).
+One server per sandbox worker: ``python -I -S -c <source> serve <config json>``, the source being
+``_harness.py``, ``_reuse.py``, ``_runner.py`` and this one. It reads requests (one program and the inputs
+of its tests) from fd 0 and answers on fd 1, one frame each way (4-byte big-endian length, then JSON). It
+compiles each program once and runs its tests in forked test processes (``_runner.Runner``): one after
+another in the same process while it stays clean, in a new one otherwise. Expected outputs are never sent
+here: the host compares, so no process in the sandbox ever holds an answer to copy. :func:`run_test`
+instead execs a new interpreter for one test (the benchmark's baseline).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
-import shutil
 import signal
 import struct
 import sys
 import time
 
-with contextlib.suppress(ImportError):  # on the host; inside the sandbox the harness source precedes this
-    from ._harness import (
-        _drop_privileges,
-        _site_builtins,
-        _stdio,
-        apply_limits,
-        child_env,
-        harness,
-        namespace,
-        prepare,
-    )
+with contextlib.suppress(ImportError):  # on the host; inside the sandbox _harness and _runner precede this
+    from ._harness import _site_builtins, _stdio, child_env, namespace, prepare
+    from ._runner import Runner, _memfd, _parse_record, _spare_fd, _sweep, _wipe, classify, setup_child
 
 # Imported once by the server so that forked children find them warm (competitive-programming staples).
 # Not threading/queue nor random/statistics: their at-fork hooks (thread state reset, reseeding) would
@@ -73,49 +65,13 @@ def recv_frame(fd: int):
     return None if body is None else json.loads(body)
 
 
-# ---------------------------------------------------------------- one test (server side)
-def _memfd(name: str, data: bytes = b"") -> int:
-    fd = os.memfd_create(name)
-    if data:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
-def _spare_fd(cfg: dict, taken: set) -> int:
-    while True:
-        fd = 16 + int.from_bytes(os.urandom(2), "big") % max(1, cfg["nofile"] - 24)
-        if fd not in taken:
-            return fd
-
-
-def _child(job, args_text, cfg, fds, rfd, nonce, jfd, prepared) -> None:
-    """After fork: new session, stdio onto memfds, close the rest, limits, drop uid, run. Never returns."""
+# ---------------------------------------------------------------- baseline: one fresh interpreter per test
+def _child(cfg, fds, rfd, jfd) -> None:
+    """After fork: set up (see ``_runner.setup_child``), then exec a fresh interpreter. Never returns."""
     try:
-        os.setsid()
-        targets = {fds[0]: 0, fds[1]: 1, fds[2]: 2, fds[3]: rfd}
-        if jfd is not None:
-            targets[fds[4]] = jfd
-        for src, dst in targets.items():
-            os.dup2(src, dst)
-        low = 3
-        for keep in sorted(targets.values()):
-            if keep >= 3:
-                os.closerange(low, keep)
-                low = keep + 1
-        os.closerange(low, 1 << 20)
-        os.chdir(cfg["cwd"])
-        apply_limits(cfg)
-        _drop_privileges(cfg.get("uid"))
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        if jfd is not None:
-            exe = cfg["python"]
-            os.execve(
-                exe, [exe, "-I", "-S", cfg["script"], "single", str(rfd), str(jfd)], child_env(cfg["cwd"])
-            )
-        harness(job, args_text, rfd, nonce, cfg["max_output"], prepared)
+        setup_child(cfg, {fds[0]: 0, fds[1]: 1, fds[2]: 2, fds[3]: rfd, fds[4]: jfd})
+        exe = cfg["python"]
+        os.execve(exe, [exe, "-I", "-S", cfg["script"], "single", str(rfd), str(jfd)], child_env(cfg["cwd"]))
     finally:
         os._exit(71)
 
@@ -147,100 +103,17 @@ def _wait(pid: int, limit: float) -> tuple[bool, int, float]:
     return timed_out, status, ru.ru_utime + ru.ru_stime
 
 
-def _children() -> list[int]:
-    with contextlib.suppress(OSError), open(f"/proc/self/task/{os.getpid()}/children") as f:
-        return [int(p) for p in f.read().split()]
-    # a kernel without CONFIG_PROC_CHILDREN: scan /proc for our children
-    me, kids = os.getpid(), []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                    kids.append(int(name))
-        except (OSError, ValueError, IndexError):
-            pass
-    return kids
-
-
-def _sweep(kill_all: bool) -> None:
-    """Kill every process left over by the test. In a private pid namespace ``kill(-1)`` reaches all of
-    them at once; and the server is a child subreaper, so orphans come to it to be killed and reaped."""
-    if kill_all:
-        with contextlib.suppress(OSError):
-            os.kill(-1, signal.SIGKILL)
-    for _ in range(10_000):
-        kids = _children()
-        if not kids:
-            return
-        for pid in kids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-
-
-def _wipe(base: str) -> None:
-    def fix(func, path, _exc):
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), 0o700)
-            os.chmod(path, 0o700)
-            func(path)
-
-    for entry in os.scandir(base):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, onerror=fix)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-
-
-def _parse_record(raw: bytes, nonce: str) -> dict:
-    try:
-        rec = json.loads(raw)
-    except (ValueError, RecursionError):
-        return {}
-    return rec if isinstance(rec, dict) and rec.get("n") == nonce else {}
-
-
-def classify(kind, timed_out, status, cpu, rec, out_size, cfg) -> tuple[str | None, str]:
-    """Verdict from facts gathered outside the child. ``None`` means: compare the output on the host."""
-    s = rec.get("s")
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-    if timed_out or sig == signal.SIGXCPU or cpu >= cfg["time_limit"]:
-        return "timeout", f"time limit {cfg['time_limit']}s exceeded"
-    if s == "memory":
-        return "memory_exceeded", f"memory limit {cfg['memory_mb']} MB exceeded"
-    if out_size >= cfg["max_output"] or s == "outlimit":
-        return "runtime_error", "output limit exceeded"
-    if s == "compile":
-        return "runtime_error", "does not compile: " + str(rec.get("e", ""))
-    if kind == "stdin" and code == 0:
-        return None, ""
-    if s == "ok" and kind != "stdin":
-        return (None if kind == "functional" else "passed"), ""
-    if s == "badtype":
-        return "wrong_answer", str(rec.get("e", ""))
-    if s == "assert":
-        return "wrong_answer", "check failed: " + str(rec.get("e", ""))
-    if s in ("exc", "exit"):
-        return "runtime_error", str(rec.get("e", "") or s)
-    if sig:
-        return "runtime_error", f"killed by signal {sig}"
-    return "runtime_error", f"exited (status {code}) without a result record"
-
-
-def run_test(job: dict, index: int, cfg: dict, prepared=None) -> dict:
-    """Run test ``index`` of ``job`` once. -> {"v": verdict|None, "out"|"val": text, "t": wall, "d": detail}."""
+def run_test(job: dict, index: int, cfg: dict) -> dict:
+    """Run test ``index`` of ``job`` once in a fresh interpreter, which gets the job in a memfd.
+    -> {"v": verdict|None, "out"|"val": text, "t": wall, "d": detail}."""
     kind = job["kind"]
     arg = job["inputs"][index] if kind != "assert" else None
     stdin = arg.encode("utf-8", "replace") if kind == "stdin" else b""
     nonce = os.urandom(16).hex()
     fds = [_memfd("stdin", stdin), _memfd("stdout"), _memfd("stderr"), _memfd("result")]
-    jfd = None
-    if prepared is None:  # a fresh interpreter per test (benchmark baseline): it gets the job in a memfd
-        blob = {"job": job, "args": arg, "nonce": nonce, "limit": cfg["max_output"]}
-        fds.append(_memfd("job", json.dumps(blob).encode("ascii")))
-        jfd = _spare_fd(cfg, set(fds))
+    blob = {"job": job, "args": arg, "nonce": nonce, "limit": cfg["max_output"]}
+    fds.append(_memfd("job", json.dumps(blob).encode("ascii")))
+    jfd = _spare_fd(cfg, set(fds))
     rfd = _spare_fd(cfg, set(fds) | {jfd})
     cfg = dict(cfg, cwd=os.path.join(cfg["base"], "run"))
     os.mkdir(cfg["cwd"], 0o700)
@@ -249,7 +122,7 @@ def run_test(job: dict, index: int, cfg: dict, prepared=None) -> dict:
     t0 = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(job, arg, cfg, fds, rfd, nonce, jfd, prepared)
+        _child(cfg, fds, rfd, jfd)
     try:
         timed_out, status, cpu = _wait(pid, cfg["time_limit"])
         wall = time.monotonic() - t0
@@ -283,12 +156,25 @@ def _prctl(option: int, arg: int) -> bool:
 
 
 def run_program(req: dict, cfg: dict, templates: dict) -> list:
-    """All tests of one program: compiled once here, then one forked child per test."""
+    """All tests of one program: compiled once here, then run one after another in a test process, which
+    is replaced whenever it is not as clean as a fresh one (see ``_runner.Runner.reusable``)."""
     n = len(req["inputs"]) if req["kind"] != "assert" else 1
     prepared, error = prepare(req, templates[req["kind"]])
     if prepared is None:  # a program that does not compile fails every test the same way
         return [{"v": "runtime_error", "t": 0.0, "d": "does not compile: " + error} for _ in range(n)]
-    return [run_test(req, i, cfg, prepared) for i in range(n)]
+    results, proc, serial = [], None, 0
+    try:
+        for i in range(n):
+            if proc is None:
+                proc, serial = Runner(req, cfg, prepared, serial), serial + 1
+            results.append(proc.run(i, i + 1 if i + 1 < n else None))
+            if i == n - 1 or not proc.reusable():
+                proc.close()
+                proc = None
+    finally:
+        if proc is not None:
+            proc.close()
+    return results
 
 
 def serve(cfg: dict) -> None:
@@ -303,11 +189,13 @@ def serve(cfg: dict) -> None:
             __import__(name)
     os.environ.clear()  # set once here: children inherit it (the host's environment never got here)
     os.environ.update(child_env(os.path.join(cfg["base"], "run")))
-    _stdio()  # objects over fds 0-2 for the children (the server itself only uses os.read/os.write)
+    _stdio()  # for messages on stderr (the server uses os.read/os.write; test processes make their own)
     for name in _FORK_HOOKED:
         if name in sys.modules:
             sys.stderr.write(f"crlab sandbox: {name} is imported in the fork server; forks will be slower\n")
     templates = {kind: namespace(kind) for kind in ("stdin", "functional", "assert")}
+    gc.collect()
+    gc.freeze()  # test processes then neither scan nor copy the server's objects when they collect
     send_frame(1, {"hello": os.getpid(), "uid": os.geteuid()})
     while True:
         req = recv_frame(0)

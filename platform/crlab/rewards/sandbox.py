@@ -3,16 +3,25 @@ crlab that executes model output).
 
 How it works
     A :class:`Sandbox` owns ``workers`` workers. A worker is one long-lived Python fork server
-    (``_server.py`` + ``_harness.py``, standard library only) inside its own bubblewrap sandbox; the host
-    talks to it over two pipes, one length-prefixed JSON frame per program each way (plain data, nothing
-    unpickled). The server has already imported what programs usually need and compiles each program once
-    (compiling executes nothing); per test it forks a child, so a test costs a fork (a few ms of CPU), not
-    an interpreter start. ``run_many`` spreads programs over the workers. If a worker dies or stops
-    answering, its program gets ``runtime_error`` on every test and a fresh worker replaces it.
+    (``_harness.py``, ``_reuse.py``, ``_runner.py``, ``_server.py``; standard library only) inside its own
+    bubblewrap sandbox; the host talks to it over two pipes, one length-prefixed JSON frame per program each
+    way (plain data, nothing unpickled). The server has already imported what programs usually need and
+    compiles each program once (compiling executes nothing). It forks a test process (the "child") for the
+    program, which runs the tests one after another, each in a fresh copy of the program's namespace (its
+    module code runs again for every test, stdin and functional alike) with its own stdin, stdout, stderr
+    and result memfds, nonce, wall-clock limit and verdict. After each test the child settles and the server
+    checks it (see "One child, many tests" below): the next test runs in it only if nothing is left that a
+    fresh child would not have; otherwise, and after a timeout, a crash or a memory error, the child is
+    killed, the sandbox swept and /tmp wiped, and the next test gets a new child. So a program costs about
+    one fork (a few ms of CPU) and each test a fraction of a millisecond, not an interpreter start.
+    ``run_many`` spreads programs over the workers. If a worker dies or stops answering, its program gets
+    ``runtime_error`` on every test and a fresh worker replaces it.
 
 Verdicts are computed outside the untrusted process
     The server (trusted, outside the child) reads the child's exit status, signals, CPU time and output
-    size; expected outputs never enter the sandbox: the host compares captured stdout (LiveCodeBench rules,
+    size (a test that ends normally reports its exit status itself, over a socket to the server: what
+    ``os._exit`` would have said, and a program can forge nothing with it that it could not by exiting);
+    expected outputs never enter the sandbox: the host compares captured stdout (LiveCodeBench rules,
     :mod:`crlab.rewards.spec`) and functional return values, which the child must send as JSON made of
     exact JSON types only (an object overriding ``__eq__`` is rejected). An assert test (HumanEval
     ``check(candidate)``) passes only if a record with a per-test random nonce arrives on a randomly
@@ -22,13 +31,14 @@ Verdicts are computed outside the untrusted process
 What is isolated (``isolation="bwrap"``, the default)
     * Filesystem: a fresh root with only read-only binds of /usr (and the /bin, /lib... links), the
       interpreter's install prefix, /etc/ld.so.cache and /etc/localtime; a /proc of its own pid namespace;
-      a minimal /dev; a private size-capped tmpfs /tmp, wiped after every test. Not visible: home
+      a minimal /dev; a private size-capped tmpfs /tmp, which every test finds empty. Not visible: home
       directories (if the interpreter lives under one, only its prefix shows), the repository, run
       directories, the rest of /etc, /var, /mnt, /work. All mounts are nosuid; no_new_privs is set.
     * Network: a network namespace of its own, so nothing outside is reachable, not even host loopback.
     * Processes: own pid, IPC and UTS namespaces and a new session; other processes are invisible and
-      cannot be signalled. After every test all processes left in the sandbox are killed (the server is a
-      child subreaper and sends ``kill(-1)``), so daemons and double forks do not outlive their test.
+      cannot be signalled. After every test no process is left but the child itself: if the test left a
+      thread or any other process, all are killed (the server is a child subreaper and sends ``kill(-1)``),
+      so daemons and double forks do not outlive their test.
     * Identity: when the host runs as root, tests run as an unprivileged uid (``uid_base`` + worker
       index, by default above 1e9; no groups, no capabilities) other than the server's, so a test can
       neither signal nor ptrace the server, and RLIMIT_NPROC holds (root is exempt from it). The server
@@ -39,7 +49,33 @@ What is isolated (``isolation="bwrap"``, the default)
       URLs) reaches the sandbox, nor even the bwrap process.
     * Per test: RLIMIT_AS (``memory_mb``), RLIMIT_CPU, RLIMIT_NPROC, RLIMIT_FSIZE (also caps stdout/stderr,
       captured in memfds, at ``max_output_bytes``), RLIMIT_NOFILE, no core dumps, and a wall-clock limit
-      after which the whole process group is SIGKILLed.
+      after which the whole process group is SIGKILLed. RLIMIT_AS and RLIMIT_CPU count the whole child:
+      it runs another test only while its address space is at most 8 MiB above the server's and it has
+      used under 1 s of CPU, so RLIMIT_CPU (time limit rounded down + 2 s) can stop a later test at most
+      1 s early, when it is past its time limit anyway. The child holds one fd more than a fresh process
+      would (its socket to the server).
+
+One child, many tests: what carries over
+    Restored before every test (a fresh process would have them so): sys.stdin/stdout/stderr (new objects
+    over new fds), recursion limit, int-to-str digit limit, switch interval, trace and profile hooks, gc
+    enabled and thresholds, the decimal context, interval timers and ``alarm``. Checked by the child after
+    every test, with the test's objects dropped and their finalizers run (any difference: next test in a
+    new child): the imported modules and how many names each one holds, what the builtins are bound to,
+    ``os.environ``, working directory, umask, open fds, process group, session, priority, CPU affinity,
+    Python signal handlers, blocked and pending signals, rlimits, gc debug flags, garbage and callbacks,
+    ``sys.path``, import hooks, ``sys.argv``, warnings filters and decimal's default context. Checked by the
+    server, from outside: no thread, child, orphan or message left, no stdout written after the test ended,
+    /tmp empty and its working directory as made, address space and CPU time within the bounds above.
+    What can still carry over: changes the checks do not see (an existing module attribute rebound, e.g.
+    ``math.gcd``; attributes of classes and functions, e.g. ``collections.Counter.__add__``; data put in
+    existing containers, e.g. ``re``'s cache; state changed from C, e.g. ``os.putenv`` or audit hooks),
+    memory left allocated (under 8 MiB), object addresses, timing. Programs that leave such state alone get
+    the verdicts of a fresh interpreter per test (the benchmark compares them). A program can also keep
+    state on purpose (the child's own checks run in its process and can be fooled), e.g. a table computed
+    in its first test: that can only save it time on later tests (a timeout becoming a pass on a test it
+    answers correctly), never turn a wrong answer into a pass: expected outputs never enter the sandbox,
+    each verdict is a comparison on the host, and an assert test (one per program) gets its nonce when it
+    starts.
 
 What is not isolated
     * The kernel is shared: no seccomp filter, every syscall is available, a kernel exploit escapes. In
@@ -63,9 +99,7 @@ from __future__ import annotations
 import json
 import os
 import queue
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -73,18 +107,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
-from . import _harness, _server
+from ._worker import WORKER_SOURCE, SandboxError, _bwrap_argv, _Worker
 from .spec import TestSpec
 
-# The fork server's program: the harness, then the server (one -c string; nothing of the repo is mounted).
-WORKER_SOURCE = (
-    Path(_harness.__file__).read_text()
-    + "\n"
-    + Path(_server.__file__).read_text().replace("from __future__ import annotations\n", "", 1)
-)
-_SERVER_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
 _rlimit_warned = False
 
 
@@ -94,6 +120,9 @@ class Verdict(str, Enum):
     RUNTIME_ERROR = "runtime_error"
     TIMEOUT = "timeout"
     MEMORY_EXCEEDED = "memory_exceeded"
+
+
+_VERDICTS = frozenset({v.value for v in Verdict} | {None})  # what a worker may answer (None: compare here)
 
 
 @dataclass(frozen=True)
@@ -117,110 +146,8 @@ class ProgramResult:
         return sum(r.verdict is Verdict.PASSED for r in self.results) / len(self.results)
 
 
-class SandboxError(RuntimeError):
-    """The sandbox cannot run (bwrap missing or failing, used outside ``with``)."""
-
-
 class SandboxIsolationWarning(RuntimeWarning):
     """Weaker isolation than the default was requested."""
-
-
-def _bwrap_has(bwrap: str, option: str) -> bool:
-    out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
-    return option in out.stdout + out.stderr
-
-
-def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int) -> list[str]:
-    """Mounts and namespaces of one worker (see the module docstring)."""
-    a = [bwrap, "--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(top):
-            a += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            a += ["--ro-bind", top, top]
-    for f in ("/etc/ld.so.cache", "/etc/localtime"):
-        if os.path.exists(f):
-            a += ["--ro-bind", f, f]
-    made: set[str] = set()
-    for prefix in sorted({sys.base_prefix, sys.base_exec_prefix, str(Path(python).parent.parent)}):
-        if prefix == "/usr" or prefix.startswith("/usr/") or not os.path.isdir(prefix):
-            continue
-        for parent in reversed(Path(prefix).parents[:-1]):  # /root, /root/.pyenv, ... made traversable
-            if str(parent) not in made:
-                made.add(str(parent))
-                a += ["--perms", "0755", "--dir", str(parent)]
-        a += ["--ro-bind", prefix, prefix]
-    a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
-    a += ["--chdir", "/tmp", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-    a += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
-    a += ["--setenv", "PATH", _harness.CHILD_ENV_PATH, "--setenv", "LANG", "C.UTF-8"]
-    if os.geteuid() == 0:
-        a += ["--cap-drop", "ALL"]
-        for cap in _SERVER_CAPS:
-            a += ["--cap-add", f"CAP_{cap}"]
-    else:
-        a += ["--unshare-user"] + (["--disable-userns"] if _bwrap_has(bwrap, "--disable-userns") else [])
-    return a + ["--"]
-
-
-class _Worker:
-    """One fork server process and its pipes. Not thread-safe: the pool hands it to one job at a time."""
-
-    def __init__(self, argv: list[str]):
-        self.argv, self.proc, self._err = argv, None, None
-
-    def start(self, timeout: float = 60.0) -> None:
-        self._err = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the worker; closed in stop())
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            env={"PATH": _harness.CHILD_ENV_PATH, "LANG": "C.UTF-8"},
-            close_fds=True,
-            start_new_session=True,
-        )
-        hello = self._recv(timeout)
-        if not isinstance(hello, dict) or "hello" not in hello:
-            self._err.seek(0)
-            tail = self._err.read()[-2000:].decode("utf-8", "replace")
-            self.stop()
-            raise SandboxError(f"sandbox worker failed to start ({' '.join(self.argv[:1])}): {tail}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            for f in (self.proc.stdin, self.proc.stdout, self._err):
-                f.close()
-        self.proc = None
-
-    def _recv(self, timeout: float):
-        fd = self.proc.stdout.fileno()
-        if not select.select([fd], [], [], timeout)[0]:
-            return None
-        try:
-            return _server.recv_frame(fd)  # once a frame starts, the server writes it whole
-        except (OSError, ValueError):
-            return None
-
-    def call(self, req: dict, n: int, timeout: float) -> list | None:
-        """Send one program; return its raw per-test results, or None (worker then restarted lazily)."""
-        if self.proc is None or self.proc.poll() is not None:  # died between jobs: replace it first
-            self.stop()
-            self.start()
-        try:
-            _server.send_frame(self.proc.stdin.fileno(), req)
-            resp = self._recv(timeout)
-        except OSError:
-            resp = None
-        results = resp.get("results") if isinstance(resp, dict) and resp.get("id") == req["id"] else None
-        valid = {v.value for v in Verdict} | {None}
-        ok = isinstance(results, list) and len(results) == n
-        if not (ok and all(isinstance(r, dict) and r.get("v") in valid for r in results)):
-            self.stop()
-            return None
-        return results
 
 
 class Sandbox:
@@ -367,7 +294,7 @@ class Sandbox:
         }
         worker = self._idle.get()
         try:
-            raw = worker.call(req, n, timeout=n * (self.time_limit_s + 1.0) + 10.0)
+            raw = worker.call(req, n, n * (self.time_limit_s + 1.0) + 10.0, _VERDICTS)
         finally:
             self._idle.put(worker)
         if raw is None:
