@@ -104,3 +104,16 @@ def tiny_cache() -> str:
     cache = os.environ.get("CRLAB_CACHE") or str(default_cache_dir())
     build_tiny(cache, log=None)
     return cache
+
+
+@pytest.fixture
+def final_weights():  # noqa: ANN201
+    """``final_weights(registry, run_id)``: the model weights of the run's newest complete checkpoint."""
+    import torch
+
+    def load(registry, run_id: str) -> dict:  # noqa: ANN001
+        newest = max(registry.checkpoints(run_id, complete_only=True), key=lambda c: c.step)
+        (states,) = Path(newest.path).rglob("mp_rank_00_model_states.pt")
+        return torch.load(states, map_location="cpu", weights_only=False)["module"]
+
+    return load

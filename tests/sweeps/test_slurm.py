@@ -80,15 +80,9 @@ def _job_state(job_id: str) -> str:
     return out.stdout.strip()
 
 
-def _final_weights(reg: Registry, run_id: str) -> dict[str, torch.Tensor]:
-    newest = max(reg.checkpoints(run_id, complete_only=True), key=lambda c: c.step)
-    (states,) = Path(newest.path).rglob("mp_rank_00_model_states.pt")
-    return torch.load(states, map_location="cpu", weights_only=False)["module"]
-
-
 @pytest.mark.slow
 def test_a_requeued_job_resumes_to_the_same_weights(
-    tiny_cache: str, tmp_path: Path, child_env: dict[str, str], slurm_partition: str
+    tiny_cache: str, tmp_path: Path, child_env: dict[str, str], slurm_partition: str, final_weights
 ) -> None:
     partition = slurm_partition
     spec = _spec(tmp_path, f"{{kind: slurm, slurm: {{slurm_partition: {partition}, cpus_per_task: 1}}}}")
@@ -123,6 +117,6 @@ def test_a_requeued_job_resumes_to_the_same_weights(
         assert event.payload["from_step"] >= 2  # continued from its checkpoint, not from scratch
         (other,) = [r for r in runs.values() if r.id != victim.id]
         assert other.attempt == 1
-        ours, theirs = _final_weights(reg, resumed.id), _final_weights(reg, other.id)
+        ours, theirs = final_weights(reg, resumed.id), final_weights(reg, other.id)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -40,15 +40,9 @@ executor: {{kind: local, parallel: 1, nproc_per_cell: 2}}
 """
 
 
-def _final_weights(reg: Registry, run_id: str) -> dict[str, torch.Tensor]:
-    newest = max(reg.checkpoints(run_id, complete_only=True), key=lambda c: c.step)
-    (states,) = Path(newest.path).rglob("mp_rank_00_model_states.pt")
-    return torch.load(states, map_location="cpu", weights_only=False)["module"]
-
-
 @pytest.mark.slow
 def test_two_ranks_train_resume_and_match_an_uninterrupted_run(
-    tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
+    tiny_cache: str, tmp_path: Path, child_env: dict[str, str], final_weights
 ) -> None:
     spec = tmp_path / "dp.yaml"
     spec.write_text(SPEC.format(base=REPO / "experiments/tiny_coder.yaml", runs=tmp_path / "runs"))
@@ -82,6 +76,6 @@ def test_two_ranks_train_resume_and_match_an_uninterrupted_run(
         newest = max(reg.checkpoints(other.id, complete_only=True), key=lambda c: c.step)
         manifest = json.loads((Path(newest.path) / "COMPLETE.json").read_text())
         assert manifest["world_size"] == 2 and len(list(Path(newest.path).glob("rng_state_rank*.pt"))) == 2
-        ours, theirs = _final_weights(reg, victim.id), _final_weights(reg, other.id)
+        ours, theirs = final_weights(reg, victim.id), final_weights(reg, other.id)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
