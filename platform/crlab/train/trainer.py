@@ -157,10 +157,10 @@ class Trainer:
             metrics = self._one_step()
             self.step += 1
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            if self.tracker is not None:
+            if dist.is_main():
                 self.registry.log_metrics(run.id, self.step, finite)
                 self.tracker.log(finite, self.step)
-            switch = self.schedule.observe(self.step, metrics)  # the same metrics on every rank
+            switch = self.schedule.observe(self.step, metrics)  # its metric is the same on every rank
             if switch is not None:
                 self._record(run.id, "phase_switch", switch.to_payload(), self.step)
             if dist.all_reduce(float(stop.signum is not None), "max"):  # any rank signalled: all stop
