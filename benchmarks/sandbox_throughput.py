@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
 from crlab.rewards import Sandbox, TestSpec, _harness, _server  # noqa: E402  # noqa: E402
-from crlab.rewards.sandbox import _finish  # noqa: E402
+from crlab.rewards.sandbox import _finish, job_request  # noqa: E402
 
 N_TESTS = 8
 
@@ -202,14 +202,7 @@ def _baseline_test(job: dict, index: int) -> dict:
 def run_baseline(jobs, workers: int, time_limit: float, memory_mb: int, max_output: int) -> list[list[str]]:
     tasks = []
     for program, spec in jobs:
-        job = {
-            "kind": spec.kind,
-            "program": program,
-            "inputs": list(spec.inputs),
-            "fn_name": spec.fn_name,
-            "check_code": spec.check_code,
-            "entry_point": spec.entry_point,
-        }
+        job = job_request(program, spec)
         tasks += [(job, spec, i) for i in range(len(spec))]
     with ProcessPoolExecutor(
         workers, initializer=_baseline_init, initargs=(time_limit, memory_mb, max_output)

@@ -10,6 +10,15 @@ import yaml
 from crlab.errors import ConfigError
 
 
+def reject_unknown_keys(
+    mapping: dict[str, Any], valid: tuple[str, ...], what: str, where: Any, prefix: str = ""
+) -> None:
+    """A ConfigError at the first key of ``mapping`` not in ``valid``; ``where(dotted)`` names file:line."""
+    for key in mapping:
+        if key not in valid:
+            raise ConfigError(f"unknown {what} key '{key}'; valid keys: {', '.join(valid)}", where(f"{prefix}{key}"))
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
     if not path.is_file():

@@ -31,15 +31,7 @@ def _raw(sb, program: str, spec: TestSpec) -> list[dict]:
     """Run ``program`` on a worker of ``sb`` and return the server's raw per-test results."""
     worker = sb._idle.get()
     try:
-        req = {
-            "id": "reuse-test",
-            "kind": spec.kind,
-            "program": program,
-            "inputs": list(spec.inputs),
-            "fn_name": spec.fn_name,
-            "check_code": spec.check_code,
-            "entry_point": spec.entry_point,
-        }
+        req = {"id": "reuse-test", **sandbox_module.job_request(program, spec)}
         raw = worker.call(req, len(spec), 60.0, sandbox_module._VERDICTS)
     finally:
         sb._idle.put(worker)

@@ -146,6 +146,14 @@ class ProgramResult:
         return sum(r.verdict is Verdict.PASSED for r in self.results) / len(self.results)
 
 
+def job_request(program: str, spec: TestSpec, n: int | None = None) -> dict:
+    """What a fork server (or the benchmark's baseline) is sent to run ``program`` on ``spec``'s first ``n`` tests."""
+    return {
+        "kind": spec.kind, "program": program, "inputs": list(spec.inputs[:n]), "fn_name": spec.fn_name,
+        "check_code": spec.check_code, "entry_point": spec.entry_point,
+    }  # fmt: skip
+
+
 class SandboxIsolationWarning(RuntimeWarning):
     """Weaker isolation than the default was requested."""
 
@@ -283,15 +291,7 @@ class Sandbox:
         problem, program = self._precheck(program)
         if problem or n == 0:
             return ProgramResult(tuple(TestResult(Verdict.RUNTIME_ERROR, 0.0, problem) for _ in range(n)))
-        req = {
-            "id": os.urandom(8).hex(),
-            "kind": spec.kind,
-            "program": program,
-            "inputs": list(spec.inputs[:n]),
-            "fn_name": spec.fn_name,
-            "check_code": spec.check_code,
-            "entry_point": spec.entry_point,
-        }
+        req = {"id": os.urandom(8).hex(), **job_request(program, spec, n)}
         worker = self._idle.get()
         try:
             raw = worker.call(req, n, n * (self.time_limit_s + 1.0) + 10.0, _VERDICTS)

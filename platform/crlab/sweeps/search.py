@@ -181,10 +181,13 @@ def objective(registry: Registry, run_id: str, metric: str, last_k: int) -> floa
 def _tell_finished(study, registry, search, frozen, run_id: str) -> None:  # noqa: ANN001
     import optuna
 
-    trial = optuna.trial.Trial(study, frozen._trial_id)
+    trial, state = optuna.trial.Trial(study, frozen._trial_id), optuna.trial.TrialState
+    if registry.get_run(run_id).status == "pruned":
+        study.tell(trial, state=state.PRUNED)
+        return
     value = objective(registry, run_id, search.metric, search.last_k)
-    if registry.get_run(run_id).status == "pruned" or value is None:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED if value is not None else optuna.trial.TrialState.FAIL)
+    if value is None:
+        study.tell(trial, state=state.FAIL)
     else:
         study.tell(trial, value)
 

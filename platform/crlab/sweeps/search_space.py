@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crlab.errors import ConfigError
+from crlab.yaml_lines import reject_unknown_keys
 
 SEARCH_KEYS = ("sampler", "seed", "n_trials", "direction", "metric", "last_k", "prune_on", "pruner", "params")
 SAMPLERS = ("tpe", "random")
@@ -54,11 +55,7 @@ def parse_search(raw: Any, where: Callable[[str], str], check_key: Callable[[str
     """Check ``raw`` (the spec's ``search`` mapping); ``where(dotted)`` names file:line for errors."""
     if not isinstance(raw, dict):
         raise ConfigError("'search' must be a mapping (see sweeps/crl_search.yaml)", where("search"))
-    for key in raw:
-        if key not in SEARCH_KEYS:
-            raise ConfigError(
-                f"unknown search key '{key}'; valid keys: {', '.join(SEARCH_KEYS)}", where(f"search.{key}")
-            )
+    reject_unknown_keys(raw, SEARCH_KEYS, "search", where, prefix="search.")
     sampler = _choice(raw, "sampler", SAMPLERS, "tpe", where)
     direction = _choice(raw, "direction", ("maximize", "minimize"), "maximize", where)
     n_trials, last_k, seed = (_int(raw, k, d, where) for k, d in (("n_trials", None), ("last_k", 5), ("seed", 0)))

@@ -29,7 +29,7 @@ from typing import Any
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
 from crlab.sweeps.search_space import Search, parse_search
-from crlab.yaml_lines import key_lines, read_yaml
+from crlab.yaml_lines import key_lines, read_yaml, reject_unknown_keys
 
 SPEC_KEYS = ("name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description")
 EXECUTOR_DEFAULTS: dict[str, Any] = {
@@ -100,11 +100,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         if key in ("overrides", "executor") and isinstance(parsed, dict) and isinstance(data.get(key), dict):
             parsed = {**data[key], **parsed}  # merged into the file's, key by key
         data[key] = parsed
-    unknown = [k for k in data if k not in SPEC_KEYS]
-    if unknown:
-        raise ConfigError(
-            f"unknown sweep key '{unknown[0]}'; valid keys: {', '.join(SPEC_KEYS)}", where(unknown[0])
-        )
+    reject_unknown_keys(data, SPEC_KEYS, "sweep", where)
     base = _resolve_base(
         data.get("base"), path, where("base"), from_cli=any(o.startswith("base=") for o in overrides)
     )
@@ -129,11 +125,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 def _check_executor(executor: Any, where: Any) -> dict[str, Any]:
     if not isinstance(executor, dict):
         raise ConfigError("'executor' must be a mapping, e.g. {kind: local, parallel: 2}", where("executor"))
-    for key in executor:
-        if key not in EXECUTOR_KEYS:
-            raise ConfigError(
-                f"unknown executor key '{key}'; valid keys: {', '.join(EXECUTOR_KEYS)}", where(f"executor.{key}")
-            )
+    reject_unknown_keys(executor, EXECUTOR_KEYS, "executor", where, prefix="executor.")
     if executor.get("kind", "local") not in ("local", "slurm"):
         raise ConfigError(
             f"executor.kind must be local or slurm, got {executor['kind']!r}", where("executor.kind")
