@@ -118,9 +118,9 @@ def resume(
         import os
 
         from crlab.train.launch import run_ranks
-        from crlab.train.loop import resumable
+        from crlab.train.loop import take
 
-        found = resumable(run_id, db, claimed)
+        found = take(run_id, db, claimed)
         if found is not None:
             registry, run = found
             raise typer.Exit(run_ranks(run.id, nproc, {**os.environ, "CRLAB_DB_URL": registry.url}))
@@ -189,9 +189,12 @@ def runs_list(
     sweep: Annotated[str | None, typer.Option(help="Only runs of this sweep (id or name).")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many runs.")] = None,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column, with full timestamps, however narrow the terminal.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs (oldest first) with their status and latest reward."""
+    """List runs (oldest first) with their status and latest reward; a narrow terminal drops columns."""
     from crlab.cli_views import runs_table
     from crlab.registry import Registry
 
@@ -199,6 +202,7 @@ def runs_list(
         sweep_id = reg.get_sweep(sweep).id if sweep else None
         runs = reg.list_runs(sweep_id=sweep_id, status=status, limit=limit)
         latest = {r.id: reg.latest_metrics(r.id) for r in runs}
+        sweeps = {s.id: s.name for s in reg.list_sweeps()} if not json_out else {}
     if json_out:
         rows = []
         for r in runs:
@@ -208,7 +212,7 @@ def runs_list(
             rows.append(row)
         print_json(rows)
     else:
-        out.print(runs_table(runs, latest))
+        out.print(runs_table(runs, latest, out, sweeps=sweeps, wide=wide))
 
 
 @runs_app.command("show")
@@ -297,12 +301,9 @@ def model_build_tiny(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
-    from crlab.data.problems import DataFormatError
-    from crlab.rewards.spec import TestSpecError
-
     try:
         app()
-    except (CrlabError, DataFormatError, TestSpecError) as exc:
+    except CrlabError as exc:  # sandbox, data-format, test-spec, config and registry errors alike
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:

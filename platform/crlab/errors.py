@@ -1,4 +1,10 @@
-"""Errors the user can fix. The CLI prints them as one line and exits with code 2."""
+"""Errors the user can fix. The CLI prints them as one line and exits with code 2.
+
+Every such error derives from :class:`CrlabError`, wherever it is raised: config and sweep files
+(:class:`ConfigError`), the registry (:class:`RegistryError`), the sandbox (``rewards.SandboxError``), data
+files (``data.problems.DataFormatError``) and test specs (``rewards.spec.TestSpecError``). Anything else is a
+bug, and the CLI lets its traceback through.
+"""
 
 from __future__ import annotations
 

@@ -30,11 +30,11 @@ def test_claim_decisions(reg: Registry) -> None:
     sweep = reg.create_sweep("s", {}).id
     first = _claim(reg, sweep, "k", "r1")
     assert (first.action, first.run.id, first.run.status) == ("start", "r1", "running")  # new cell: start it
+    assert first.run.attempt == 1  # the attempt is counted by the claim, before anything can fail
     assert _claim(reg, sweep, "k", "r2").action == "running"  # fresh heartbeat: someone else runs it
     reg.update_run("r1", heartbeat_at=utcnow() - timedelta(seconds=120))
     stale = _claim(reg, sweep, "k", "r3")
-    assert (stale.action, stale.run.id) == ("start", "r1")  # stale, never started an attempt: start again
-    reg.start_attempt("r1")
+    assert (stale.action, stale.run.id, stale.run.attempt) == ("resume", "r1", 2)  # stale: taken over
     reg.finish_run("r1", "preempted")
     assert _claim(reg, sweep, "k", "r4").action == "resume"  # preempted: resume from its checkpoint
     reg.finish_run("r1", "completed")
@@ -61,15 +61,26 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(reg: Registry) -> Non
 
 def test_failed_cells_are_retried_then_left_failed(reg: Registry) -> None:
     sweep = reg.create_sweep("s", {}).id
-    assert _claim(reg, sweep, "k", "r1", retries=1).action == "start"
-    reg.start_attempt("r1")  # attempt 1
+    assert _claim(reg, sweep, "k", "r1", retries=1).action == "start"  # attempt 1
     reg.finish_run("r1", "failed", error="boom")
-    assert _claim(reg, sweep, "k", "x", retries=1).action == "resume"  # the one retry
-    reg.start_attempt("r1")  # attempt 2
+    assert _claim(reg, sweep, "k", "x", retries=1).action == "resume"  # the one retry: attempt 2
     reg.finish_run("r1", "failed", error="boom again")
     assert _claim(reg, sweep, "k", "x", retries=1).action == "gave_up"  # retries used up: left failed
     run = reg.get_run("r1")
     assert (run.status, run.error, run.attempt) == ("failed", "boom again", 2)
+
+
+def test_a_cell_that_dies_before_it_starts_still_uses_up_its_attempts(reg: Registry) -> None:
+    """A cell whose process fails before training starts (no start call at all) counts its attempts."""
+    sweep = reg.create_sweep("s", {}).id
+    actions = []
+    for _ in range(5):
+        claim = _claim(reg, sweep, "k", "r1", retries=2)
+        actions.append(claim.action)
+        if claim.mine:
+            reg.finish_run("r1", "failed", error="SandboxError: bwrap is missing")
+    assert actions == ["start", "resume", "resume", "gave_up", "gave_up"]
+    assert reg.get_run("r1").attempt == 3  # max_retries + 1
 
 
 def _claimer(url: str, sweep: str, keys: list[str], worker: int, out) -> None:  # noqa: ANN001

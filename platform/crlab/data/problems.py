@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crlab.errors import CrlabError
 from crlab.rewards.spec import TestSpec
 
 
@@ -32,7 +33,7 @@ class Problem:
         return tuple(dict.fromkeys(self.solutions + self.wrong_solutions))
 
 
-class DataFormatError(ValueError):
+class DataFormatError(CrlabError, ValueError):
     """A data file row that cannot be read: the message names the file, the line and the field."""
 
     def __init__(self, path: object, line: int, field: str, reason: str) -> None:

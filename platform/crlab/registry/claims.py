@@ -1,28 +1,26 @@
 """Exactly-once sweep cells: claiming a cell is one transaction on the (sweep, cell key) row.
 
-A cell is claimed by setting its run row to ``running`` with a fresh heartbeat. Another sweep process
-that finds the row running with a heartbeat younger than the grace period leaves it alone; a row whose
-heartbeat is older is stale (its process died) and is reclaimed, and so is a row whose process ran on this
-host and no longer exists (a crash on this machine is taken over at once, without waiting out the grace). Completed cells are skipped; failed ones
-are retried until their attempts exceed ``max_retries``. Two processes inserting the same new cell race
-on the unique (sweep_id, cell_key) constraint: one wins, the other sees the winner's row.
+A claim takes the cell's run for this process: status ``running``, a fresh heartbeat, and a new attempt,
+counted at once (see :mod:`crlab.registry.lifecycle`). Another sweep process that finds the run alive
+(the one liveness rule, :func:`~crlab.registry.lifecycle.is_alive`) leaves it alone; a dead one is taken
+over. Completed and pruned cells are skipped; a failed one is taken again until it has had
+``max_retries + 1`` attempts, whatever the failure. Two processes inserting the same new cell race on the
+unique (sweep_id, cell_key) constraint: one wins, the other sees the winner's row.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from crlab.registry import db
-from crlab.registry.entities import Run
+from crlab.registry.entities import Run, RunStatus
+from crlab.registry.lifecycle import is_alive
 from crlab.registry.models import RunRow
-from crlab.registry.store import Registry, _run, utcnow
+from crlab.registry.store import Registry, _run, begin_attempt, utcnow
 
 
 @dataclass(frozen=True)
@@ -35,29 +33,13 @@ class Claim:
         return self.action in ("start", "resume")
 
 
-def process_gone(host: str | None, pid: int | None) -> bool:
-    """True when ``pid`` ran on this host and no longer exists (elsewhere nothing can be told)."""
-    if host != socket.gethostname() or not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _decide(row: RunRow, grace_s: float, max_retries: int) -> str:
-    if row.status in ("completed", "pruned"):  # pruned: a search trial stopped for good
+    status = RunStatus(row.status)
+    if status.final:
         return "completed"
-    if row.status == "running" and not process_gone(row.host, row.pid):
-        beat = row.heartbeat_at
-        if beat is not None and beat.tzinfo is None:
-            beat = beat.replace(tzinfo=utcnow().tzinfo)
-        if beat is not None and utcnow() - beat < timedelta(seconds=grace_s):
-            return "running"
-    if row.status == "failed" and row.attempt > max_retries:
+    if is_alive(status, row.host, row.pid, row.heartbeat_at, grace_s):
+        return "running"
+    if status == RunStatus.FAILED and row.attempt > max_retries:
         return "gave_up"
     return "resume" if row.attempt > 0 else "start"
 
@@ -86,16 +68,14 @@ def _claim_once(
         row = s.scalars(query).first()
         if row is None:
             row = RunRow(
-                sweep_id=sweep_id, cell_key=cell_key, status="running", attempt=0,
-                heartbeat_at=utcnow(), created_at=utcnow(), **{"packages": {}, **new_run, **owner},
+                sweep_id=sweep_id, cell_key=cell_key, status=RunStatus.PENDING.value, attempt=0,
+                created_at=utcnow(), **{"packages": {}, **new_run},
             )  # fmt: skip
             s.add(row)
-            s.flush()
-            return Claim("start", _run(row))
-        action = _decide(row, grace_s, max_retries)
+            action = "start"
+        else:
+            action = _decide(row, grace_s, max_retries)
         if action in ("start", "resume"):
-            row.status, row.heartbeat_at = "running", utcnow()
-            for key, value in owner.items():
-                setattr(row, key, value)
-            s.flush()
+            begin_attempt(row, owner)
+        s.flush()
         return Claim(action, _run(row))

@@ -4,17 +4,40 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+class RunStatus(str, Enum):
+    """A run's status. ``completed`` and ``pruned`` (a search trial stopped for good) are final; a run in
+    any other status can be taken again (see :mod:`crlab.registry.lifecycle`)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PREEMPTED = "preempted"  # checkpointed and stopped on a signal: resumable
+    KILLED = "killed"  # interrupted (Ctrl-C) without a checkpoint of its last steps
+    PRUNED = "pruned"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.PRUNED)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value.value if isinstance(value, Enum) else value
 
 
 @dataclass(frozen=True)
 class Record:
     def to_json(self) -> dict[str, Any]:
-        return {k: _iso(v) if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+        return {k: _plain(v) for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -32,7 +55,7 @@ class Run(Record):
     name: str
     sweep_id: str | None
     cell_key: str | None
-    status: str
+    status: RunStatus
     attempt: int
     config: dict[str, Any] = field(repr=False)
     heartbeat_at: datetime | None = None

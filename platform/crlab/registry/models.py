@@ -18,7 +18,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-RUN_STATUSES = ("pending", "running", "completed", "failed", "preempted", "killed", "pruned")
+from crlab.registry.entities import RunStatus
+
+RUN_STATUSES = tuple(s.value for s in RunStatus)
 
 
 class Base(DeclarativeBase):

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from crlab.errors import RegistryError
 from crlab.registry import db
-from crlab.registry.entities import Checkpoint, Event, Metric, Run, Sweep
+from crlab.registry.entities import Checkpoint, Event, Metric, Run, RunStatus, Sweep
 from crlab.registry.models import RUN_STATUSES, CheckpointRow, EventRow, MetricRow, RunRow, SweepRow
 
 _RUN_FIELDS = {c.name for c in RunRow.__table__.columns} - {"id", "created_at"}
@@ -39,7 +39,7 @@ def _run(row: RunRow) -> Run:
         name=row.name,
         sweep_id=row.sweep_id,
         cell_key=row.cell_key,
-        status=row.status,
+        status=RunStatus(row.status),
         attempt=row.attempt,
         config=row.config,
         heartbeat_at=_aware(row.heartbeat_at),
@@ -131,7 +131,7 @@ class Registry:
         _check_fields(fields)
         row = RunRow(
             id=run_id or new_id(), name=name, config=config, sweep_id=sweep_id, cell_key=cell_key,
-            status=fields.pop("status", "pending"), attempt=fields.pop("attempt", 0),
+            status=_status_value(fields.pop("status", RunStatus.PENDING)), attempt=fields.pop("attempt", 0),
             packages=fields.pop("packages", {}), created_at=utcnow(), **fields,
         )  # fmt: skip
         with db.session_scope(self.engine) as s:
@@ -161,8 +161,7 @@ class Registry:
         if sweep_id is not None:
             query = query.where(RunRow.sweep_id == sweep_id)
         if status is not None:
-            _check_status(status)
-            query = query.where(RunRow.status == status)
+            query = query.where(RunRow.status == _status_value(status))
         if limit is not None:
             query = query.limit(limit)
         with db.session_scope(self.engine) as s:
@@ -173,27 +172,23 @@ class Registry:
         with db.session_scope(self.engine) as s:
             row = _get_run_row(s, run_id)
             for key, value in fields.items():
-                setattr(row, key, value)
+                setattr(row, key, _status_value(value) if key == "status" else value)
             s.flush()
             return _run(row)
 
     def start_attempt(self, run_id: str, **fields: Any) -> Run:
-        """Mark the run running for a new attempt (attempt + 1), with host, pid or job id in ``fields``."""
+        """Take the run for a new attempt (attempt + 1, running), with host, pid or job id in ``fields``."""
+        _check_fields(fields)
         with db.session_scope(self.engine) as s:
             row = _get_run_row(s, run_id)
-            now = utcnow()
-            row.attempt += 1
-            row.status, row.heartbeat_at, row.error, row.ended_at = "running", now, None, None
-            row.started_at = row.started_at or now
-            for key, value in fields.items():
-                setattr(row, key, value)
+            begin_attempt(row, fields)
             s.flush()
             return _run(row)
 
     def heartbeat(self, run_id: str) -> None:
         self.update_run(run_id, heartbeat_at=utcnow())
 
-    def finish_run(self, run_id: str, status: str, error: str | None = None) -> Run:
+    def finish_run(self, run_id: str, status: RunStatus | str, error: str | None = None) -> Run:
         return self.update_run(run_id, status=status, error=error, ended_at=utcnow(), heartbeat_at=utcnow())
 
     # -- metrics, events, checkpoints ------------------------------------------------------------
@@ -286,9 +281,21 @@ def _get_run_row(session: Any, run_id: str) -> RunRow:
     return row
 
 
-def _check_status(status: str) -> None:
-    if status not in RUN_STATUSES:
-        raise RegistryError(f"unknown run status {status!r}; valid: {', '.join(RUN_STATUSES)}")
+def begin_attempt(row: RunRow, fields: Mapping[str, Any]) -> None:
+    """A new attempt on ``row``: counted now, before anything can fail (see lifecycle.py)."""
+    now = utcnow()
+    row.attempt += 1
+    row.status, row.heartbeat_at, row.error, row.ended_at = RunStatus.RUNNING.value, now, None, None
+    row.started_at = row.started_at or now
+    for key, value in fields.items():
+        setattr(row, key, value)
+
+
+def _status_value(status: RunStatus | str) -> str:
+    try:
+        return RunStatus(status).value
+    except ValueError:
+        raise RegistryError(f"unknown run status {status!r}; valid: {', '.join(RUN_STATUSES)}") from None
 
 
 def _check_fields(fields: Mapping[str, Any]) -> None:
@@ -296,4 +303,4 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
     if unknown:
         raise RegistryError(f"unknown run field(s) {sorted(unknown)}; valid: {sorted(_RUN_FIELDS)}")
     if "status" in fields:
-        _check_status(fields["status"])
+        _status_value(fields["status"])

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from crlab.errors import CrlabError
+
 from . import _harness, _reuse, _runner, _server
 
 # The fork server's program: harness, test-process loop, test processes, server (one -c string; nothing of
@@ -32,7 +34,7 @@ _SERVER_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
 _STOP_SIGNALS = set(_runner.STOP_SIGNALS)
 
 
-class SandboxError(RuntimeError):
+class SandboxError(CrlabError, RuntimeError):
     """The sandbox cannot run (bwrap missing or failing, used outside ``with``)."""
 
 

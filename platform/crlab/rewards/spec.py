@@ -28,11 +28,13 @@ import math
 import re
 from dataclasses import dataclass
 
+from crlab.errors import CrlabError
+
 KINDS = ("stdin", "functional", "assert")
 _FIELDS = ("kind", "inputs", "outputs", "fn_name", "check_code", "entry_point", "problem_id")
 
 
-class TestSpecError(ValueError):
+class TestSpecError(CrlabError, ValueError):
     """A malformed test spec. ``problem_id`` and ``field`` say where; the message says how to fix it."""
 
     __test__ = False  # not a pytest test class

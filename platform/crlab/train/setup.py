@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crlab.errors import ConfigError, CrlabError
+from crlab.errors import ConfigError
 from crlab.train.step import PromptRow
 from crlab.train.tiny_model import TINY_URI, resolve_model_path
 
@@ -100,9 +100,9 @@ def _load(source: str, key: str, seed: int) -> list[Any]:
 
     try:
         return load_problems(source, seed=seed)
-    except CrlabError:
+    except ConfigError:
         raise
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # DataFormatError and TestSpecError included: name the key
         raise ConfigError(f"{key}: {exc}") from None
 
 

@@ -1,0 +1,138 @@
+"""A run's lifecycle, in one place: how its record is made, when it counts as alive, how it is taken (an
+attempt), started and ended.
+
+Statuses are :class:`~crlab.registry.entities.RunStatus`. A run is created ``running`` by the process that
+will train it (``platform run``), or claimed by a sweep for one of its cells (:mod:`crlab.registry.claims`),
+or taken over by ``platform resume``. **Every take counts an attempt at once**, before anything can fail, so
+an error at any point (a sandbox that cannot start, a model that cannot load, a crash in step 3) uses up an
+attempt and no retry loop can go on for ever. The training process then says where it runs
+(:func:`mark_started`) and how it ended (``Registry.finish_run``, with the error text on failure). A process that
+dies without saying (SIGKILL, out of memory) is settled by whoever watched it (:func:`settle`).
+
+**Liveness** (:func:`is_alive`) is one rule: a ``running`` run whose process ran on this host and no longer
+exists is dead at once; otherwise it is alive while its heartbeat (refreshed every ``HEARTBEAT_S``) is
+younger than the grace period (``GRACE_S`` unless a sweep says otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from crlab import config as cfgmod
+from crlab.errors import RegistryError
+from crlab.registry.entities import Run, RunStatus
+from crlab.registry.store import Registry, utcnow
+
+HEARTBEAT_S = 30.0
+GRACE_S = 300.0  # ten missed heartbeats
+
+
+def process_gone(host: str | None, pid: int | None) -> bool:
+    """True when ``pid`` ran on this host and no longer exists (elsewhere nothing can be told)."""
+    if host != socket.gethostname() or not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def heartbeat_age(heartbeat_at: datetime | None) -> float | None:
+    if heartbeat_at is None:
+        return None
+    if heartbeat_at.tzinfo is None:
+        heartbeat_at = heartbeat_at.replace(tzinfo=utcnow().tzinfo)
+    return (utcnow() - heartbeat_at).total_seconds()
+
+
+def is_alive(
+    status: str, host: str | None, pid: int | None, heartbeat_at: datetime | None, grace_s: float = GRACE_S
+) -> bool:
+    """The one liveness rule (see the module docstring)."""
+    if status != RunStatus.RUNNING or process_gone(host, pid):
+        return False
+    age = heartbeat_age(heartbeat_at)
+    return age is not None and age < grace_s
+
+
+def owner() -> dict[str, Any]:
+    """Who holds a run: this host and process (and the Slurm job, inside one)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+# -- a run's record ---------------------------------------------------------------------------------
+def new_run_fields(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
+    """The registry fields of a new run of ``cfg``: id, name, config, run directory, provenance."""
+    from crlab.provenance import git_state, package_versions
+    from crlab.registry.store import new_id
+
+    run_id = run_id or new_id()
+    commit, dirty = git_state()
+    return {
+        "id": run_id, "name": cfg.name, "config": cfgmod.to_dict(cfg),
+        "run_dir": str(Path(cfg.paths.runs_dir).expanduser().resolve() / run_id),
+        "git_commit": commit, "git_dirty": dirty, "packages": package_versions(), "wandb_run_id": run_id,
+    }  # fmt: skip
+
+
+def write_run_dir(run_dir: str, cfg: DictConfig) -> None:
+    """The run's folder with its resolved ``config.yaml``."""
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "config.yaml").write_text(cfgmod.to_yaml(cfg))
+
+
+def register_run(registry: Registry, cfg: DictConfig) -> Run:
+    """A new run, taken by this process (attempt 1, running), with its folder and ``config.yaml``."""
+    fields = new_run_fields(cfg)
+    run = registry.create_run(
+        fields.pop("name"), fields.pop("config"), run_id=fields.pop("id"), status=RunStatus.RUNNING,
+        attempt=1, heartbeat_at=utcnow(), **owner(), **fields,
+    )  # fmt: skip
+    write_run_dir(run.run_dir or "", cfg)
+    return run
+
+
+# -- taking, starting and ending a run --------------------------------------------------------------
+def take_run(registry: Registry, ref: str) -> Run | None:
+    """Take ``ref`` over for ``platform resume`` (an attempt); None when it is completed. A run that is
+    alive is refused with an error that says how to stop it, or how long until it counts as dead."""
+    run = registry.get_run(ref)
+    if run.status.final:
+        print(f"run {run.id} is already {run.status}")
+        return None
+    if is_alive(run.status, run.host, run.pid, run.heartbeat_at):
+        age = heartbeat_age(run.heartbeat_at) or 0.0
+        raise RegistryError(
+            f"run {run.id} looks alive (heartbeat {age:.0f} s ago from {run.host} pid {run.pid}); "
+            f"stop it first, or wait {GRACE_S - age:.0f} s if it died"
+        )
+    return registry.start_attempt(run.id, **owner())
+
+
+def mark_started(registry: Registry, run_id: str) -> Run:
+    """The training process of an attempt says where it runs (the attempt was counted when it was taken)."""
+    return registry.update_run(run_id, heartbeat_at=utcnow(), **owner())
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for a run's ``error``: the exception's class and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def settle(registry: Registry, run_id: str, exit_code: int, log: str | None = None) -> Run:
+    """After a run's process exited: a run still ``running`` died before it could say how it ended."""
+    run = registry.get_run(run_id)
+    if run.status != RunStatus.RUNNING:
+        return run
+    how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
+    return registry.finish_run(run_id, RunStatus.FAILED, error=f"{how}{f' (see {log})' if log else ''}")
