@@ -9,7 +9,7 @@ import pytest
 
 from crlab.errors import ConfigError
 from crlab.registry.entities import Run
-from crlab.sweeps.executors import LocalExecutor, make_executor
+from crlab.sweeps.executors import ExecutorConfig, LocalExecutor
 
 
 def _run(tmp_path: Path, run_id: str) -> Run:
@@ -19,9 +19,9 @@ def _run(tmp_path: Path, run_id: str) -> Run:
 
 def test_parallel_auto_is_one_cell_per_visible_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,3")
-    assert LocalExecutor({"parallel": "auto"}).parallel == 3
+    assert LocalExecutor(ExecutorConfig(parallel="auto")).parallel == 3
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert LocalExecutor({"parallel": "auto"}).parallel == 1  # no GPU: one cell at a time
+    assert LocalExecutor(ExecutorConfig(parallel="auto")).parallel == 1  # no GPU: one cell at a time
 
 
 def test_each_running_cell_holds_its_own_gpu_until_it_ends(
@@ -29,7 +29,7 @@ def test_each_running_cell_holds_its_own_gpu_until_it_ends(
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     monkeypatch.setenv("CRLAB_HOME", str(tmp_path))
-    executor = LocalExecutor({"parallel": 2})
+    executor = LocalExecutor(ExecutorConfig(parallel=2))
     # runs that do not exist: each cell process exits at once (code 2), which is all this test needs
     first = executor.launch(_run(tmp_path, "nope1"), f"sqlite:///{tmp_path / 'reg.db'}")
     second = executor.launch(_run(tmp_path, "nope2"), f"sqlite:///{tmp_path / 'reg.db'}")
@@ -49,8 +49,13 @@ def test_each_running_cell_holds_its_own_gpu_until_it_ends(
     [
         ({"kind": "local", "parallel": 0}, "positive integer or 'auto'"),  # no cell could ever run
         ({"kind": "kubernetes"}, "unknown executor kind"),  # not an executor crlab has
+        ({"max_retries": -1}, "integer >= 0"),
+        ({"max_retries": 1.5}, "integer >= 0"),
+        ({"heartbeat_grace_s": 0}, "must be > 0 seconds"),
+        ({"slurm": [1]}, "must map submitit parameters"),
+        ({"retries": 3}, "unknown executor key 'retries'"),
     ],
 )
 def test_bad_executor_settings(settings: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        make_executor(settings)
+        ExecutorConfig.from_mapping(settings)

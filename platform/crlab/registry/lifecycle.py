@@ -65,8 +65,8 @@ def is_alive(
 
 
 def owner() -> dict[str, Any]:
-    """Who holds a run: this host and process (and the Slurm job, inside one)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID")}
+    """Who holds a run: this host and process."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 # -- a run's record ---------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def take_run(registry: Registry, ref: str) -> Run | None:
 
 def mark_started(registry: Registry, run_id: str) -> Run:
     """The training process of an attempt says where it runs (the attempt was counted when it was taken)."""
-    return registry.update_run(run_id, heartbeat_at=utcnow(), **owner())
+    return registry.update_run(run_id, heartbeat_at=utcnow(), job_id=os.environ.get("SLURM_JOB_ID"), **owner())
 
 
 def error_line(exc: BaseException) -> str:

@@ -196,7 +196,8 @@ class Sandbox:
         if isolation == "bwrap" and self._bwrap is None:
             raise SandboxError(
                 "bubblewrap (bwrap) is not on PATH, so untrusted code cannot be isolated. Install it "
-                "(Debian/Ubuntu: apt-get install bubblewrap) or pass isolation='rlimit' to accept rlimits only."
+                "(Debian/Ubuntu: apt-get install bubblewrap; `platform doctor --fix` does it) or choose isolation "
+                "'rlimit' (reward.isolation=rlimit) to accept rlimits only."
             )
         if isolation == "rlimit":
             _warn_rlimit_once()

@@ -25,18 +25,82 @@ import os
 import shutil
 import signal
 import subprocess
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 from crlab.errors import ConfigError, NotAvailable
 from crlab.registry.entities import Run
+from crlab.registry.lifecycle import GRACE_S
 from crlab.train.launch import cell_command, signal_ranks
+from crlab.yaml_lines import reject_unknown_keys
 
 # Slurm job states after which a job runs no more (anything else, e.g. PENDING after a requeue, is alive).
 FINAL_STATES = {
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
     "PREEMPTED", "REVOKED",
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """A sweep's ``executor:`` section (the only place its defaults live)."""
+
+    kind: str = "local"  # local | slurm
+    parallel: int | str = 1  # local: cells at a time, or "auto" (one per visible GPU)
+    nproc_per_cell: int = 1  # data-parallel ranks per cell
+    max_retries: int = 2  # a failed cell gets at most max_retries + 1 attempts, whatever the failure
+    heartbeat_grace_s: float = GRACE_S  # a run elsewhere whose heartbeat is older is taken for dead
+    slurm: dict[str, Any] = field(default_factory=dict)  # submitit parameters
+
+    @classmethod
+    def from_mapping(cls, data: Any, where: Any = lambda _key: None) -> ExecutorConfig:
+        """Checked: unknown keys and bad values are ConfigErrors at ``where(key)`` (file:line)."""
+        if not isinstance(data, dict):
+            raise ConfigError("'executor' must be a mapping, e.g. {kind: local, parallel: 2}", where("executor"))
+        keys = tuple(f.name for f in fields(cls))
+        reject_unknown_keys(data, keys, "executor", where, prefix="executor.")
+        cfg = cls(**data)
+        problem = cfg._problem()
+        if problem is not None:
+            key, message = problem
+            raise ConfigError(message, where(f"executor.{key}"))
+        return cfg
+
+    def _problem(self) -> tuple[str, str] | None:
+        def count(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if self.kind not in ("local", "slurm"):
+            return "kind", f"unknown executor kind {self.kind!r}; valid: local, slurm"
+        if not (self.parallel == "auto" or (count(self.parallel) and self.parallel >= 1)):
+            return "parallel", f"executor.parallel must be a positive integer or 'auto', got {self.parallel!r}"
+        if not count(self.nproc_per_cell) or self.nproc_per_cell < 1:
+            return "nproc_per_cell", f"executor.nproc_per_cell must be a positive integer, got {self.nproc_per_cell!r}"
+        if not count(self.max_retries) or self.max_retries < 0:
+            return "max_retries", f"executor.max_retries must be an integer >= 0, got {self.max_retries!r}"
+        if not isinstance(self.heartbeat_grace_s, (int, float)) or self.heartbeat_grace_s <= 0:
+            return "heartbeat_grace_s", f"executor.heartbeat_grace_s must be > 0 seconds, got {self.heartbeat_grace_s!r}"
+        if not isinstance(self.slurm, dict):
+            return "slurm", "executor.slurm must map submitit parameters to values (e.g. timeout_min: 60)"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Executor(Protocol):
+    """Where cells run. ``parallel``: how many at once; ``detaches``: whether cells outlive the sweep."""
+
+    name: str
+    parallel: int
+    detaches: bool
+
+    def launch(self, run: Run, db_url: str) -> CellHandle:
+        """Start the claimed ``run``'s cell."""
+
+    def adopt(self, run: Run) -> CellHandle | None:
+        """Watch a cell that is still running from an earlier invocation, where the executor can."""
 
 
 class CellHandle(Protocol):
@@ -89,19 +153,13 @@ class LocalExecutor:
     name = "local"
     detaches = False
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: ExecutorConfig) -> None:
         self.gpus = _visible_gpus()
-        self.nproc = settings.get("nproc_per_cell", 1)
-        if isinstance(self.nproc, bool) or not isinstance(self.nproc, int) or self.nproc < 1:
-            raise ConfigError(f"executor.nproc_per_cell must be a positive integer, got {self.nproc!r}")
+        self.nproc = settings.nproc_per_cell
         if self.gpus and self.nproc > len(self.gpus):
             raise ConfigError(f"executor.nproc_per_cell={self.nproc} but only {len(self.gpus)} GPU(s) are visible")
-        parallel = settings.get("parallel", 1)
-        if parallel == "auto":
-            parallel = max(1, len(self.gpus) // self.nproc)
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            raise ConfigError(f"executor.parallel must be a positive integer or 'auto', got {parallel!r}")
-        self.parallel = parallel
+        parallel = settings.parallel
+        self.parallel = max(1, len(self.gpus) // self.nproc) if parallel == "auto" else int(parallel)
         self._free = list(self.gpus)
 
     def launch(self, run: Run, db_url: str) -> CellHandle:
@@ -120,16 +178,13 @@ class LocalExecutor:
         return None  # a local cell lives only as long as the sweep process that launched it
 
 
-def make_executor(settings: dict[str, Any]) -> LocalExecutor | Any:
+def make_executor(settings: ExecutorConfig) -> Executor:
     """The executor named by ``executor.kind``; fails (exit 2) before anything is registered if unusable."""
-    kind = settings.get("kind", "local")
-    if kind == "local":
-        return LocalExecutor(settings)
-    if kind == "slurm":
+    if settings.kind == "slurm":
         from crlab.sweeps.slurm import SlurmExecutor
 
         return SlurmExecutor(settings)
-    raise ConfigError(f"unknown executor kind {kind!r}; valid: local, slurm")
+    return LocalExecutor(settings)
 
 
 def require_command(command: str, what: str) -> None:

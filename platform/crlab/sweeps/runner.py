@@ -1,11 +1,12 @@
-"""Run a sweep's cells exactly once, on this machine.
+"""Run a grid sweep's cells exactly once.
 
 The sweep is found (or created) in the registry by name. Each cell is claimed in the registry (see
-:mod:`crlab.registry.claims`) and, when this process wins it, trained in a subprocess
-(``python -m crlab resume RUN_ID``: a fresh cell starts from scratch, an interrupted one continues from its
-newest checkpoint). Up to ``executor.parallel`` cells run at once. Rerunning the same command skips
-completed cells, resumes preempted, failed or stale ones and starts the rest; a failed cell is retried
-until it has used ``executor.max_retries`` retries, then left failed with its error.
+:mod:`crlab.registry.claims`) and, when this process wins it, run by the executor
+(``python -m crlab resume RUN_ID --claimed``: a fresh cell starts from scratch, an interrupted one continues
+from its newest checkpoint). The loop is :func:`crlab.sweeps.scheduler.schedule`, shared with search
+sweeps; progress is :class:`crlab.sweeps.progress.SweepProgress`. Rerunning the same command skips
+completed cells, resumes preempted, failed or stale ones and starts the rest; a failed cell gets at most
+``executor.max_retries + 1`` attempts, whatever the failure, then is left failed with its error.
 
 SIGTERM or SIGINT to the sweep is passed on to the running cells, which checkpoint and stop as
 ``preempted``; rerunning the command resumes them.
@@ -13,26 +14,28 @@ SIGTERM or SIGINT to the sweep is passed on to the running cells, which checkpoi
 
 from __future__ import annotations
 
-import os
+import json
 import signal
-import socket
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from crlab import config as cfgmod
 from crlab.errors import CrlabError
 from crlab.registry import Registry, resolve_db_url
-from crlab.registry.claims import Claim, claim_cell
-from crlab.sweeps.executors import CellHandle, make_executor
+from crlab.registry.claims import claim_cell
+from crlab.registry.entities import RunStatus
+from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
+from crlab.sweeps.executors import Executor, make_executor
+from crlab.sweeps.progress import SweepProgress
+from crlab.sweeps.scheduler import Active, schedule
 from crlab.sweeps.spec import Cell, SweepSpec
-from crlab.train.loop import new_run_fields, write_run_dir
 
-POLL_S = 2.0
 CLAIM_STATES = {
     "start": "started", "resume": "resumed", "completed": "already completed",
     "running": "running elsewhere", "gave_up": "failed (no retries left)",
@@ -49,145 +52,134 @@ def ensure_sweep(registry: Registry, spec: SweepSpec) -> str:
         ).id
 
 
-class _Cells:
-    """The sweep's cells with their state in this invocation, for the live view and the summary."""
+def sweep_console(json_out: bool) -> Console:
+    """Progress goes to stderr when stdout carries JSON; off a terminal, lines are not cut at 80 columns."""
+    console = Console(stderr=json_out)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
 
-    def __init__(self, cells: list[Cell]) -> None:
+
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """SIGTERM and SIGINT are collected (the scheduler stops the cells cleanly) while the block runs."""
+    stopping: list[int] = []
+    old = {sig: signal.signal(sig, lambda s, _f: stopping.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopping
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+class GridCells:
+    """A grid sweep's cells as a :class:`~crlab.sweeps.scheduler.CellSource`, with their state in this
+    invocation for the live view and the summary."""
+
+    def __init__(self, registry: Registry, url: str, sweep_id: str, spec: SweepSpec, cells: list[Cell],
+                 executor: Executor) -> None:  # fmt: skip
+        self.registry, self.url, self.sweep_id, self.spec, self.executor = registry, url, sweep_id, spec, executor
         self.cells = cells
+        self.queue = list(cells)
         self.state: dict[str, str] = {c.key: "waiting" for c in cells}
         self.run_ids: dict[str, str] = {}
 
-    def table(self, registry: Registry) -> Table:
+    def next_cell(self) -> Active | None:
+        while self.queue:
+            cell = self.queue.pop(0)
+            handle = self._start(cell)
+            if handle is not None:
+                return Active(cell.label, self.run_ids[cell.key], handle, payload=cell)
+        return None
+
+    def _start(self, cell: Cell) -> Any:
+        """Claim ``cell`` and launch it (or watch its live Slurm job); None when this process does not run it."""
+        cfg = cfgmod.from_dict(cell.config)
+        claim = claim_cell(
+            self.registry, self.sweep_id, cell.key, new_run_fields(cfg),
+            grace_s=float(self.spec.executor.heartbeat_grace_s), max_retries=self.spec.executor.max_retries,
+            owner=owner(),
+        )  # fmt: skip
+        if claim.action == "start":
+            write_run_dir(claim.run.run_dir or "", cfg)
+        self.run_ids[cell.key] = claim.run.id
+        self.state[cell.key] = CLAIM_STATES[claim.action]
+        if claim.action in ("running", "resume"):
+            handle = self.executor.adopt(claim.run)
+            if handle is not None:
+                self.state[cell.key] = "watching its job"
+                return handle
+        return self.executor.launch(claim.run, self.url) if claim.mine else None
+
+    def on_poll(self, item: Active) -> None:
+        return None
+
+    def on_finish(self, item: Active, run: Any, stopping: bool) -> None:
+        cell = item.payload
+        self.state[cell.key] = str(run.status)
+        if run.status == RunStatus.FAILED and run.attempt <= self.spec.executor.max_retries and not stopping:
+            self.queue.append(cell)  # another attempt, after the cells that have not run yet
+
+    def table(self) -> Table:
         table = Table(title_justify="left")
-        for column in ("cell", "run", "status", "step", "reward/rl_mean", "critique/accuracy"):
+        for column in ("cell", "run", "status", "attempt", "step", "reward/rl_mean", "critique/accuracy"):
             table.add_column(column)
         for cell in self.cells:
-            run_id = self.run_ids.get(cell.key, "-")
-            latest = registry.latest_metrics(run_id) if run_id != "-" else {}
+            run_id = self.run_ids.get(cell.key)
+            run = self.registry.get_run(run_id) if run_id else None
+            latest = self.registry.latest_metrics(run_id) if run_id else {}
             step = max((s for s, _ in latest.values()), default=None)
             values = [latest.get(k) for k in ("reward/rl_mean", "critique/accuracy")]
             table.add_row(
-                cell.label, run_id, self.state[cell.key], "-" if step is None else str(step),
-                *("-" if v is None else f"{v[1]:.3f}" for v in values),
+                cell.label, run_id or "-", self.state[cell.key], str(run.attempt) if run else "-",
+                "-" if step is None else str(step), *("-" if v is None else f"{v[1]:.3f}" for v in values),
             )  # fmt: skip
         return table
 
 
-def _claim(registry: Registry, sweep_id: str, cell: Cell, executor: dict[str, Any]) -> Claim:
-    cfg = cfgmod.from_dict(cell.config)
-    owner = {"host": socket.gethostname(), "pid": os.getpid()}
-    claim = claim_cell(
-        registry, sweep_id, cell.key, new_run_fields(cfg), grace_s=float(executor["heartbeat_grace_s"]),
-        max_retries=int(executor["max_retries"]), owner=owner,
-    )  # fmt: skip
-    if claim.action == "start":
-        write_run_dir(claim.run.run_dir or "", cfg)
-    return claim
-
-
 def run_sweep(spec: SweepSpec, cells: list[Cell], db_url: str | None = None, json_out: bool = False) -> int:
-    """Run every cell not yet completed; print a live view and a summary table (or JSON).
+    """Run every cell not yet completed; report progress and print a summary table (or JSON).
 
     Returns the number of cells that ended failed in this invocation (the CLI exits 1 when there are any).
+    Raises :class:`~crlab.sweeps.scheduler.EnvironmentFailure` when two cells fail alike before step 1.
     """
     executor = make_executor(spec.executor)  # an unusable executor fails before anything is registered
     url = resolve_db_url(db_url)
     registry = Registry(url)
-    sweep_id = ensure_sweep(registry, spec)
-    view = _Cells(cells)
-    console = Console(stderr=json_out)
-    if not console.is_terminal:
-        console.width = max(console.width, 140)
-    stopping: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        stopping.append(signum)
-
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with Live(view.table(registry), console=console, refresh_per_second=1, transient=True) as live:
-            _schedule(registry, url, sweep_id, spec, executor, view, live, stopping)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if stopping and executor.detaches:
-        console.print("stopped watching; the Slurm jobs go on: rerun the same command to watch them again")
-    _summary(registry, sweep_id, view, console, json_out)
-    return sum(state.startswith("failed") for state in view.state.values())
+    grid = GridCells(registry, url, ensure_sweep(registry, spec), spec, cells, executor)
+    console = sweep_console(json_out)
+    progress = SweepProgress(console, registry, grid.table)
+    with stop_signals() as stopping, progress:
+        try:
+            schedule(registry, grid, executor, progress, stopping)
+        finally:
+            if stopping and executor.detaches:
+                progress.line("stopped watching; the Slurm jobs go on: rerun the same command to watch them again")
+            _summary(grid, console, json_out)
+    return sum(state.startswith("failed") for state in grid.state.values())
 
 
-def _start(
-    registry: Registry, url: str, sweep_id: str, spec: SweepSpec, executor: Any, view: _Cells, cell: Cell
-) -> CellHandle | None:
-    """Claim ``cell`` and launch it (or watch its live Slurm job); None when another process has it."""
-    claim = _claim(registry, sweep_id, cell, spec.executor)
-    view.run_ids[cell.key] = claim.run.id
-    view.state[cell.key] = CLAIM_STATES[claim.action]
-    if claim.action in ("running", "resume"):
-        handle = executor.adopt(claim.run)
-        if handle is not None:
-            view.state[cell.key] = "watching its job"
-            return handle
-    return executor.launch(claim.run, url) if claim.mine else None
-
-
-def _schedule(
-    registry: Registry,
-    url: str,
-    sweep_id: str,
-    spec: SweepSpec,
-    executor: Any,
-    view: _Cells,
-    live: Live,
-    stopping: list[int],
-) -> None:
-    queue = list(view.cells)
-    running: dict[str, tuple[Cell, CellHandle]] = {}
-    while queue or running:
-        while queue and len(running) < executor.parallel and not stopping:
-            cell = queue.pop(0)
-            handle = _start(registry, url, sweep_id, spec, executor, view, cell)
-            if handle is not None:
-                running[view.run_ids[cell.key]] = (cell, handle)
-        if stopping:
-            if executor.detaches:
-                break
-            for _, handle in running.values():
-                handle.stop()
-        time.sleep(POLL_S)
-        for run_id, (cell, handle) in list(running.items()):
-            code = handle.poll()
-            if code is None:
-                continue
-            del running[run_id]
-            run = registry.get_run(run_id)
-            if run.status == "running":  # died before it could say how it ended
-                run = registry.finish_run(run_id, "failed", error=f"exited with code {code}")
-            view.state[cell.key] = run.status
-            if run.status == "failed" and run.attempt <= int(spec.executor["max_retries"]) and not stopping:
-                queue.append(cell)
-        live.update(view.table(registry))
-        if stopping and not running:
-            break
-
-
-def _summary(registry: Registry, sweep_id: str, view: _Cells, console: Console, json_out: bool) -> None:
-    import json
-
-    runs = {r.cell_key: r for r in registry.list_runs(sweep_id=sweep_id)}
+def _summary(grid: GridCells, console: Console, json_out: bool) -> None:
+    registry = grid.registry
+    runs = {r.cell_key: r for r in registry.list_runs(sweep_id=grid.sweep_id)}
     rows = []
-    for cell in view.cells:
+    for cell in grid.cells:
         run = runs.get(cell.key)
         latest = registry.latest_metrics(run.id) if run else {}
         rows.append({
             "cell": cell.label, "key": cell.key, "run": run.id if run else None,
-            "status": run.status if run else "not started", "this_invocation": view.state[cell.key],
-            "error": run.error if run else None,
+            "status": str(run.status) if run else "not started", "attempts": run.attempt if run else 0,
+            "this_invocation": grid.state[cell.key], "error": run.error if run else None,
+            "run_dir": run.run_dir if run else None,
             "latest_metrics": {k: v for k, (_, v) in latest.items() if k.startswith(("reward/", "critique/"))},
         })  # fmt: skip
     if json_out:
-        sys.stdout.write(json.dumps({"sweep_id": sweep_id, "cells": rows}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"sweep_id": grid.sweep_id, "cells": rows}, indent=2) + "\n")
         return
     if all(r["this_invocation"] == "already completed" for r in rows):
         console.print(f"all {len(rows)} cells of this sweep are already completed: nothing to do")
-    console.print(view.table(registry))
+    console.print(grid.table())
+    for r in rows:
+        if r["status"] == RunStatus.FAILED and r["error"]:
+            text = f"[{r['cell']}] after {r['attempts']} attempt(s): {r['error']} (log: {r['run_dir']}/train.log)"
+            console.print(f"[red]failed[/] {escape(text)}", highlight=False, soft_wrap=True)

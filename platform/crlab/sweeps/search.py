@@ -15,36 +15,30 @@ asked for until the study holds ``n_trials``.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
 from crlab.registry import Registry, resolve_db_url
 from crlab.registry.claims import claim_cell
+from crlab.registry.entities import RunStatus
+from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.sweeps import search_space
-from crlab.sweeps.executors import CellHandle, make_executor
-from crlab.sweeps.runner import ensure_sweep
+from crlab.sweeps.executors import Executor, make_executor
+from crlab.sweeps.progress import SweepProgress
+from crlab.sweeps.runner import ensure_sweep, stop_signals, sweep_console
+from crlab.sweeps.scheduler import Active, schedule
 from crlab.sweeps.spec import SweepSpec, yaml_scalar
-from crlab.train.loop import new_run_fields, write_run_dir
-
-POLL_S = 2.0
 
 
 @dataclass
-class _Active:
+class _Trial:
     trial: Any  # optuna.Trial
-    run_id: str
-    handle: CellHandle
     reported: set[int] = field(default_factory=set)
     pruned: bool = False
 
@@ -68,105 +62,97 @@ def run_search(spec: SweepSpec, db_url: str | None = None, json_out: bool = Fals
         raise ConfigError("search sweeps run on the local executor in this version (executor.kind: local)")
     url = resolve_db_url(db_url)
     registry = Registry(url)
-    sweep_id = ensure_sweep(registry, spec)
-    study = open_study(spec, url)
-    console = Console(stderr=json_out)
-    stopping: list[int] = []
-    old = {sig: signal.signal(sig, lambda s, _f: stopping.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
-    failed = 0
-    try:
-        with Live(_table(study, registry), console=console, refresh_per_second=1, transient=True) as live:
-            failed = _loop(spec, registry, url, sweep_id, study, executor, live, stopping)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    _summary(study, registry, console, json_out)
-    return failed
+    trials = SearchTrials(registry, url, ensure_sweep(registry, spec), spec, open_study(spec, url), executor)
+    console = sweep_console(json_out)
+    with stop_signals() as stopping, SweepProgress(console, registry, trials.table) as progress:
+        try:
+            schedule(registry, trials, executor, progress, stopping)
+        finally:
+            _summary(trials.study, registry, console, json_out)
+    return trials.failed
 
 
-def _loop(spec, registry, url, sweep_id, study, executor, live, stopping) -> int:  # noqa: ANN001
-    import optuna
+class SearchTrials:
+    """An Optuna study's trials as a :class:`~crlab.sweeps.scheduler.CellSource`: interrupted trials are
+    resumed first, then new ones are asked for while the study is short of ``n_trials``."""
 
-    search = spec.search
-    active: dict[str, _Active] = {}
-    failed = 0
-    while True:
-        while not stopping and len(active) < executor.parallel:
-            started = _next_trial(spec, registry, url, sweep_id, study, executor, active)
-            if started is None:
-                break
-            active[started.run_id] = started
-        if not active:
-            return failed
-        if stopping:
-            for item in active.values():
-                item.handle.stop()
-        time.sleep(POLL_S)
-        for run_id, item in list(active.items()):
-            _report(registry, search, item)
-            code = item.handle.poll()
-            if code is None:
+    def __init__(self, registry: Registry, url: str, sweep_id: str, spec: SweepSpec, study: Any,
+                 executor: Executor) -> None:  # fmt: skip
+        self.registry, self.url, self.sweep_id, self.spec = registry, url, sweep_id, spec
+        self.study, self.executor = study, executor
+        self.search = spec.search
+        self.running: set[str] = set()  # run ids of trials this process runs
+        self.failed = 0
+
+    def next_cell(self) -> Active | None:
+        import optuna
+
+        study = self.study
+        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            run_id = frozen.user_attrs.get("run_id")
+            if not run_id or run_id in self.running:
                 continue
-            del active[run_id]
-            state = _tell(study, registry, search, item, code, stopping=bool(stopping))
-            failed += state == optuna.trial.TrialState.FAIL
-        live.update(_table(study, registry))
-
-
-def _next_trial(spec, registry, url, sweep_id, study, executor, active) -> _Active | None:  # noqa: ANN001
-    """Resume an interrupted trial of this study, else ask a new one while the study is short of n_trials."""
-    import optuna
-
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for frozen in running:
-        run_id = frozen.user_attrs.get("run_id")
-        if run_id and run_id not in active and registry.get_run(run_id).status in ("completed", "pruned"):
-            _tell_finished(study, registry, spec.search, frozen, run_id)  # ended, but was never told
-        elif run_id and run_id not in active:
-            trial = optuna.trial.Trial(study, frozen._trial_id)
-            item = _claim_and_launch(spec, registry, url, sweep_id, executor, trial, frozen.params)
+            if self.registry.get_run(run_id).status.final:
+                _tell_finished(study, self.registry, self.search, frozen, run_id)  # ended, but was never told
+                continue
+            item = self._claim_and_launch(optuna.trial.Trial(study, frozen._trial_id), frozen.params)
             if item is not None:
-                item.reported = set(frozen.intermediate_values)
+                item.payload.reported = set(frozen.intermediate_values)
                 return item
-    if len(study.get_trials(deepcopy=False)) >= spec.search.n_trials:
-        return None
-    trial = study.ask(search_space.distributions(spec.search))
-    item = _claim_and_launch(spec, registry, url, sweep_id, executor, trial, trial.params)
-    if item is None:  # cannot happen for a fresh trial number; keep the study consistent anyway
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    return item
+        if len(study.get_trials(deepcopy=False)) >= self.search.n_trials:
+            return None
+        trial = study.ask(search_space.distributions(self.search))
+        item = self._claim_and_launch(trial, trial.params)
+        if item is None:  # cannot happen for a fresh trial number; keep the study consistent anyway
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return item
+
+    def _claim_and_launch(self, trial: Any, params: dict[str, Any]) -> Active | None:
+        spec = self.spec
+        overrides = {**spec.overrides, **params}
+        args = [f"{k}={yaml_scalar(v)}" for k, v in overrides.items()] + [f"seed={spec.seeds[0]}"]
+        cfg = cfgmod.load_config(spec.base, args)
+        key = cfgmod.config_hash({"study": spec.name, "trial": trial.number})
+        claim = claim_cell(
+            self.registry, self.sweep_id, key, new_run_fields(cfg),
+            grace_s=float(spec.executor.heartbeat_grace_s), max_retries=spec.executor.max_retries, owner=owner(),
+        )  # fmt: skip
+        if claim.action == "start":
+            write_run_dir(claim.run.run_dir or "", cfg)
+            trial.set_user_attr("run_id", claim.run.id)
+            payload = {"study": spec.name, "trial": trial.number, "params": params}
+            self.registry.log_event(claim.run.id, "optuna_trial", payload, step=0)
+        if not claim.mine:
+            return None
+        self.running.add(claim.run.id)
+        label = f"trial {trial.number}"
+        return Active(label, claim.run.id, self.executor.launch(claim.run, self.url), payload=_Trial(trial))
+
+    def on_poll(self, item: Active) -> None:
+        _report(self.registry, self.search, item)
+
+    def on_finish(self, item: Active, run: Any, stopping: bool) -> None:
+        import optuna
+
+        self.running.discard(item.run_id)
+        state = _tell(self.study, self.registry, self.search, item, run, stopping)
+        self.failed += state == optuna.trial.TrialState.FAIL
+
+    def table(self) -> Table:
+        return _table(self.study, self.registry)
 
 
-def _claim_and_launch(spec, registry, url, sweep_id, executor, trial, params) -> _Active | None:  # noqa: ANN001
-    overrides = {**spec.overrides, **params}
-    args = [f"{k}={yaml_scalar(v)}" for k, v in overrides.items()] + [f"seed={spec.seeds[0]}"]
-    cfg = cfgmod.load_config(spec.base, args)
-    key = cfgmod.config_hash({"study": spec.name, "trial": trial.number})
-    owner = {"host": socket.gethostname(), "pid": os.getpid()}
-    claim = claim_cell(
-        registry, sweep_id, key, new_run_fields(cfg), grace_s=float(spec.executor["heartbeat_grace_s"]),
-        max_retries=int(spec.executor["max_retries"]), owner=owner,
-    )  # fmt: skip
-    if claim.action == "start":
-        write_run_dir(claim.run.run_dir or "", cfg)
-        trial.set_user_attr("run_id", claim.run.id)
-        payload = {"study": spec.name, "trial": trial.number, "params": params}
-        registry.log_event(claim.run.id, "optuna_trial", payload, step=0)
-    if not claim.mine:
-        return None
-    return _Active(trial, claim.run.id, executor.launch(claim.run, url))
-
-
-def _report(registry: Registry, search: Any, item: _Active) -> None:
+def _report(registry: Registry, search: Any, item: Active) -> None:
     """Report the run's new ``prune_on`` values, step by step; stop the run at the first prune decision."""
-    if search.prune_on is None or item.pruned:
+    trial: _Trial = item.payload
+    if search.prune_on is None or trial.pruned:
         return
     newest = {m.step: m.value for m in registry.metrics(item.run_id, keys=[search.prune_on])}
-    for step in sorted(s for s in newest if s not in item.reported):
-        item.trial.report(newest[step], step)
-        item.reported.add(step)
-        if item.trial.should_prune():
-            item.pruned = True
+    for step in sorted(s for s in newest if s not in trial.reported):
+        trial.trial.report(newest[step], step)
+        trial.reported.add(step)
+        if trial.trial.should_prune():
+            trial.pruned = True
             item.handle.stop()
             return
 
@@ -182,7 +168,7 @@ def _tell_finished(study, registry, search, frozen, run_id: str) -> None:  # noq
     import optuna
 
     trial, state = optuna.trial.Trial(study, frozen._trial_id), optuna.trial.TrialState
-    if registry.get_run(run_id).status == "pruned":
+    if registry.get_run(run_id).status == RunStatus.PRUNED:
         study.tell(trial, state=state.PRUNED)
         return
     value = objective(registry, run_id, search.metric, search.last_k)
@@ -192,26 +178,24 @@ def _tell_finished(study, registry, search, frozen, run_id: str) -> None:  # noq
         study.tell(trial, value)
 
 
-def _tell(study, registry, search, item: _Active, code: int, stopping: bool):  # noqa: ANN001, ANN202
+def _tell(study, registry, search, item: Active, run, stopping: bool):  # noqa: ANN001, ANN202
+    """Tell the study how the trial's run ended (the run is settled); returns the trial's state."""
     import optuna
 
-    state = optuna.trial.TrialState
-    run = registry.get_run(item.run_id)
-    if run.status == "running":  # died before it could say how it ended
-        run = registry.finish_run(item.run_id, "failed", error=f"exited with code {code}")
-    if item.pruned:
-        registry.update_run(item.run_id, status="pruned")
-        study.tell(item.trial, state=state.PRUNED)
+    state, trial = optuna.trial.TrialState, item.payload.trial
+    if item.payload.pruned:
+        registry.update_run(item.run_id, status=RunStatus.PRUNED)
+        study.tell(trial, state=state.PRUNED)
         return state.PRUNED
-    if run.status == "completed":
+    if run.status == RunStatus.COMPLETED:
         value = objective(registry, item.run_id, search.metric, search.last_k)
         if value is not None:
-            study.tell(item.trial, value)
+            study.tell(trial, value)
             return state.COMPLETE
-        item.trial.set_user_attr("error", f"the run logged no {search.metric!r}")
-    elif stopping or run.status == "preempted":
+        trial.set_user_attr("error", f"the run logged no {search.metric!r}")
+    elif stopping or run.status == RunStatus.PREEMPTED:
         return state.RUNNING  # left running in the study: the next invocation resumes it
-    study.tell(item.trial, state=state.FAIL)
+    study.tell(trial, state=state.FAIL)
     return state.FAIL
 
 
@@ -222,7 +206,7 @@ def _rows(study: Any, registry: Registry) -> list[dict[str, Any]]:
         run = registry.get_run(run_id) if run_id else None
         last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append({
-            "trial": t.number, "state": t.state.name, "run": run_id, "run_status": run.status if run else None,
+            "trial": t.number, "state": t.state.name, "run": run_id, "run_status": str(run.status) if run else None,
             "params": t.params, "value": t.value, "last_step": last,
             "last_reported": t.intermediate_values.get(last) if last is not None else None,
         })  # fmt: skip

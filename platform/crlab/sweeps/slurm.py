@@ -20,7 +20,7 @@ from typing import Any
 
 from crlab.errors import ConfigError
 from crlab.registry.entities import Run
-from crlab.sweeps.executors import FINAL_STATES, CellHandle, require_command
+from crlab.sweeps.executors import FINAL_STATES, CellHandle, ExecutorConfig, require_command
 from crlab.train.launch import cell_command
 
 
@@ -113,14 +113,11 @@ class SlurmExecutor:
     name = "slurm"
     detaches = True
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: ExecutorConfig) -> None:
         require_command("sbatch", "slurm")
         require_command("squeue", "slurm")
-        params = settings.get("slurm") or {}
-        if not isinstance(params, dict):
-            raise ConfigError("executor.slurm must map submitit parameters to values (e.g. timeout_min: 60)")
-        self.params = dict(params)
-        nproc = settings.get("nproc_per_cell", 1)
+        self.params = dict(settings.slurm)
+        nproc = settings.nproc_per_cell
         if nproc != 1:  # data-parallel ranks are Slurm tasks (times `nodes` for several nodes)
             self.params.setdefault("tasks_per_node", nproc)
         self.parallel = 1 << 30  # Slurm decides how many run at once

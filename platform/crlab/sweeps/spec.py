@@ -11,7 +11,7 @@ A spec is a YAML file::
       - {switch.policy: fixed, switch.at_steps: [20]}
     seeds: [0]
     overrides: {}                          # fixed key=value overrides for every cell
-    executor: {kind: local, parallel: 1, max_retries: 2, heartbeat_grace_s: 300}
+    executor: {kind: local, parallel: 1, max_retries: 2, heartbeat_grace_s: 300}   # see ExecutorConfig
     # or, one Slurm job per cell (submitit parameters under `slurm`):
     # executor: {kind: slurm, slurm: {slurm_partition: gpu, timeout_min: 1440, gpus_per_node: 1}}
 
@@ -28,18 +28,11 @@ from typing import Any
 
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
+from crlab.sweeps.executors import ExecutorConfig
 from crlab.sweeps.search_space import Search, parse_search
 from crlab.yaml_lines import key_lines, read_yaml, reject_unknown_keys
 
 SPEC_KEYS = ("name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description")
-EXECUTOR_DEFAULTS: dict[str, Any] = {
-    "kind": "local",
-    "parallel": 1,
-    "nproc_per_cell": 1,
-    "max_retries": 2,
-    "heartbeat_grace_s": 300,
-}
-EXECUTOR_KEYS = (*EXECUTOR_DEFAULTS, "slurm")
 
 
 @dataclass(frozen=True)
@@ -62,14 +55,14 @@ class SweepSpec:
     variants: list[dict[str, Any]]
     seeds: list[int]
     overrides: dict[str, Any]
-    executor: dict[str, Any]
+    executor: ExecutorConfig
     search: Search | None
     path: Path | None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "base": str(self.base), "grid": self.grid, "variants": self.variants, "seeds": self.seeds,
-            "overrides": self.overrides, "executor": self.executor,
+            "overrides": self.overrides, "executor": self.executor.to_json(),
             "search": self.search.to_json() if self.search else None,
         }  # fmt: skip
 
@@ -109,7 +102,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}", where("seeds"))
-    executor = _check_executor(data.get("executor") or {}, where)
+    executor = ExecutorConfig.from_mapping(data.get("executor") or {}, where)
     search = parse_search(data["search"], where, _check_key) if data.get("search") is not None else None
     if search and (grid or variants or len(seeds) > 1):
         raise ConfigError(
@@ -120,17 +113,6 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         name=str(data.get("name") or path.stem), base=base, grid=grid, variants=variants, seeds=seeds,
         overrides=dict(data.get("overrides") or {}), executor=executor, search=search, path=path,
     )  # fmt: skip
-
-
-def _check_executor(executor: Any, where: Any) -> dict[str, Any]:
-    if not isinstance(executor, dict):
-        raise ConfigError("'executor' must be a mapping, e.g. {kind: local, parallel: 2}", where("executor"))
-    reject_unknown_keys(executor, EXECUTOR_KEYS, "executor", where, prefix="executor.")
-    if executor.get("kind", "local") not in ("local", "slurm"):
-        raise ConfigError(
-            f"executor.kind must be local or slurm, got {executor['kind']!r}", where("executor.kind")
-        )
-    return {**EXECUTOR_DEFAULTS, **executor}
 
 
 def _parse(value: str, item: str) -> Any:

@@ -1,0 +1,118 @@
+"""A sweep's progress, followable anywhere: a live table on a terminal, plain lines everywhere else.
+
+Lines (timestamped, one event each): a cell started or resumed (run, attempt, log file); every
+``every`` steps its step and headline metrics (off a terminal, where there is no live table); a phase
+switch; a checkpoint (off a terminal); a resume from a checkpoint; the cell's end, with its error when it
+failed. Everything is read from the registry, so the lines say what the runs themselves recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+
+from crlab.registry import Registry
+from crlab.registry.entities import Run, RunStatus
+
+EVERY = 10  # steps between progress lines off a terminal
+HEADLINE = ("reward/rl_mean", "critique/accuracy")
+
+
+@dataclass
+class _Seen:
+    step: int = 0
+    events: int = 0
+
+
+class SweepProgress:
+    """The scheduler's reporter (see :class:`crlab.sweeps.scheduler.Reporter`)."""
+
+    def __init__(
+        self, console: Console, registry: Registry, table: Callable[[], Any], every: int = EVERY
+    ) -> None:
+        self.console, self.registry, self.table, self.every = console, registry, table, every
+        self.live_view = console.is_terminal
+        self._live: Live | None = None
+        self._seen: dict[str, _Seen] = {}
+
+    def __enter__(self) -> SweepProgress:
+        if self.live_view:
+            self._live = Live(self.table(), console=self.console, refresh_per_second=1, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def line(self, text: str) -> None:
+        self.console.print(f"{time.strftime('%H:%M:%S')} {escape(text)}", highlight=False, soft_wrap=True)
+
+    # -- the scheduler's events ---------------------------------------------------------------------
+    def started(self, item: Any) -> None:
+        run = self.registry.get_run(item.run_id)
+        self._seen[item.run_id] = _Seen(events=len(self.registry.events(run.id)))
+        log = Path(run.run_dir) / "train.log" if run.run_dir else None
+        how = "started" if run.attempt == 1 else f"attempt {run.attempt}"
+        where = f", job {item.handle.job_id}" if getattr(item.handle, "job_id", None) else ""
+        self.line(f"[{item.label}] {how}: run {run.id}{where}, log {log or '-'}")
+
+    def polled(self, item: Any) -> None:
+        seen = self._seen.setdefault(item.run_id, _Seen())
+        run = self.registry.get_run(item.run_id)
+        if not self.live_view:
+            self._step_line(item.label, run, seen)
+        events = self.registry.events(item.run_id)
+        for event in events[seen.events :]:
+            text = _event_text(event)
+            if text and (event.kind != "checkpoint" or not self.live_view):
+                self.line(f"[{item.label}] {text}")
+        seen.events = len(events)
+
+    def finished(self, item: Any, run: Run) -> None:
+        self.polled(item)
+        latest = self.registry.latest_metrics(run.id)
+        step = max((s for s, _ in latest.values()), default=0)
+        if run.status == RunStatus.FAILED:
+            when = f"at step {step}" if step else "before its first step"
+            self.line(f"[{item.label}] failed {when} (attempt {run.attempt}): {run.error or 'no error recorded'}")
+        else:
+            self.line(f"[{item.label}] {run.status} at step {step}{_headline(latest)}")
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.table())
+
+    def _step_line(self, label: str, run: Run, seen: _Seen) -> None:
+        latest = self.registry.latest_metrics(run.id)
+        step = max((s for s, _ in latest.values()), default=0)
+        if step // self.every > seen.step // self.every:
+            total = (run.config.get("grpo") or {}).get("max_steps")
+            self.line(f"[{label}] step {step}{f'/{total}' if total else ''}{_headline(latest)}")
+        seen.step = max(seen.step, step)
+
+
+def _headline(latest: dict[str, tuple[int, float]]) -> str:
+    parts = [f"{k} {latest[k][1]:.3f}" for k in HEADLINE if k in latest]
+    return f": {', '.join(parts)}" if parts else ""
+
+
+def _event_text(event: Any) -> str | None:
+    p = event.payload
+    if event.kind == "phase_switch":
+        return f"step {event.step}: phase switch {p.get('from_phase')} -> {p.get('to_phase')} ({p.get('policy')})"
+    if event.kind == "checkpoint":
+        return f"step {event.step}: checkpoint {Path(p.get('path', '')).name}"
+    if event.kind == "resume":
+        return f"resumed from the checkpoint of step {p.get('from_step')}"
+    if event.kind == "preemption":
+        return f"step {event.step}: stopping on signal {p.get('signal')} (checkpointed)"
+    return None
