@@ -97,6 +97,7 @@ def run(
         else:
             sys.stdout.write(cfgmod.to_yaml(cfg))
         return
+    _preflight([cfg], db)
     if nproc > 1:
         from crlab.train.launch import launch_parallel
 
@@ -152,6 +153,10 @@ def sweep(
         _search(sweep_spec, db, dry_run, json_out)
         return
     cells = expand(sweep_spec)
+    if not dry_run:
+        from crlab import config as cfgmod
+
+        _preflight([cfgmod.from_dict(c.config) for c in cells], db)
     if dry_run:
         if json_out:
             print_json({"sweep": sweep_spec.to_json(), "cells": [_cell_json(c) for c in cells]})
@@ -175,8 +180,59 @@ def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool) -> N
         return
     from crlab.sweeps.search import run_search
 
+    _preflight([sweep_spec.base_config()], db)
     if run_search(sweep_spec, db_url=db, json_out=json_out):
         raise typer.Exit(1)
+
+
+def _preflight(configs: list[Any], db: str | None) -> None:
+    """Check every part these configs need before anything is registered (one line and exit 2 if not)."""
+    from crlab.preflight import preflight, require
+
+    require(preflight(configs, db))
+
+
+@app.command()
+def doctor(
+    file: Annotated[
+        Path | None, typer.Argument(help="An experiment or sweep YAML: check what it needs (model, data too).")
+    ] = None,
+    overrides: OverridesArg = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Install what is missing where a script can (bubblewrap).")] = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check that runs can work here: sandbox, model, data, registry, runs folder; exit 2 if a part is missing."""
+    from crlab.cli_views import doctor_table
+    from crlab.preflight import check_registry, check_runs_dir, check_sandbox, fix_environment, preflight
+
+    if fix:
+        fix_environment(say=err.print)
+    if file is None:
+        checks = [check_sandbox("bwrap"), check_registry(db, None), check_runs_dir("runs")]
+    else:
+        checks = preflight(_configs_of(file, overrides or []), db)
+    if json_out:
+        print_json([c.to_json() for c in checks])
+    else:
+        out.print(doctor_table(checks))
+    if not all(c.ok for c in checks):
+        raise typer.Exit(2)
+
+
+def _configs_of(file: Path, overrides: list[str]) -> list[Any]:
+    """The configs an experiment file (one) or a sweep file (its cells, or a search's base) stands for."""
+    from crlab import config as cfgmod
+    from crlab.sweeps.spec import SPEC_KEYS, expand, load_spec
+    from crlab.yaml_lines import read_yaml
+
+    data = read_yaml(file)
+    if "base" in data and set(data) <= set(SPEC_KEYS):
+        spec = load_spec(file, overrides)
+        if spec.search is not None:
+            return [spec.base_config()]
+        return [cfgmod.from_dict(c.config) for c in expand(spec)]
+    return [cfgmod.load_config(file, overrides)]
 
 
 def _cell_json(cell: Any) -> dict[str, Any]:

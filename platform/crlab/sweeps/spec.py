@@ -59,6 +59,11 @@ class SweepSpec:
     search: Search | None
     path: Path | None
 
+    def base_config(self) -> Any:
+        """The base experiment with the fixed overrides and the first seed (a search's trials start here)."""
+        args = [f"{k}={yaml_scalar(v)}" for k, v in self.overrides.items()] + [f"seed={self.seeds[0]}"]
+        return cfgmod.load_config(self.base, args)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name, "base": str(self.base), "grid": self.grid, "variants": self.variants, "seeds": self.seeds,
