@@ -143,6 +143,9 @@ def sweep(
         bool, typer.Option("--dry-run", help="Print the cells; run and register nothing.")
     ] = False,
     json_out: JsonOpt = False,
+    every: Annotated[
+        int, typer.Option("--every", min=1, help="Off a terminal: a progress line every N steps of each cell.")
+    ] = 10,
 ) -> None:
     """Run every cell of a sweep exactly once (rerun to resume); --dry-run lists the cells."""
     from crlab.cli_views import cells_table
@@ -150,7 +153,7 @@ def sweep(
 
     sweep_spec = load_spec(spec, overrides or [])
     if sweep_spec.search is not None:
-        _search(sweep_spec, db, dry_run, json_out)
+        _search(sweep_spec, db, dry_run, json_out, every)
         return
     cells = expand(sweep_spec)
     if not dry_run:
@@ -165,11 +168,11 @@ def sweep(
         return
     from crlab.sweeps.runner import run_sweep
 
-    if run_sweep(sweep_spec, cells, db_url=db, json_out=json_out):
+    if run_sweep(sweep_spec, cells, db_url=db, json_out=json_out, every=every):
         raise typer.Exit(1)
 
 
-def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool) -> None:
+def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool, every: int) -> None:
     from crlab.cli_views import search_table
 
     if dry_run:
@@ -181,7 +184,7 @@ def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool) -> N
     from crlab.sweeps.search import run_search
 
     _preflight([sweep_spec.base_config()], db)
-    if run_search(sweep_spec, db_url=db, json_out=json_out):
+    if run_search(sweep_spec, db_url=db, json_out=json_out, every=every):
         raise typer.Exit(1)
 
 

@@ -68,7 +68,13 @@ def _distinct_by(configs: list[Any], key: Any) -> list[Any]:
 
 def _data_key(cfg: Any) -> tuple:
     d = cfg.data
-    return (d.rl_source, d.crl_source if d.crl_ratio > 0 else None, d.crl_candidates, d.max_problems, d.crl_ratio > 0)
+    return (
+        d.rl_source,
+        d.crl_source if d.crl_ratio > 0 else None,
+        d.crl_candidates,
+        d.max_problems,
+        d.crl_ratio > 0,
+    )
 
 
 # -- the parts --------------------------------------------------------------------------------------------
@@ -104,9 +110,19 @@ def check_model(cfg: Any) -> Check:
     local = Path(path).expanduser()
     if path.startswith(("/", ".", "~")) or local.exists():
         if not local.is_dir():
-            return Check("model", False, f"model.path {path!r} does not exist", f"give a model folder, a hub id, or {TINY_URI}")
+            return Check(
+                "model",
+                False,
+                f"model.path {path!r} does not exist",
+                f"give a model folder, a hub id, or {TINY_URI}",
+            )
         if cfg.model.gguf_file and not (local / cfg.model.gguf_file).is_file():
-            return Check("model", False, f"model.gguf_file {cfg.model.gguf_file!r} is not in {path}", "name a file of that folder")
+            return Check(
+                "model",
+                False,
+                f"model.gguf_file {cfg.model.gguf_file!r} is not in {path}",
+                "name a file of that folder",
+            )
         if not cfg.model.gguf_file and not (local / "config.json").is_file():
             return Check("model", False, f"{path} has no config.json", "give a transformers model folder")
         return Check("model", True, f"{path}: a local model folder")
@@ -150,16 +166,25 @@ def check_registry(db_url: str | None, config_url: str | None) -> Check:
             folder = _existing_parent(path.parent)
             if os.access(folder, os.W_OK):
                 return Check("registry", True, f"{shown}: created on first use")
-            return Check("registry", False, f"cannot create {path}: {folder} is not writable", "set CRLAB_HOME or --db")
+            return Check(
+                "registry", False, f"cannot create {path}: {folder} is not writable", "set CRLAB_HOME or --db"
+            )
     try:
         engine = db.make_engine(url)
         db.check_reachable(engine)
         current, head = db.current_revision(engine), db.head_revision(url)
         engine.dispose()
     except CrlabError as exc:
-        return Check("registry", False, str(exc), "start the database, or point --db / CRLAB_DB_URL elsewhere")
+        return Check(
+            "registry", False, str(exc), "start the database, or point --db / CRLAB_DB_URL elsewhere"
+        )
     if current not in (None, head):
-        return Check("registry", False, f"{shown} is at schema {current}, this code needs {head}", "`platform db upgrade`")
+        return Check(
+            "registry",
+            False,
+            f"{shown} is at schema {current}, this code needs {head}",
+            "`platform db upgrade`",
+        )
     return Check("registry", True, f"{shown}: reachable, schema {current or '(empty: created on first use)'}")
 
 
@@ -171,7 +196,12 @@ def check_runs_dir(runs_dir: str) -> Check:
                      "set paths.runs_dir to a writable folder")  # fmt: skip
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
-        return Check("runs dir", False, f"only {free >> 20} MiB free under {existing}", "free some space or move paths.runs_dir")
+        return Check(
+            "runs dir",
+            False,
+            f"only {free >> 20} MiB free under {existing}",
+            "free some space or move paths.runs_dir",
+        )
     return Check("runs dir", True, f"{folder}: writable, {free >> 30} GiB free")
 
 

@@ -120,7 +120,9 @@ def take_run(registry: Registry, ref: str) -> Run | None:
 
 def mark_started(registry: Registry, run_id: str) -> Run:
     """The training process of an attempt says where it runs (the attempt was counted when it was taken)."""
-    return registry.update_run(run_id, heartbeat_at=utcnow(), job_id=os.environ.get("SLURM_JOB_ID"), **owner())
+    return registry.update_run(
+        run_id, heartbeat_at=utcnow(), job_id=os.environ.get("SLURM_JOB_ID"), **owner()
+    )
 
 
 def error_line(exc: BaseException) -> str:

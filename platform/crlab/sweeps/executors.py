@@ -57,7 +57,9 @@ class ExecutorConfig:
     def from_mapping(cls, data: Any, where: Any = lambda _key: None) -> ExecutorConfig:
         """Checked: unknown keys and bad values are ConfigErrors at ``where(key)`` (file:line)."""
         if not isinstance(data, dict):
-            raise ConfigError("'executor' must be a mapping, e.g. {kind: local, parallel: 2}", where("executor"))
+            raise ConfigError(
+                "'executor' must be a mapping, e.g. {kind: local, parallel: 2}", where("executor")
+            )
         keys = tuple(f.name for f in fields(cls))
         reject_unknown_keys(data, keys, "executor", where, prefix="executor.")
         cfg = cls(**data)
@@ -74,13 +76,22 @@ class ExecutorConfig:
         if self.kind not in ("local", "slurm"):
             return "kind", f"unknown executor kind {self.kind!r}; valid: local, slurm"
         if not (self.parallel == "auto" or (count(self.parallel) and self.parallel >= 1)):
-            return "parallel", f"executor.parallel must be a positive integer or 'auto', got {self.parallel!r}"
+            return (
+                "parallel",
+                f"executor.parallel must be a positive integer or 'auto', got {self.parallel!r}",
+            )
         if not count(self.nproc_per_cell) or self.nproc_per_cell < 1:
-            return "nproc_per_cell", f"executor.nproc_per_cell must be a positive integer, got {self.nproc_per_cell!r}"
+            return (
+                "nproc_per_cell",
+                f"executor.nproc_per_cell must be a positive integer, got {self.nproc_per_cell!r}",
+            )
         if not count(self.max_retries) or self.max_retries < 0:
             return "max_retries", f"executor.max_retries must be an integer >= 0, got {self.max_retries!r}"
         if not isinstance(self.heartbeat_grace_s, (int, float)) or self.heartbeat_grace_s <= 0:
-            return "heartbeat_grace_s", f"executor.heartbeat_grace_s must be > 0 seconds, got {self.heartbeat_grace_s!r}"
+            return (
+                "heartbeat_grace_s",
+                f"executor.heartbeat_grace_s must be > 0 seconds, got {self.heartbeat_grace_s!r}",
+            )
         if not isinstance(self.slurm, dict):
             return "slurm", "executor.slurm must map submitit parameters to values (e.g. timeout_min: 60)"
         return None
@@ -157,7 +168,9 @@ class LocalExecutor:
         self.gpus = _visible_gpus()
         self.nproc = settings.nproc_per_cell
         if self.gpus and self.nproc > len(self.gpus):
-            raise ConfigError(f"executor.nproc_per_cell={self.nproc} but only {len(self.gpus)} GPU(s) are visible")
+            raise ConfigError(
+                f"executor.nproc_per_cell={self.nproc} but only {len(self.gpus)} GPU(s) are visible"
+            )
         parallel = settings.parallel
         self.parallel = max(1, len(self.gpus) // self.nproc) if parallel == "auto" else int(parallel)
         self._free = list(self.gpus)

@@ -83,7 +83,9 @@ class SweepProgress:
         step = max((s for s, _ in latest.values()), default=0)
         if run.status == RunStatus.FAILED:
             when = f"at step {step}" if step else "before its first step"
-            self.line(f"[{item.label}] failed {when} (attempt {run.attempt}): {run.error or 'no error recorded'}")
+            self.line(
+                f"[{item.label}] failed {when} (attempt {run.attempt}): {run.error or 'no error recorded'}"
+            )
         else:
             self.line(f"[{item.label}] {run.status} at step {step}{_headline(latest)}")
 

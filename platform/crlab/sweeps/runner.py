@@ -32,7 +32,7 @@ from crlab.registry.claims import claim_cell
 from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.sweeps.executors import Executor, make_executor
-from crlab.sweeps.progress import SweepProgress
+from crlab.sweeps.progress import EVERY, SweepProgress
 from crlab.sweeps.scheduler import Active, schedule
 from crlab.sweeps.spec import Cell, SweepSpec
 
@@ -64,7 +64,9 @@ def sweep_console(json_out: bool) -> Console:
 def stop_signals() -> Iterator[list[int]]:
     """SIGTERM and SIGINT are collected (the scheduler stops the cells cleanly) while the block runs."""
     stopping: list[int] = []
-    old = {sig: signal.signal(sig, lambda s, _f: stopping.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old = {
+        sig: signal.signal(sig, lambda s, _f: stopping.append(s)) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield stopping
     finally:
@@ -78,7 +80,13 @@ class GridCells:
 
     def __init__(self, registry: Registry, url: str, sweep_id: str, spec: SweepSpec, cells: list[Cell],
                  executor: Executor) -> None:  # fmt: skip
-        self.registry, self.url, self.sweep_id, self.spec, self.executor = registry, url, sweep_id, spec, executor
+        self.registry, self.url, self.sweep_id, self.spec, self.executor = (
+            registry,
+            url,
+            sweep_id,
+            spec,
+            executor,
+        )
         self.cells = cells
         self.queue = list(cells)
         self.state: dict[str, str] = {c.key: "waiting" for c in cells}
@@ -137,7 +145,9 @@ class GridCells:
         return table
 
 
-def run_sweep(spec: SweepSpec, cells: list[Cell], db_url: str | None = None, json_out: bool = False) -> int:
+def run_sweep(
+    spec: SweepSpec, cells: list[Cell], db_url: str | None = None, json_out: bool = False, every: int = EVERY
+) -> int:
     """Run every cell not yet completed; report progress and print a summary table (or JSON).
 
     Returns the number of cells that ended failed in this invocation (the CLI exits 1 when there are any).
@@ -148,13 +158,15 @@ def run_sweep(spec: SweepSpec, cells: list[Cell], db_url: str | None = None, jso
     registry = Registry(url)
     grid = GridCells(registry, url, ensure_sweep(registry, spec), spec, cells, executor)
     console = sweep_console(json_out)
-    progress = SweepProgress(console, registry, grid.table)
+    progress = SweepProgress(console, registry, grid.table, every)
     with stop_signals() as stopping, progress:
         try:
             schedule(registry, grid, executor, progress, stopping)
         finally:
             if stopping and executor.detaches:
-                progress.line("stopped watching; the Slurm jobs go on: rerun the same command to watch them again")
+                progress.line(
+                    "stopped watching; the Slurm jobs go on: rerun the same command to watch them again"
+                )
             _summary(grid, console, json_out)
     return sum(state.startswith("failed") for state in grid.state.values())
 

@@ -30,7 +30,7 @@ from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.sweeps import search_space
 from crlab.sweeps.executors import Executor, make_executor
-from crlab.sweeps.progress import SweepProgress
+from crlab.sweeps.progress import EVERY, SweepProgress
 from crlab.sweeps.runner import ensure_sweep, stop_signals, sweep_console
 from crlab.sweeps.scheduler import Active, schedule
 from crlab.sweeps.spec import SweepSpec, yaml_scalar
@@ -55,7 +55,7 @@ def open_study(spec: SweepSpec, url: str) -> Any:
     )  # fmt: skip
 
 
-def run_search(spec: SweepSpec, db_url: str | None = None, json_out: bool = False) -> int:
+def run_search(spec: SweepSpec, db_url: str | None = None, json_out: bool = False, every: int = EVERY) -> int:
     """Run the search to ``n_trials`` trials; returns the number of trials that failed in this invocation."""
     executor = make_executor(spec.executor)
     if executor.name != "local":
@@ -64,7 +64,7 @@ def run_search(spec: SweepSpec, db_url: str | None = None, json_out: bool = Fals
     registry = Registry(url)
     trials = SearchTrials(registry, url, ensure_sweep(registry, spec), spec, open_study(spec, url), executor)
     console = sweep_console(json_out)
-    with stop_signals() as stopping, SweepProgress(console, registry, trials.table) as progress:
+    with stop_signals() as stopping, SweepProgress(console, registry, trials.table, every) as progress:
         try:
             schedule(registry, trials, executor, progress, stopping)
         finally:
@@ -218,7 +218,9 @@ def _table(study: Any, registry: Registry) -> Table:
     for column in ("trial", "state", "run", "params", "step", "reported", "value"):
         table.add_column(column)
     for r in _rows(study, registry):
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        params = " ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items()
+        )
         fmt = [("-" if r[k] is None else f"{r[k]:.3f}") for k in ("last_reported", "value")]
         step = "-" if r["last_step"] is None else str(r["last_step"])
         table.add_row(str(r["trial"]), r["state"].lower(), r["run"] or "-", params, step, *fmt)
@@ -233,6 +235,8 @@ def _summary(study: Any, registry: Registry, console: Console, json_out: bool) -
         best = None
         with contextlib.suppress(ValueError):  # no completed trial yet
             best = {"trial": study.best_trial.number, "value": study.best_value, "params": study.best_params}
-        sys.stdout.write(json.dumps({"study": study.study_name, "trials": rows, "best": best}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps({"study": study.study_name, "trials": rows, "best": best}, indent=2) + "\n"
+        )
         return
     console.print(_table(study, registry))
