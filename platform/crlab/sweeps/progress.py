@@ -82,7 +82,7 @@ class SweepProgress:
         latest = self.registry.latest_metrics(run.id)
         step = max((s for s, _ in latest.values()), default=0)
         if run.status == RunStatus.FAILED:
-            when = f"at step {step}" if step else "before its first step"
+            when = f"after step {step}" if step else "before its first step"
             self.line(
                 f"[{item.label}] failed {when} (attempt {run.attempt}): {run.error or 'no error recorded'}"
             )

@@ -1,0 +1,21 @@
+"""Faults injected on purpose, to test what the platform does when a run breaks (never set in real runs).
+
+``CRLAB_FAULT=step:N`` makes a training process raise :class:`InjectedFault` as step ``N`` begins, after
+``N - 1`` good steps (and their checkpoints): a crash in the middle of a run, as a bug or a lost device
+would cause, that a sweep must retry from the checkpoint and then give up on.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class InjectedFault(RuntimeError):
+    """The fault that ``CRLAB_FAULT`` asked for."""
+
+
+def at_step(step: int) -> None:
+    """Raise if ``CRLAB_FAULT`` asks for a fault at this step."""
+    kind, _, value = os.environ.get("CRLAB_FAULT", "").partition(":")
+    if kind == "step" and value.strip() == str(step):
+        raise InjectedFault(f"fault injected at step {step} (CRLAB_FAULT=step:{step})")
