@@ -35,14 +35,13 @@ SMALL = [
 def _setup(tmp: Path):  # noqa: ANN202
     from crlab.config import load_config
     from crlab.registry import Registry
-    from crlab.train.loop import register_run
+    from crlab.registry.lifecycle import register_run
     from crlab.train.trainer import Trainer
 
     cfg = load_config(REPO / "experiments/tiny_coder.yaml", [*SMALL, f"paths.runs_dir={tmp / 'runs'}"])
     registry = Registry(f"sqlite:///{tmp / 'bench.db'}")
     trainer = Trainer(cfg, registry, run=None)
-    run = register_run(registry, cfg)
-    registry.start_attempt(run.id, host="bench", pid=os.getpid())
+    run = register_run(registry, cfg)  # attempt 1, held by this process
     trainer._start(run, resume=False)
     start = trainer.checkpoints.save(trainer.engine, step=0, client_state=trainer._client_state())
     return trainer, registry, run, start

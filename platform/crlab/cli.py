@@ -158,8 +158,12 @@ def sweep(
     cells = expand(sweep_spec)
     if not dry_run:
         from crlab import config as cfgmod
+        from crlab.config_checks import config_warnings
 
-        _preflight([cfgmod.from_dict(c.config) for c in cells], db)
+        configs = [cfgmod.from_dict(c.config) for c in cells]
+        for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):  # each once
+            err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        _preflight(configs, db)
     if dry_run:
         if json_out:
             print_json({"sweep": sweep_spec.to_json(), "cells": [_cell_json(c) for c in cells]})
@@ -339,23 +343,28 @@ def db_current(db: DbOpt = None, json_out: JsonOpt = False) -> None:
 @model_app.command("build-tiny")
 def model_build_tiny(
     seed: Annotated[int, typer.Option(help="Seed of the tokenizer, initialisation and warm start.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the cache has it.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Build into the cache even if it has it, or the package ships it.")
+    ] = False,
     cache_dir: Annotated[
         str | None, typer.Option(help="Where built models live. Default: $CRLAB_CACHE or ~/.cache/crlab.")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Build the bundled tiny coder (tiny://coder) into the cache; runs that need it do this themselves."""
-    from crlab.train.tiny_model import build_tiny
+    """Where the tiny coder (tiny://coder) is: seed 0 ships with the package; other seeds, or --force, build."""
+    from crlab.train.tiny_model import build_tiny, shipped_dir, tiny_dir
 
-    path = build_tiny(cache_dir, seed=seed, force=force, log=None if json_out else err.print)
+    shipped = None if force else shipped_dir(seed)
+    path = shipped or build_tiny(cache_dir, seed=seed, force=force, log=None if json_out else err.print)
     info = json.loads((path / "build.json").read_text())
     if json_out:
-        print_json({"path": str(path), **info})
-    else:
-        out.print(
-            f"tiny coder at {path} ({info['examples']} warm-start examples, loss {info['final_loss']:.3f})"
-        )
+        print_json({"path": str(path), "shipped": shipped is not None, **info})
+        return
+    where = "ships with the package at" if shipped else "built at"
+    about = f"{info['examples']} warm-start examples, loss {info['final_loss']:.3f}"
+    out.print(f"tiny coder {where} {path} ({about})")
+    if shipped:
+        out.print(f"runs use it as is; --force rebuilds it into {tiny_dir(cache_dir, seed)} (the same bytes)")
 
 
 def main() -> None:
