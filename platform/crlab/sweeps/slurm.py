@@ -45,11 +45,15 @@ class CellJob:
         import submitit
 
         from crlab.registry import Registry
+        from crlab.registry.lifecycle import owner
 
-        if submitit.JobEnvironment().num_tasks > 1:  # one task per data-parallel rank, on one or more nodes
+        job = submitit.JobEnvironment()
+        if job.num_tasks > 1:  # one task per data-parallel rank, on one or more nodes
             import torch
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=torch.cuda.is_available())
+        if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and job.global_rank == 0:
+            Registry(self.db_url).start_attempt(self.run_id, **owner())  # a requeued job takes the run again
         env = {**os.environ, "CRLAB_DB_URL": self.db_url}
         self._proc = subprocess.Popen(cell_command(self.run_id), env=env)
         code = self._proc.wait()
