@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,15 @@ import pytest
 from crlab.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
+TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
 
-def platform(*args: str, db: str | None = None) -> subprocess.CompletedProcess:
+def platform(*args: str, db: str | None = None, columns: int | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     if db:
         env["CRLAB_DB_URL"] = db
+    if columns:
+        env["COLUMNS"] = str(columns)
     cmd = [sys.executable, "-c", "from crlab.cli import main; main()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
@@ -67,6 +72,42 @@ def test_runs_list_and_show_json(seeded: str) -> None:
     assert shown["events"][0]["kind"] == "phase_switch" and shown["checkpoints"][0]["complete"] is True
     table = platform("runs", "show", "abcd1234", db=seeded)
     assert table.returncode == 0 and "phase_switch" in table.stdout and "0.625" in table.stdout
+
+
+def test_runs_list_fits_the_terminal(seeded: str) -> None:
+    with Registry(seeded) as reg:
+        sweep = reg.create_sweep("crl-ratio-at-a-fixed-budget-with-switching", {"grid": {}})
+        for i, status in enumerate(("completed", "failed", "preempted", "running")):
+            name = f"tiny-coder-crl-ratio-0.{i}-scale-0.8-switch-on-plateau-seed{i}"
+            run = reg.create_run(name, {}, sweep_id=sweep.id, cell_key=f"k{i}")
+            reg.start_attempt(run.id, host="h", pid=1)
+            reg.log_metrics(run.id, 100 + i, {"reward/rl_mean": 0.5})
+            if status != "running":
+                reg.finish_run(run.id, status)
+        reg.create_run("x" * 150, {})
+        ids = [r.id for r in reg.list_runs()]
+    res = platform("runs", "list", db=seeded, columns=80)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, res.stdout
+    assert "…" not in res.stdout and all(i in res.stdout for i in ids)  # ids in full, nothing cut
+    assert "heartbeat" not in res.stdout and not re.search(TIMESTAMP, res.stdout)  # dropped, not cut
+    assert "reward/rl_mean" in res.stdout and "0.500" in res.stdout and "0.625" in res.stdout
+    roomy = platform("runs", "list", db=seeded, columns=200).stdout
+    assert "heartbeat" in roomy and " ago " in roomy and "crl-ratio-at-a-fixed-budget-with-switching" in roomy
+    wide = platform("runs", "list", "--wide", db=seeded, columns=200).stdout
+    assert "heartbeat" in wide and "created" in wide and " ago" not in wide
+    assert re.search(TIMESTAMP, wide) and "tiny-coder-crl-ratio-0.3" in wide
+
+
+def test_relative_times() -> None:
+    from crlab.cli_views import ago
+
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+    cases = {timedelta(seconds=9): "9s ago", timedelta(minutes=3, seconds=59): "3m ago"}
+    cases |= {timedelta(hours=2, minutes=5): "2h ago", timedelta(days=5, hours=23): "5d ago"}
+    assert {d: ago(now - d, now) for d in cases} == cases
+    assert ago(None, now) == "-" and ago(now + timedelta(seconds=5), now) == "0s ago"  # clock skew
 
 
 def test_db_commands(tmp_path: Path) -> None:

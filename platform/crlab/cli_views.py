@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, Group
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 
@@ -29,30 +30,70 @@ def _status(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
 
 
-def runs_table(runs: list[Any], latest: dict[str, dict[str, tuple[int, float]]]) -> Table:
-    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
-    for column in (
-        "id",
-        "name",
-        "sweep",
-        "status",
-        "attempt",
-        "step",
-        "reward/rl_mean",
-        "created",
-        "heartbeat",
-    ):
-        table.add_column(column, no_wrap=column in ("id", "status"))
-    for r in runs:
-        metrics = latest.get(r.id, {})
-        step = max((s for s, _ in metrics.values()), default=None)
-        reward = metrics.get("reward/rl_mean")
-        table.add_row(
-            r.id, r.name, r.sweep_id or "-", _status(r.status), str(r.attempt),
-            "-" if step is None else str(step), "-" if reward is None else f"{reward[1]:.3f}",
-            _when(r.created_at), _when(r.heartbeat_at),
-        )  # fmt: skip
+# ``runs list`` columns, most important first: on a narrow terminal the last ones are dropped first.
+RUN_COLUMNS = ("id", "status", "name", "step", "reward/rl_mean", "sweep", "attempt", "created", "heartbeat")
+ALWAYS_SHOWN = 2  # id and status are never dropped
+FOLDED = ("name", "sweep")  # a long name or sweep name folds onto more lines ...
+FOLD_AT = 24  # ... and counts as this many characters when deciding which columns fit
+
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, in the largest whole unit: ``"45s ago"``, ``"3m ago"``, ``"2h ago"``, ``"5d ago"``."""
+    if value is None:
+        return "-"
+    seconds = max(0, int(((now or datetime.now(timezone.utc)) - value).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _run_cells(
+    r: Any, metrics: dict[str, tuple[int, float]], sweeps: dict[str, str], wide: bool, now: datetime
+) -> dict[str, str]:
+    step = max((s for s, _ in metrics.values()), default=None)
+    reward = metrics.get("reward/rl_mean")
+    when = _when if wide else (lambda value: ago(value, now))
+    return {
+        "id": r.id, "status": _status(r.status), "name": r.name,
+        "step": "-" if step is None else str(step), "reward/rl_mean": "-" if reward is None else f"{reward[1]:.3f}",
+        "sweep": sweeps.get(r.sweep_id, r.sweep_id) if r.sweep_id else "-", "attempt": str(r.attempt),
+        "created": when(r.created_at), "heartbeat": when(r.heartbeat_at),
+    }  # fmt: skip
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[dict[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        numeric = column in ("step", "reward/rl_mean", "attempt")
+        wraps = column in FOLDED
+        overflow = "fold" if wraps else "ellipsis"
+        table.add_column(column, no_wrap=not wraps, overflow=overflow, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
     return table
+
+
+def runs_table(
+    runs: list[Any], latest: dict[str, dict[str, tuple[int, float]]], console: Console,
+    sweeps: dict[str, str] | None = None, wide: bool = False, now: datetime | None = None,
+) -> Table:  # fmt: skip
+    """Runs, one per row, that fit ``console``'s width without cutting a cell.
+
+    Times are relative ("3m ago"); columns are dropped from the end of :data:`RUN_COLUMNS` until the table
+    fits (names longer than ``FOLD_AT`` fold onto more lines rather than push columns out). ``wide`` keeps every column and shows full timestamps. ``sweeps`` maps sweep ids to names.
+    """
+    now = now or datetime.now(timezone.utc)
+    rows = [_run_cells(r, latest.get(r.id, {}), sweeps or {}, wide, now) for r in runs]
+    title = f"{len(runs)} run(s)"
+    columns = RUN_COLUMNS
+    probe = [{k: v[:FOLD_AT] if k in FOLDED else v for k, v in row.items()} for row in rows]
+    unbounded = console.options.update_width(10_000)
+    while not wide and len(columns) > ALWAYS_SHOWN:
+        if Measurement.get(console, unbounded, _table(title, columns, probe)).maximum <= console.width:
+            break
+        columns = columns[:-1]
+    return _table(title, columns, rows)
 
 
 def cells_table(spec: Any, cells: list[Any]) -> Table:
