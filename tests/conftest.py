@@ -98,12 +98,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def tiny_cache() -> str:
-    """The tiny coder, built once into a cache shared by the session (and by later runs on the machine)."""
-    from crlab.train.tiny_model import build_tiny, default_cache_dir
+    """The cache folder runs get as CRLAB_CACHE; tiny://coder is the model that ships with the package."""
+    from crlab.train.tiny_model import default_cache_dir, shipped_dir
 
-    cache = os.environ.get("CRLAB_CACHE") or str(default_cache_dir())
-    build_tiny(cache, log=None)
-    return cache
+    assert shipped_dir() is not None, "the package ships the tiny coder (crlab/assets/tiny-coder-*)"
+    return os.environ.get("CRLAB_CACHE") or str(default_cache_dir())
 
 
 @pytest.fixture

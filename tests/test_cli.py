@@ -110,6 +110,16 @@ def test_relative_times() -> None:
     assert ago(None, now) == "-" and ago(now + timedelta(seconds=5), now) == "0s ago"  # clock skew
 
 
+def test_model_build_tiny_points_at_the_shipped_model(tmp_path: Path) -> None:
+    res = platform("model", "build-tiny", "--json", "--cache-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["shipped"] is True and info["seed"] == 0 and Path(info["path"]).parent.name == "assets"
+    text = platform("model", "build-tiny", "--cache-dir", str(tmp_path)).stdout
+    assert "ships with the package" in text and "--force" in text
+    assert not list(tmp_path.iterdir())  # nothing built
+
+
 def test_db_commands(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     up = platform("db", "upgrade", "--db", url, "--json")

@@ -99,10 +99,12 @@ def check_sandbox(isolation: str) -> Check:
 
 
 def check_model(cfg: Any) -> Check:
-    from crlab.train.tiny_model import TINY_URI, tiny_dir
+    from crlab.train.tiny_model import TINY_URI, shipped_dir, tiny_dir
 
     path = cfg.model.path
     if path == TINY_URI:
+        if (shipped := shipped_dir()) is not None:
+            return Check("model", True, f"{TINY_URI}: ships with the package at {shipped}")
         built = tiny_dir(cfg.paths.cache_dir)
         if (built / "build.json").is_file():
             return Check("model", True, f"{TINY_URI}: built at {built}")

@@ -82,15 +82,15 @@ def test_render_prompt_uses_the_chat_template_when_there_is_one() -> None:
 
 
 @pytest.mark.gpu
-def test_vllm_rollout_generates_and_takes_new_weights(tmp_path) -> None:  # noqa: ANN001
+def test_vllm_rollout_generates_and_takes_new_weights() -> None:
     """vLLM colocated: sample, push changed weights, sample again (needs CUDA and the gpu extra)."""
     pytest.importorskip("vllm")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from crlab.train.rollout import VLLMRollout
-    from crlab.train.tiny_model import build_tiny
+    from crlab.train.tiny_model import TINY_URI, resolve_model_path
 
-    path = build_tiny(tmp_path, log=None)
+    path = resolve_model_path(TINY_URI)
     tok = AutoTokenizer.from_pretrained(path)
     rollout = VLLMRollout(str(path), tok, temperature=1.0, top_p=1.0, top_k=0, dtype="float32",
                           gpu_memory_utilization=0.3, tensor_parallel_size=1, max_model_len=512,
