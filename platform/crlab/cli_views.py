@@ -166,3 +166,13 @@ def run_panel(
             table.add_row(str(c.step), "yes" if c.complete else "[yellow]partial[/]", c.path)
         parts.append(table)
     return Group(*parts)
+
+
+def doctor_table(checks: list[Any]) -> Table:
+    """`platform doctor`: each part, ok or missing, what was found and how to fix it."""
+    table = Table(title="can runs work here?", title_justify="left")
+    for column in ("part", "status", "found", "fix"):
+        table.add_column(column, no_wrap=column in ("part", "status"))
+    for c in checks:
+        table.add_row(c.part, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix or "")
+    return table
