@@ -172,7 +172,7 @@ def doctor_table(checks: list[Any]) -> Table:
     """`platform doctor`: each part, ok or missing, what was found and how to fix it."""
     table = Table(title="can runs work here?", title_justify="left")
     for column in ("part", "status", "found", "fix"):
-        table.add_column(column, no_wrap=column in ("part", "status"))
+        table.add_column(column, no_wrap=column in ("part", "status"), overflow="fold")
     for c in checks:
         table.add_row(c.part, "[green]ok[/]" if c.ok else "[red]missing[/]", c.detail, c.fix or "")
     return table
