@@ -115,14 +115,14 @@ def check_model(cfg: Any) -> Check:
             return Check(
                 "model",
                 False,
-                f"model.path {path!r} does not exist",
+                f"model.path: {path!r} does not exist",
                 f"give a model folder, a hub id, or {TINY_URI}",
             )
         if cfg.model.gguf_file and not (local / cfg.model.gguf_file).is_file():
             return Check(
                 "model",
                 False,
-                f"model.gguf_file {cfg.model.gguf_file!r} is not in {path}",
+                f"model.gguf_file: {cfg.model.gguf_file!r} is not in {path}",
                 "name a file of that folder",
             )
         if not cfg.model.gguf_file and not (local / "config.json").is_file():
@@ -151,7 +151,7 @@ def check_data(cfg: Any) -> Check:
         return Check("data", False, str(exc), "fix the file, or point data.* at another source")
     candidates = cfg.data.crl_candidates
     if candidates and cfg.data.crl_ratio > 0 and not Path(candidates).expanduser().is_file():
-        return Check("data", False, f"data.crl_candidates {candidates!r} does not exist", "give a JSONL file")
+        return Check("data", False, f"data.crl_candidates: {candidates!r} does not exist", "give a JSONL file")
     crl_text = f", {len(crl)} CRL problems" if cfg.data.crl_ratio > 0 else ""
     return Check("data", True, f"{cfg.data.rl_source}: {len(problems)} RL problems{crl_text}")
 

@@ -245,7 +245,7 @@ def test_run_outside_context_manager_is_an_error():
 
 def test_missing_bwrap_refuses_to_start(monkeypatch):
     monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)
-    with pytest.raises(SandboxError, match="bwrap.*apt-get install bubblewrap.*isolation='rlimit'"):
+    with pytest.raises(SandboxError, match="bwrap.*apt-get install bubblewrap.*isolation 'rlimit' \\(reward.isolation=rlimit\\)"):
         Sandbox()
 
 
