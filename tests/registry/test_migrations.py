@@ -81,3 +81,69 @@ def test_processes_opening_a_new_database_together_all_get_the_schema(db_url: st
     for p in procs:
         p.join(timeout=30)
     assert results == ["ok"] * 4
+
+
+def _at_0001_with_data(url: str) -> None:
+    """A registry at revision 0001 with two runs; run a was resumed once before summaries existed, so its
+    steps 4 and 5 were logged twice (the second copy, with the higher id, is the one to keep)."""
+    import sqlalchemy as sa
+
+    from crlab.registry.store import utcnow
+
+    assert regdb.upgrade(url, "0001") == (None, "0001")
+    runs = sa.table(
+        "runs", *(sa.column(c) for c in ("id", "name", "status", "attempt", "created_at")),
+        sa.column("config", sa.JSON), sa.column("packages", sa.JSON),
+    )  # fmt: skip
+    metrics = sa.table("metrics", *(sa.column(c) for c in ("run_id", "step", "key", "value", "time")))
+    now = utcnow()
+    rows = [("a", s, "reward/rl_mean", v) for s, v in [(1, 0.1), (2, 0.9), (3, 0.3), (4, 0.4), (5, 0.5)]]
+    rows += [("a", s, "reward/rl_mean", v) for s, v in [(4, 0.2), (5, 0.6)]]  # replayed after a resume
+    rows += [("a", s, "loss", 2.0 - s / 10) for s in (1, 2, 3)] + [("b", 7, "reward/rl_mean", 0.7)]
+    engine = create_engine(regdb.resolve_db_url(url))
+    with engine.begin() as conn:
+        for run_id in ("a", "b"):
+            conn.execute(sa.insert(runs).values(
+                id=run_id, name=run_id, status="completed", attempt=1, created_at=now, config={}, packages={}
+            ))  # fmt: skip
+        conn.execute(
+            sa.insert(metrics),
+            [dict(zip(("run_id", "step", "key", "value"), r, strict=True), time=now) for r in rows],
+        )
+    engine.dispose()
+
+
+def test_0002_dedupes_metrics_and_fills_summaries_from_existing_rows(db_url: str) -> None:
+    _at_0001_with_data(db_url)
+    assert regdb.upgrade(db_url) == ("0001", regdb.head_revision(db_url))
+    with Registry(db_url, create_if_empty=False) as reg:
+        steps = [(m.step, m.value) for m in reg.metrics("a", keys=["reward/rl_mean"])]
+        assert steps == [(1, 0.1), (2, 0.9), (3, 0.3), (4, 0.2), (5, 0.6)]  # the newer copies kept
+        summary = {s.key: s for s in reg.summaries("a")}
+        reward = summary["reward/rl_mean"]
+        assert (reward.last, reward.last_step, reward.n) == (0.6, 5, 5)
+        assert (reward.min, reward.min_step, reward.max, reward.max_step) == (0.1, 1, 0.9, 2)
+        loss = summary["loss"]
+        assert (loss.last, loss.min, loss.min_step, loss.max, loss.max_step, loss.n) == (
+            1.7,
+            1.7,
+            3,
+            1.9,
+            1,
+            3,
+        )
+        assert (loss.best, loss.best_step, reward.best, reward.best_step) == (1.7, 3, 0.9, 2)
+        assert reg.latest_metrics("b") == {"reward/rl_mean": (7, 0.7)}
+        reg.log_metrics("a", 6, {"reward/rl_mean": 1.0})  # the summary goes on from the migrated one
+        reward = {s.key: s for s in reg.summaries("a")}["reward/rl_mean"]
+        assert (reward.last, reward.max, reward.max_step, reward.n) == (1.0, 1.0, 6, 6)
+    from alembic import command
+
+    engine = regdb.make_engine(db_url)
+    cfg = regdb.alembic_config(db_url)
+    with engine.begin() as conn:  # and back down
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    assert regdb.current_revision(engine) == "0001"
+    assert "metric_summaries" not in inspect(engine).get_table_names()
+    engine.dispose()

@@ -118,3 +118,37 @@ def test_sweep_names_are_unique_and_get_or_create_is_safe(reg: Registry) -> None
     with pytest.raises(IntegrityError):
         reg.create_sweep("crl-ratio", {})
     assert [s.id for s in reg.list_sweeps()] == [first.id]
+
+
+def test_a_resumed_run_has_one_row_per_key_and_step_and_a_right_summary(reg: Registry) -> None:
+    run = reg.create_run("resumed", {})
+    first = {1: 0.5, 2: 0.9, 3: 0.2, 4: 0.95, 5: 0.1}  # steps 4 and 5 ran after the checkpoint at 3 ...
+    for step, value in first.items():
+        reg.log_metrics(run.id, step, {"reward/rl_mean": value, "loss": 1.0 / step})
+    s = {x.key: x for x in reg.summaries(run.id)}["reward/rl_mean"]
+    assert (s.last, s.last_step, s.min, s.min_step, s.max, s.max_step, s.n) == (0.1, 5, 0.1, 5, 0.95, 4, 5)
+    replay = {4: 0.4, 5: 0.6, 6: 0.7}  # ... and were lost: the resumed run replays them
+    for step, value in replay.items():
+        reg.log_metrics(run.id, step, {"reward/rl_mean": value, "loss": 2.0})
+    rows = [(m.key, m.step) for m in reg.metrics(run.id)]
+    assert sorted(rows) == sorted({(k, s) for k in ("reward/rl_mean", "loss") for s in range(1, 7)})
+    values = {m.step: m.value for m in reg.metrics(run.id, keys=["reward/rl_mean"])}
+    assert values == {1: 0.5, 2: 0.9, 3: 0.2, 4: 0.4, 5: 0.6, 6: 0.7}
+    summary = {x.key: x for x in reg.summaries(run.id)}
+    s = summary["reward/rl_mean"]  # 0.95 at step 4 and 0.1 at step 5 were replaced
+    assert (s.last, s.last_step, s.min, s.min_step, s.max, s.max_step, s.n) == (0.7, 6, 0.2, 3, 0.9, 2, 6)
+    loss = summary["loss"]
+    assert (loss.last, loss.min, loss.min_step, loss.max, loss.max_step, loss.n) == (2.0, 1 / 3, 3, 2.0, 4, 6)
+    assert (loss.best, s.best, s.best_step) == (1 / 3, 0.9, 2)  # a loss is best at its lowest
+    assert reg.latest_metrics(run.id) == {"reward/rl_mean": (6, 0.7), "loss": (6, 2.0)}
+
+
+def test_summary_ties_keep_the_first_step_and_keys_are_independent(reg: Registry) -> None:
+    run = reg.create_run("ties", {})
+    for step, value in enumerate([0.5, 0.5, 0.3, 0.3, 0.5], start=1):
+        reg.log_metrics(run.id, step, {"a": value})
+    reg.log_metrics(run.id, 2, {"b": 9.0})  # another key at an earlier step replaces nothing of "a"
+    (a, b) = reg.summaries(run.id)
+    assert (a.min, a.min_step, a.max, a.max_step, a.last_step, a.n) == (0.3, 3, 0.5, 1, 5, 5)
+    assert (b.key, b.last, b.n) == ("b", 9.0, 1)
+    assert reg.latest_metrics_of([run.id, "nobody"]) == {run.id: {"a": (5, 0.5), "b": (2, 9.0)}}

@@ -98,3 +98,35 @@ class Checkpoint(Record):
     path: str
     complete: bool
     created_at: datetime
+
+
+def lower_is_better(key: str) -> bool:
+    """Which end of a metric is its best: the lowest for losses (the last ``/``-part of the key contains
+    ``loss``: ``loss``, ``train/pg_loss``), the highest for everything else (rewards, accuracy,
+    ``eval/pass@1``, the paper's "best checkpoint")."""
+    return "loss" in key.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class MetricSummary(Record):
+    """One metric of one run at a glance: its last value, its lowest and highest, each with its step
+    (ties keep the earliest step), and how many steps logged it."""
+
+    run_id: str
+    key: str
+    last: float
+    last_step: int
+    min: float
+    min_step: int
+    max: float
+    max_step: int
+    n: int
+
+    @property
+    def best(self) -> float:
+        """The highest value, or the lowest for a loss (see :func:`lower_is_better`)."""
+        return self.min if lower_is_better(self.key) else self.max
+
+    @property
+    def best_step(self) -> int:
+        return self.min_step if lower_is_better(self.key) else self.max_step

@@ -64,8 +64,10 @@ class RunRow(Base):
 
 
 class MetricRow(Base):
+    """One value of one metric at one step; at most one row per (run, key, step) (see log_metrics)."""
+
     __tablename__ = "metrics"
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
+    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -73,6 +75,24 @@ class MetricRow(Base):
     key: Mapped[str] = mapped_column(String(200))
     value: Mapped[float] = mapped_column(Float)
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MetricSummaryRow(Base):
+    """A run's metric at a glance, kept by ``Registry.log_metrics`` in the same transaction as the rows:
+    its last value, its lowest and highest (each with its step; ties keep the earliest step) and how many
+    steps logged it. Queries read this table, never the metric rows."""
+
+    __tablename__ = "metric_summaries"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    last: Mapped[float] = mapped_column(Float)
+    last_step: Mapped[int] = mapped_column(Integer)
+    min: Mapped[float] = mapped_column(Float)
+    min_step: Mapped[int] = mapped_column(Integer)
+    max: Mapped[float] = mapped_column(Float)
+    max_step: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
 
 
 class EventRow(Base):

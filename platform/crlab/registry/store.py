@@ -16,8 +16,17 @@ from sqlalchemy.engine import Engine
 
 from crlab.errors import RegistryError
 from crlab.registry import db
-from crlab.registry.entities import Checkpoint, Event, Metric, Run, RunStatus, Sweep
-from crlab.registry.models import RUN_STATUSES, CheckpointRow, EventRow, MetricRow, RunRow, SweepRow
+from crlab.registry.entities import Checkpoint, Event, Metric, MetricSummary, Run, RunStatus, Sweep
+from crlab.registry.models import (
+    RUN_STATUSES,
+    CheckpointRow,
+    EventRow,
+    MetricRow,
+    MetricSummaryRow,
+    RunRow,
+    SweepRow,
+)
+from crlab.registry.summaries import write_metrics
 
 _RUN_FIELDS = {c.name for c in RunRow.__table__.columns} - {"id", "created_at"}
 
@@ -193,12 +202,11 @@ class Registry:
 
     # -- metrics, events, checkpoints ------------------------------------------------------------
     def log_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
-        now = utcnow()
-        rows = [
-            MetricRow(run_id=run_id, step=step, key=k, value=float(v), time=now) for k, v in values.items()
-        ]
+        """Log ``values`` at ``step``. Rows of these keys at ``step`` or later are replaced (a resumed run
+        replays the steps after its checkpoint), and the run's summary is updated in the same transaction
+        (see :mod:`crlab.registry.summaries`)."""
         with db.session_scope(self.engine) as s:
-            s.add_all(rows)
+            write_metrics(s, run_id, step, values, utcnow())
 
     def metrics(self, run_id: str, keys: Iterable[str] | None = None) -> list[Metric]:
         query = select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.step, MetricRow.id)
@@ -214,16 +222,34 @@ class Registry:
             )
 
     def latest_metrics(self, run_id: str) -> dict[str, tuple[int, float]]:
-        """Each metric key's value at its last logged step (one query; no full history is loaded)."""
-        last = (
-            select(func.max(MetricRow.id).label("id"))
-            .where(MetricRow.run_id == run_id)
-            .group_by(MetricRow.key)
-            .subquery()
+        """Each metric key's value at its last logged step (from the run's summary)."""
+        return self.latest_metrics_of([run_id]).get(run_id, {})
+
+    def latest_metrics_of(self, run_ids: Iterable[str]) -> dict[str, dict[str, tuple[int, float]]]:
+        """:meth:`latest_metrics` of many runs at once: run id -> key -> (step, value)."""
+        out: dict[str, dict[str, tuple[int, float]]] = {}
+        for part in _chunks(list(run_ids)):
+            query = select(
+                MetricSummaryRow.run_id,
+                MetricSummaryRow.key,
+                MetricSummaryRow.last_step,
+                MetricSummaryRow.last,
+            ).where(MetricSummaryRow.run_id.in_(part))
+            with db.session_scope(self.engine) as s:
+                for run_id, key, step, value in s.execute(query):
+                    out.setdefault(run_id, {})[key] = (step, value)
+        return out
+
+    def summaries(self, run_id: str) -> list[MetricSummary]:
+        """The run's metric summaries (last, min, max with their steps, n), by key."""
+        query = (
+            select(MetricSummaryRow).where(MetricSummaryRow.run_id == run_id).order_by(MetricSummaryRow.key)
         )
-        query = select(MetricRow.key, MetricRow.step, MetricRow.value).join(last, MetricRow.id == last.c.id)
         with db.session_scope(self.engine) as s:
-            return {key: (step, value) for key, step, value in s.execute(query)}
+            return [
+                MetricSummary(r.run_id, r.key, r.last, r.last_step, r.min, r.min_step, r.max, r.max_step, r.n)
+                for r in s.scalars(query)
+            ]
 
     def log_event(
         self, run_id: str, kind: str, payload: dict[str, Any] | None = None, step: int | None = None
@@ -272,6 +298,10 @@ class Registry:
                 Checkpoint(r.run_id, r.step, r.path, r.complete, _aware(r.created_at))
                 for r in s.scalars(query)
             ]  # type: ignore[arg-type]
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _get_run_row(session: Any, run_id: str) -> RunRow:

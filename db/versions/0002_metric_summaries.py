@@ -1,0 +1,82 @@
+"""metric summaries; one metric row per (run, key, step)
+
+Registries written before this revision may hold two rows of the same (run, key, step): a resumed run
+replayed the steps after its checkpoint and logged them again. The newest row of each (the highest id) is
+kept, the others are deleted, and the (run, key, step) index becomes unique. ``metric_summaries`` is then
+created and filled from the metric rows that remain (window functions: the same SQL on SQLite and
+PostgreSQL). Downgrading drops the summaries and makes the index non-unique again; deleted duplicates stay
+deleted.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+DEDUPE = """
+DELETE FROM metrics WHERE EXISTS (
+    SELECT 1 FROM metrics AS newer
+    WHERE newer.run_id = metrics.run_id AND newer.key = metrics.key AND newer.step = metrics.step
+      AND newer.id > metrics.id
+)
+"""
+
+FILL = """
+INSERT INTO metric_summaries (run_id, key, last, last_step, min, min_step, max, max_step, n)
+SELECT run_id, key,
+       MAX(CASE WHEN r_last = 1 THEN value END), MAX(CASE WHEN r_last = 1 THEN step END),
+       MIN(value), MAX(CASE WHEN r_min = 1 THEN step END),
+       MAX(value), MAX(CASE WHEN r_max = 1 THEN step END),
+       COUNT(*)
+FROM (
+    SELECT run_id, key, step, value,
+           ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY step DESC, id DESC) AS r_last,
+           ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY value ASC, step ASC) AS r_min,
+           ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY value DESC, step ASC) AS r_max
+    FROM metrics
+) AS ranked
+GROUP BY run_id, key
+"""
+
+
+def upgrade() -> None:
+    op.execute(DEDUPE)
+    with op.batch_alter_table("metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_metrics_run_key_step")
+        batch_op.create_index("ix_metrics_run_key_step", ["run_id", "key", "step"], unique=True)
+
+    op.create_table(
+        "metric_summaries",
+        sa.Column("run_id", sa.String(length=64), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("last", sa.Float(), nullable=False),
+        sa.Column("last_step", sa.Integer(), nullable=False),
+        sa.Column("min", sa.Float(), nullable=False),
+        sa.Column("min_step", sa.Integer(), nullable=False),
+        sa.Column("max", sa.Float(), nullable=False),
+        sa.Column("max_step", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("run_id", "key"),
+    )
+    with op.batch_alter_table("metric_summaries", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_metric_summaries_key"), ["key"], unique=False)
+    op.execute(FILL)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("metric_summaries", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_metric_summaries_key"))
+    op.drop_table("metric_summaries")
+    with op.batch_alter_table("metrics", schema=None) as batch_op:
+        batch_op.drop_index("ix_metrics_run_key_step")
+        batch_op.create_index("ix_metrics_run_key_step", ["run_id", "key", "step"], unique=False)
