@@ -130,3 +130,13 @@ class MetricSummary(Record):
     @property
     def best_step(self) -> int:
         return self.min_step if lower_is_better(self.key) else self.max_step
+
+
+@dataclass(frozen=True)
+class ListedRun:
+    """A run a query found: the run, its sweep's name, and the value of each column asked for (by the
+    column's name as written: ``config.data.crl_ratio``, ``metrics.reward/rl_mean.last``)."""
+
+    run: Run
+    sweep: str | None
+    values: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,238 @@
+"""Finding runs: ``--where``, ``--sort``, ``--columns`` and ``--limit`` of ``platform runs list``.
+
+:func:`find_runs` turns them into one SQLAlchemy Core query that the database answers (nothing is
+filtered in Python): the runs table, the sweep's name, and one outer join on ``metric_summaries`` per
+metric key used, so metric conditions read the run summary, never the metric rows. Config values are
+read from the JSON column with type-guarded reads (:mod:`crlab.registry.query_json`), so the same query
+gives the same runs on SQLite and PostgreSQL.
+
+What a comparison means:
+
+- numbers compare as numbers, text as text (by code point, on both databases), times as times
+  (``created > '2026-05-01'``, UTC unless the value says otherwise), ``true``/``false`` with = and !=;
+- ``like`` is SQL's: ``%`` any text, ``_`` one character, ``\\`` escapes; case-sensitive;
+- ``tags = 'x'`` (and any list-valued config key) means the list contains x; ``in`` that it contains one of
+  the values, ``like`` that one element matches;
+- a run without a value for a key (a metric it never logged, a config key that is null) matches no
+  comparison on it except ``= null``; every negation (``not``, ``!=``, ``not in``, ``not like``) is the
+  exact complement of its positive form, so ``metrics.x.last != 1`` includes runs that never logged x.
+
+Unknown keys, unknown metric keys (checked against the metrics present in the registry), malformed
+expressions and type mismatches raise :class:`~crlab.registry.query_lang.QueryError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Boolean, and_, false, func, not_, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from crlab.registry import db
+from crlab.registry.entities import ListedRun, lower_is_better
+from crlab.registry.models import MetricSummaryRow, RunRow, SweepRow
+from crlab.registry.query_json import for_dialect
+from crlab.registry.query_keys import ANY, BOOL, NUM, STR, Field, check, resolve
+from crlab.registry.query_lang import And, Compare, Node, Not, Or, QueryError, parse
+from crlab.registry.store import Registry, _run, _status_value
+
+SUMMARY = MetricSummaryRow.__table__
+COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def find_runs(
+    registry: Registry, where: str | None = None, *, sort: str | None = None, limit: int | None = None,
+    columns: Sequence[str] = (), sweep_id: str | None = None, status: str | None = None,
+) -> list[ListedRun]:  # fmt: skip
+    """The runs matching ``where``, ordered by ``sort`` (``KEY[:desc]``, comma-separated; oldest first
+    when none), at most ``limit``, each with the values of ``columns``."""
+    sql = Compiler(registry.engine.dialect.name)
+    conditions = [sql.where(where)] if where is not None else []
+    if sweep_id is not None:
+        conditions.append(RunRow.sweep_id == sweep_id)
+    if status is not None:
+        conditions.append(RunRow.status == _status_value(status))
+    order = sql.order(sort) if sort else []
+    fields = sql.columns(columns)
+    extra = {
+        f.name: sql.scalar(f, f.type).label(f"c{i}")
+        for i, f in enumerate(fields)
+        if f.kind in ("metric", "step")
+    }
+    query = select(RunRow, SweepRow.name, *extra.values()).outerjoin(SweepRow, SweepRow.id == RunRow.sweep_id)
+    for key, summary in sql.summaries.items():
+        query = query.outerjoin(summary, and_(summary.c.run_id == RunRow.id, summary.c.key == key))
+    query = query.where(*conditions).order_by(*order, RunRow.created_at, RunRow.id).limit(limit)
+    with db.session_scope(registry.engine) as s:
+        sql.check_metrics(s)
+        rows = s.execute(query).all()
+    found = []
+    for row in rows:
+        run, sweep = _run(row[0]), row[1]
+        sql_values = dict(zip(extra, row[2:], strict=True))
+        values = {
+            f.name: sql_values[f.name] if f.name in sql_values else _value(f, run, sweep) for f in fields
+        }
+        found.append(ListedRun(run, sweep, values))
+    return found
+
+
+def split_columns(text: str) -> list[str]:
+    """``--columns id,status,config.data.crl_ratio`` as a list of names."""
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+class Compiler:
+    """One query's translation into SQL; remembers the metric keys it joins (``summaries``)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.json = for_dialect(dialect)
+        self.summaries: dict[str, Any] = {}  # metric key -> an alias of metric_summaries
+        self.used: dict[str, tuple[str, str, int]] = {}  # metric key -> where it was first named
+        self.text, self.option = "", "--where"
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def field(self, key: str, pos: int) -> Field:
+        found = resolve(key, pos, self.text, self.option)
+        if found.kind == "metric":
+            self.used.setdefault(found.metric, (self.option, self.text, pos))
+            if found.metric not in self.summaries:
+                self.summaries[found.metric] = SUMMARY.alias(f"ms{len(self.summaries)}")
+        return found
+
+    def scalar(self, field: Field, want: str) -> ColumnElement[Any]:
+        """The field's value in SQL, read as ``want`` (number, text or boolean for config keys)."""
+        if field.kind == "column":
+            return SweepRow.name if field.column == "sweep" else getattr(RunRow, field.column)
+        if field.kind == "step":
+            return (
+                select(func.max(SUMMARY.c.last_step)).where(SUMMARY.c.run_id == RunRow.id).scalar_subquery()
+            )
+        if field.kind == "metric":
+            stat = field.stat
+            if stat.startswith("best"):
+                stat = stat.replace("best", "min" if lower_is_better(field.metric) else "max")
+            return self.summaries[field.metric].c[stat]
+        return self.json.value(RunRow.config, field.path, want)
+
+    def missing(self, field: Field) -> ColumnElement[bool]:
+        if field.kind == "config":
+            return self.json.missing(RunRow.config, field.path)
+        if field.kind == "metric":
+            return self.summaries[field.metric].c.last.is_(None)
+        return self.scalar(field, field.type).is_(None)
+
+    # -- --where ---------------------------------------------------------------------------------------
+    def where(self, text: str) -> ColumnElement[bool]:
+        self.text, self.option = text, "--where"
+        return self.condition(parse(text))
+
+    def condition(self, node: Node) -> ColumnElement[bool]:
+        if isinstance(node, And):
+            return and_(*(self.condition(p) for p in node.parts))
+        if isinstance(node, Or):
+            return or_(*(self.condition(p) for p in node.parts))
+        if isinstance(node, Not):
+            return _negate(self.condition(node.part))
+        return self.compare(node)
+
+    def compare(self, node: Compare) -> ColumnElement[bool]:
+        field = self.field(node.key, node.key_pos)
+        want, values = check(field, node, self.text)
+        if field.is_list:
+            return self.contains(field, node.op, want, values)
+        if want == "null":
+            return self.missing(field) if node.op == "=" else not_(self.missing(field))
+        value = self.scalar(field, want)
+        if field.kind == "config" and want == BOOL:
+            values = [int(v) for v in values]  # config booleans read as 1 / 0
+        if node.op == "like":
+            return self.json.like(value, values[0])
+        if node.op == "in":
+            return value.in_(values)
+        if node.op in ("=", "!="):
+            equal = value == values[0]
+            return equal if node.op == "=" else _negate(equal)
+        return COMPARE[node.op](self.json.ordered(value) if want == STR else value, values[0])
+
+    def contains(self, field: Field, op: str, want: str, values: list[Any]) -> ColumnElement[bool]:
+        """A list-valued key: = contains, in contains one of, like has an element that matches."""
+        elements, element = self.json.elements(RunRow.config, field.path, NUM if want == NUM else STR)
+        if want == "null":  # = null: no elements at all
+            return not_(elements.exists()) if op == "=" else elements.exists()
+        if op == "like":
+            return elements.where(self.json.like(element, values[0])).exists()
+        if op == "in":
+            return elements.where(element.in_(values)).exists()
+        has = elements.where(element == values[0]).exists()
+        return has if op == "=" else not_(has)
+
+    # -- --sort, --columns ---------------------------------------------------------------------------
+    def order(self, text: str) -> list[Any]:
+        self.text, self.option = text, "--sort"
+        out, pos = [], 0
+        for part in text.split(","):
+            key, _, direction = part.strip().partition(":")
+            at = pos + len(part) - len(part.lstrip())
+            pos += len(part) + 1
+            direction = direction.strip().lower() or "asc"
+            if direction not in ("asc", "desc"):
+                raise QueryError(
+                    f"sort by KEY or KEY:desc, not {part.strip()!r}", text, at + len(key) + 1, "--sort"
+                )
+            field = self.field(key.strip(), at)
+            if field.is_list:
+                raise QueryError(f"{field.name} is a list and cannot be sorted by", text, at, "--sort")
+            wants = (NUM, STR) if field.type == ANY else (field.type,)
+            for want in wants:
+                value = self.scalar(field, want)
+                value = self.json.ordered(value) if want == STR else value
+                out.append((value.desc() if direction == "desc" else value.asc()).nulls_last())
+        return out
+
+    def columns(self, names: Sequence[str]) -> list[Field]:
+        self.text, self.option = ",".join(names), "--columns"
+        starts = [sum(len(n) + 1 for n in names[:i]) for i in range(len(names))]
+        return [self.field(name, pos) for name, pos in zip(names, starts, strict=True)]
+
+    # -- metric keys ---------------------------------------------------------------------------------
+    def check_metrics(self, session: Any) -> None:
+        """Every metric key named must be one some run has logged: a typo is an error, not no runs."""
+        if not self.used:
+            return
+        present = set(session.scalars(select(SUMMARY.c.key).where(SUMMARY.c.key.in_(self.used)).distinct()))
+        for key, (option, text, pos) in self.used.items():
+            if key in present:
+                continue
+            known = list(session.scalars(select(SUMMARY.c.key).distinct()))
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            fix = f"did you mean {' or '.join(close)}?" if close else (
+                f"logged metrics include {', '.join(sorted(known)[:8])}" if known else "no run has logged metrics yet"
+            )  # fmt: skip
+            raise QueryError(f"no run has logged the metric {key!r}; {fix}", text, pos, option)
+
+
+def _negate(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The exact complement: a comparison with a missing value (SQL NULL) counts as false, then is negated."""
+    return not_(func.coalesce(condition, false(), type_=Boolean))
+
+
+def _value(field: Field, run: Any, sweep: str | None) -> Any:
+    """A column's value for display, from the run record (config values as stored in its JSON)."""
+    if field.kind == "column":
+        if field.column == "sweep":
+            return sweep
+        value = getattr(run, field.column)
+        return getattr(value, "value", value)  # the status as text
+    value: Any = run.config
+    for part in field.path:
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
