@@ -11,6 +11,7 @@ from crlab.errors import RegistryError, SchemaOutOfDate
 from crlab.registry import Registry
 from crlab.registry import db as regdb
 from crlab.registry.models import Base
+from crlab.registry.query import find_runs
 
 
 def test_upgrade_head_on_empty_database_yields_the_orm_schema(db_url: str) -> None:
@@ -104,7 +105,8 @@ def _at_0001_with_data(url: str) -> None:
     with engine.begin() as conn:
         for run_id in ("a", "b"):
             conn.execute(sa.insert(runs).values(
-                id=run_id, name=run_id, status="completed", attempt=1, created_at=now, config={}, packages={}
+                id=run_id, name=run_id, status="completed", attempt=1, created_at=now, packages={},
+                config={"data": {"crl_ratio": 0.2 if run_id == "a" else 0.5}, "tracking": {"tags": [run_id]}},
             ))  # fmt: skip
         conn.execute(
             sa.insert(metrics),
@@ -120,30 +122,44 @@ def test_0002_dedupes_metrics_and_fills_summaries_from_existing_rows(db_url: str
         steps = [(m.step, m.value) for m in reg.metrics("a", keys=["reward/rl_mean"])]
         assert steps == [(1, 0.1), (2, 0.9), (3, 0.3), (4, 0.2), (5, 0.6)]  # the newer copies kept
         summary = {s.key: s for s in reg.summaries("a")}
-        reward = summary["reward/rl_mean"]
+        reward, loss = summary["reward/rl_mean"], summary["loss"]
         assert (reward.last, reward.last_step, reward.n) == (0.6, 5, 5)
         assert (reward.min, reward.min_step, reward.max, reward.max_step) == (0.1, 1, 0.9, 2)
-        loss = summary["loss"]
-        assert (loss.last, loss.min, loss.min_step, loss.max, loss.max_step, loss.n) == (
-            1.7,
-            1.7,
-            3,
-            1.9,
-            1,
-            3,
-        )
+        assert (loss.last, loss.min, loss.min_step, loss.max, loss.max_step) == (1.7, 1.7, 3, 1.9, 1)
         assert (loss.best, loss.best_step, reward.best, reward.best_step) == (1.7, 3, 0.9, 2)
         assert reg.latest_metrics("b") == {"reward/rl_mean": (7, 0.7)}
+        assert reg.get_run("a").config == {"data": {"crl_ratio": 0.2}, "tracking": {"tags": ["a"]}}
+        query = "config.data.crl_ratio < 0.3 and metrics.reward/rl_mean.max = 0.9 and tags = 'a'"
+        assert [r.id for r in find_runs(reg, query)] == ["a"]  # configs (JSONB on PostgreSQL now), summaries
         reg.log_metrics("a", 6, {"reward/rl_mean": 1.0})  # the summary goes on from the migrated one
         reward = {s.key: s for s in reg.summaries("a")}["reward/rl_mean"]
         assert (reward.last, reward.max, reward.max_step, reward.n) == (1.0, 1.0, 6, 6)
+    if db_url.startswith("postgres"):
+        assert _config_column(db_url) == ("jsonb", "l")  # compressed with lz4
+    _downgrade(db_url, "0001")
+    engine = regdb.make_engine(db_url)
+    assert "metric_summaries" not in inspect(engine).get_table_names()
+    engine.dispose()
+    if db_url.startswith("postgres"):
+        assert _config_column(db_url)[0] == "json"
+
+
+def _config_column(url: str) -> tuple[str, str]:
+    engine = create_engine(regdb.resolve_db_url(url))
+    column = "FROM pg_attribute WHERE attrelid = 'runs'::regclass AND attname = 'config'"
+    with engine.connect() as conn:
+        found = conn.execute(text(f"SELECT atttypid::regtype::text, attcompression {column}")).one()
+    engine.dispose()
+    return tuple(found)  # type: ignore[return-value]
+
+
+def _downgrade(url: str, revision: str) -> None:
     from alembic import command
 
-    engine = regdb.make_engine(db_url)
-    cfg = regdb.alembic_config(db_url)
-    with engine.begin() as conn:  # and back down
+    engine = regdb.make_engine(url)
+    cfg = regdb.alembic_config(url)
+    with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
-    assert regdb.current_revision(engine) == "0001"
-    assert "metric_summaries" not in inspect(engine).get_table_names()
+        command.downgrade(cfg, revision)
+    assert regdb.current_revision(engine) == revision
     engine.dispose()

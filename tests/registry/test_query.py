@@ -116,7 +116,7 @@ def test_expressions_find_the_expected_runs(reg: Registry) -> None:
     assert len(CASES) >= 25
     wrong = {}
     for expression, expected in CASES:
-        found = " ".join(r.run.id for r in find_runs(reg, expression))
+        found = " ".join(r.id for r in find_runs(reg, expression))
         if found != expected:
             wrong[expression] = (found, expected)
     assert wrong == {}, "found, expected: " + repr(wrong)
@@ -124,14 +124,14 @@ def test_expressions_find_the_expected_runs(reg: Registry) -> None:
 
 def test_sort_limit_and_columns(reg: Registry) -> None:
     by_ratio = find_runs(reg, "sweep = 'crl-ratio'", sort="config.data.crl_ratio:desc")
-    assert [r.run.id for r in by_ratio] == ["r3", "r2", "r1"]
+    assert [r.id for r in by_ratio] == ["r3", "r2", "r1"]
     best = find_runs(reg, None, sort="metrics.reward/rl_mean.last:desc", limit=3)
-    assert [r.run.id for r in best] == ["r4", "r2", "r1"]
+    assert [r.id for r in best] == ["r4", "r2", "r1"]
     missing_last = find_runs(reg, None, sort="metrics.reward/rl_mean.last")  # no value: last either way
-    assert [r.run.id for r in missing_last] == ["r3", "r1", "r2", "r4", "r5", "r6"]
-    assert [r.run.id for r in find_runs(reg, None, sort="name")] == ["r5", "r6", "r1", "r2", "r3", "r4"]
+    assert [r.id for r in missing_last] == ["r3", "r1", "r2", "r4", "r5", "r6"]
+    assert [r.id for r in find_runs(reg, None, sort="name")] == ["r5", "r6", "r1", "r2", "r3", "r4"]
     two_keys = find_runs(reg, "config.seed >= 0", sort="config.seed:desc,config.data.crl_ratio:asc")
-    assert [r.run.id for r in two_keys] == ["r4", "r5", "r3", "r1", "r2"]
+    assert [r.id for r in two_keys] == ["r4", "r5", "r3", "r1", "r2"]
     cols = ["id", "status", "sweep", "config.data.crl_ratio", "metrics.reward/rl_mean.last", "tags", "step"]
     (r2,) = find_runs(reg, "id = 'r2'", columns=cols)
     assert r2.values == {
@@ -140,9 +140,7 @@ def test_sort_limit_and_columns(reg: Registry) -> None:
     }  # fmt: skip
     (r6,) = find_runs(reg, "id = 'r6'", columns=cols)
     assert r6.values["config.data.crl_ratio"] is None and r6.values["metrics.reward/rl_mean.last"] is None
-    assert [r.run.id for r in find_runs(reg, None, sweep_id=by_ratio[0].run.sweep_id, status="failed")] == [
-        "r3"
-    ]
+    assert [r.id for r in find_runs(reg, None, sweep_id=by_ratio[0].sweep_id, status="failed")] == ["r3"]
 
 
 def _error(reg: Registry, where: str | None = None, **kw: object) -> str:
@@ -231,3 +229,13 @@ def test_like_patterns_become_globs() -> None:
     assert like_to_glob("a%b_c") == "a*b?c"
     assert like_to_glob(r"100\%") == "100%" and like_to_glob(r"a\_b") == "a_b"
     assert like_to_glob("x*y?[z]") == "x[*]y[?][[]z]"
+
+
+def test_a_list_key_that_holds_no_list_contains_nothing(db_url: str) -> None:
+    with Registry(db_url) as reg:
+        reg.create_run("text", {"tracking": {"tags": "tiny"}}, run_id="t1")
+        reg.create_run("object", {"tracking": {"tags": {"a": "tiny"}}}, run_id="t2")
+        reg.create_run("numbers", {"tracking": {"tags": [1, "tiny"]}}, run_id="t3")
+        assert [r.id for r in find_runs(reg, "tags = 'tiny'")] == ["t3"]
+        assert [r.id for r in find_runs(reg, "tags = null")] == ["t1", "t2"]
+        assert [r.id for r in find_runs(reg, "config.tracking.tags.1 = 'tiny'")] == ["t3"]

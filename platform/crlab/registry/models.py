@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from crlab.registry.entities import RunStatus
@@ -45,7 +46,9 @@ class RunRow(Base):
     name: Mapped[str] = mapped_column(String(200))
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
     cell_key: Mapped[str | None] = mapped_column(String(64))
-    config: Mapped[dict] = mapped_column(JSON)
+    # JSONB on PostgreSQL: queries read config keys (crlab.registry.query), and JSONB needs no parsing per
+    # read. It keeps no key order; the config schema restores it when a config is loaded.
+    config: Mapped[dict] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     status: Mapped[str] = mapped_column(String(16), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,6 +24,7 @@ expressions and type mismatches raise :class:`~crlab.registry.query_lang.QueryEr
 from __future__ import annotations
 
 import difflib
+import json
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -32,14 +33,16 @@ from sqlalchemy import Boolean, and_, false, func, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from crlab.registry import db
-from crlab.registry.entities import ListedRun, lower_is_better
+from crlab.registry.entities import ListedRun, RunStatus, lower_is_better
 from crlab.registry.models import MetricSummaryRow, RunRow, SweepRow
 from crlab.registry.query_json import for_dialect
 from crlab.registry.query_keys import ANY, BOOL, NUM, STR, Field, check, resolve
 from crlab.registry.query_lang import And, Compare, Node, Not, Or, QueryError, parse
-from crlab.registry.store import Registry, _run, _status_value
+from crlab.registry.store import Registry, _aware, _status_value
 
 SUMMARY = MetricSummaryRow.__table__
+LISTED = [c for c in RunRow.__table__.columns if c.name != "config"]  # what a listed run reads
+LISTED_NAMES = [c.name for c in LISTED]
 COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
@@ -48,7 +51,8 @@ def find_runs(
     columns: Sequence[str] = (), sweep_id: str | None = None, status: str | None = None,
 ) -> list[ListedRun]:  # fmt: skip
     """The runs matching ``where``, ordered by ``sort`` (``KEY[:desc]``, comma-separated; oldest first
-    when none), at most ``limit``, each with the values of ``columns``."""
+    when none), at most ``limit``, each with the values of ``columns``. Whole configs are not read (a
+    config is the bulk of a run's row): config keys come as columns."""
     sql = Compiler(registry.engine.dialect.name)
     conditions = [sql.where(where)] if where is not None else []
     if sweep_id is not None:
@@ -57,27 +61,32 @@ def find_runs(
         conditions.append(RunRow.status == _status_value(status))
     order = sql.order(sort) if sort else []
     fields = sql.columns(columns)
-    extra = {
-        f.name: sql.scalar(f, f.type).label(f"c{i}")
-        for i, f in enumerate(fields)
-        if f.kind in ("metric", "step")
-    }
-    query = select(RunRow, SweepRow.name, *extra.values()).outerjoin(SweepRow, SweepRow.id == RunRow.sweep_id)
+    shown = [sql.shown(f).label(f"c{i}") for i, f in enumerate(fields)]
+    query = select(*LISTED, SweepRow.name.label("sweep"), *shown).outerjoin(
+        SweepRow, SweepRow.id == RunRow.sweep_id
+    )
     for key, summary in sql.summaries.items():
         query = query.outerjoin(summary, and_(summary.c.run_id == RunRow.id, summary.c.key == key))
     query = query.where(*conditions).order_by(*order, RunRow.created_at, RunRow.id).limit(limit)
     with db.session_scope(registry.engine) as s:
         sql.check_metrics(s)
         rows = s.execute(query).all()
-    found = []
-    for row in rows:
-        run, sweep = _run(row[0]), row[1]
-        sql_values = dict(zip(extra, row[2:], strict=True))
-        values = {
-            f.name: sql_values[f.name] if f.name in sql_values else _value(f, run, sweep) for f in fields
-        }
-        found.append(ListedRun(run, sweep, values))
-    return found
+    return [_listed(row, fields) for row in rows]
+
+
+def _listed(row: Any, fields: list[Field]) -> ListedRun:
+    run = dict(zip(LISTED_NAMES, row, strict=False))
+    for key in ("heartbeat_at", "created_at", "started_at", "ended_at"):
+        run[key] = _aware(run[key])
+    run["status"], run["packages"] = RunStatus(run["status"]), run["packages"] or {}
+    values, shown = {}, row[len(LISTED) + 1 :]
+    for f, value in zip(fields, shown, strict=True):
+        if f.kind == "config":
+            value = None if value is None else json.loads(value)
+        elif f.kind == "column" and f.column != "sweep":
+            value = run[f.column]
+        values[f.name] = value
+    return ListedRun(**run, sweep=row[len(LISTED)], values=values)
 
 
 def split_columns(text: str) -> list[str]:
@@ -117,6 +126,12 @@ class Compiler:
                 stat = stat.replace("best", "min" if lower_is_better(field.metric) else "max")
             return self.summaries[field.metric].c[stat]
         return self.json.value(RunRow.config, field.path, want)
+
+    def shown(self, field: Field) -> ColumnElement[Any]:
+        """The field as a column of the result: config values as JSON text, the rest as they are."""
+        if field.kind == "config":
+            return self.json.as_json(RunRow.config, field.path)
+        return self.scalar(field, field.type)
 
     def missing(self, field: Field) -> ColumnElement[bool]:
         if field.kind == "config":
@@ -160,15 +175,18 @@ class Compiler:
 
     def contains(self, field: Field, op: str, want: str, values: list[Any]) -> ColumnElement[bool]:
         """A list-valued key: = contains, in contains one of, like has an element that matches."""
-        elements, element = self.json.elements(RunRow.config, field.path, NUM if want == NUM else STR)
+        found, element = self.json.elements(RunRow.config, field.path, NUM if want == NUM else STR)
+
+        def some(condition: Any = None) -> ColumnElement[bool]:
+            return (found if condition is None else found.where(condition)).exists()
+
         if want == "null":  # = null: no elements at all
-            return not_(elements.exists()) if op == "=" else elements.exists()
+            return _negate(some()) if op == "=" else some()
         if op == "like":
-            return elements.where(self.json.like(element, values[0])).exists()
+            return some(self.json.like(element, values[0]))
         if op == "in":
-            return elements.where(element.in_(values)).exists()
-        has = elements.where(element == values[0]).exists()
-        return has if op == "=" else not_(has)
+            return some(element.in_(values))
+        return some(element == values[0]) if op == "=" else _negate(some(element == values[0]))
 
     # -- --sort, --columns ---------------------------------------------------------------------------
     def order(self, text: str) -> list[Any]:
@@ -218,21 +236,3 @@ class Compiler:
 def _negate(condition: ColumnElement[bool]) -> ColumnElement[bool]:
     """The exact complement: a comparison with a missing value (SQL NULL) counts as false, then is negated."""
     return not_(func.coalesce(condition, false(), type_=Boolean))
-
-
-def _value(field: Field, run: Any, sweep: str | None) -> Any:
-    """A column's value for display, from the run record (config values as stored in its JSON)."""
-    if field.kind == "column":
-        if field.column == "sweep":
-            return sweep
-        value = getattr(run, field.column)
-        return getattr(value, "value", value)  # the status as text
-    value: Any = run.config
-    for part in field.path:
-        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        elif isinstance(value, dict):
-            value = value.get(part)
-        else:
-            return None
-    return value

@@ -6,19 +6,34 @@ reads as SQL NULL. SQLAlchemy's ``as_float()`` would cast the text of any value 
 the whole query on the first run whose value is not a number; these never fail.
 
 SQLite uses ``json_type`` / ``json_extract`` / ``json_each`` with a ``$."a"."b"[0]`` path; PostgreSQL
-(the column is ``json``) ``json_typeof`` / ``json_extract_path(_text)`` / ``json_array_elements`` with one
-argument per path part. Path parts are bound parameters, never spliced into the SQL.
+(where the column is ``jsonb``) ``jsonb_path_query_first`` / ``jsonb_path_query`` with a
+``strict $."a"."b"[0]`` SQL/JSON path. Path parts are bound parameters, never spliced into the SQL.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Float, String, Text, case, cast, func, literal, select, type_coerce
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Integer,
+    String,
+    Text,
+    case,
+    cast,
+    func,
+    literal,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, JSONPATH
 from sqlalchemy.sql.elements import ColumnElement
 
 from crlab.registry.query_keys import BOOL, NUM, STR
+
+_EMPTY_PATH = cast(literal("{}", Text), ARRAY(Text))  # jsonb #>> '{}': a JSON string's text
 
 
 class SqliteJson:
@@ -45,15 +60,20 @@ class SqliteJson:
     def missing(self, col: Any, path: tuple[str, ...]) -> ColumnElement[bool]:
         return func.coalesce(self.json_type(col, path), "null") == "null"
 
-    def elements(self, col: Any, path: tuple[str, ...], want: str) -> tuple[Any, ColumnElement[Any]]:
-        """(a FROM over the list's elements, each element read as ``want``) for an EXISTS."""
-        each = func.json_each(col, self._path(path)).table_valued("value", "type")
-        guard = self.json_type(col, path) == "array"
-        if want == NUM:
-            value = case((each.c.type.in_(("integer", "real")), each.c.value))
-        else:
-            value = case((each.c.type == "text", each.c.value))
-        return select(literal(1)).select_from(each).where(guard), value
+    def as_json(self, col: Any, path: tuple[str, ...]) -> ColumnElement[Any]:
+        """The value as JSON text, for display (json_extract reads true as 1: kept apart)."""
+        kind = self.json_type(col, path)
+        quoted = func.json_quote(func.json_extract(col, self._path(path)))
+        return type_coerce(case((kind.in_(("true", "false")), kind), else_=quoted), String)
+
+    def elements(self, col: Any, path: tuple[str, ...], want: str) -> tuple[Any, Any]:
+        """(a SELECT over the list's elements of type ``want``, an element's value) for an EXISTS. The
+        elements of a list are the rows of json_each whose key is an index (an object's are names, a
+        scalar's is null): no second parse of the config to check that it is a list."""
+        each = func.json_each(col, self._path(path)).table_valued("key", "value", "type")
+        types = ("integer", "real") if want == NUM else ("text",)
+        found = select(literal(1)).select_from(each)
+        return found.where(func.typeof(each.c.key) == "integer", each.c.type.in_(types)), each.c.value
 
     def like(self, value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         """SQL LIKE, case-sensitive as on PostgreSQL (SQLite's LIKE ignores case): as a GLOB."""
@@ -64,37 +84,43 @@ class SqliteJson:
 
 
 class PostgresJson:
+    """Each read is one SQL/JSON path query (``strict``, errors silenced), so a config is read once per
+    key and row however the value is then checked: a ``? (@.type() == "number")`` filter guards it."""
+
     dialect = "postgresql"
 
-    def _node(self, col: Any, path: tuple[str, ...]) -> ColumnElement[Any]:
-        return func.json_extract_path(col, *(literal(p, String) for p in path))
+    def _query(self, col: Any, path: tuple[str, ...], tail: str = "", many: bool = False) -> Any:
+        jsonpath = cast(literal(f"strict ${_jsonpath(path)}{tail}", String), JSONPATH)
+        no_vars = cast(literal("{}", String), JSONB)
+        return (func.jsonb_path_query if many else func.jsonb_path_query_first)(
+            col, jsonpath, no_vars, true()
+        )
 
-    def json_type(self, col: Any, path: tuple[str, ...]) -> ColumnElement[Any]:
-        return func.json_typeof(self._node(col, path))
+    def _typed(self, col: Any, path: tuple[str, ...], kind: str) -> ColumnElement[Any]:
+        return self._query(col, path, f' ? (@.type() == "{kind}")')
 
     def value(self, col: Any, path: tuple[str, ...], want: str) -> ColumnElement[Any]:
-        kind = self.json_type(col, path)
-        raw = func.json_extract_path_text(col, *(literal(p, String) for p in path))
         if want == NUM:
-            return case((kind == "number", cast(raw, Float)))
+            return cast(self._typed(col, path, "number"), Float)
         if want == STR:
-            return type_coerce(case((kind == "string", raw)), String)
+            return type_coerce(self._typed(col, path, "string").op("#>>")(_EMPTY_PATH), String)
         assert want == BOOL, want
-        return case((kind == "boolean", case((raw == "true", 1), else_=0)))
+        return cast(cast(self._typed(col, path, "boolean"), Boolean), Integer)
 
     def missing(self, col: Any, path: tuple[str, ...]) -> ColumnElement[bool]:
-        return func.coalesce(self.json_type(col, path), "null") == "null"
+        return func.coalesce(func.jsonb_typeof(self._query(col, path)), "null") == "null"
 
-    def elements(self, col: Any, path: tuple[str, ...], want: str) -> tuple[Any, ColumnElement[Any]]:
-        node = self._node(col, path)
-        array = case((func.json_typeof(node) == "array", node))
-        each = func.json_array_elements(array).table_valued("value")
-        kind = func.json_typeof(each.c.value)
-        text = each.c.value.op("#>>")(cast(literal("{}", Text), ARRAY(Text)))  # the element as text
+    def as_json(self, col: Any, path: tuple[str, ...]) -> ColumnElement[Any]:
+        return cast(self._query(col, path), Text)
+
+    def elements(self, col: Any, path: tuple[str, ...], want: str) -> tuple[Any, Any]:
+        kind = "number" if want == NUM else "string"
+        each = self._query(col, path, f'[*] ? (@.type() == "{kind}")', many=True)
+        each = each.table_valued("value").render_derived()  # strict: nothing unless it is a list
         if want == NUM:
-            value = case((kind == "number", cast(text, Float)))
+            value = cast(each.c.value, Float)
         else:
-            value = type_coerce(case((kind == "string", text)), String)
+            value = type_coerce(each.c.value.op("#>>")(_EMPTY_PATH), String)
         return select(literal(1)).select_from(each), value
 
     def like(self, value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
@@ -102,6 +128,12 @@ class PostgresJson:
 
     def ordered(self, value: ColumnElement[Any]) -> ColumnElement[Any]:
         return value.collate("C")  # code point order, as SQLite, whatever the database's collation
+
+
+def _jsonpath(path: tuple[str, ...]) -> str:
+    """``."a"."b"[0]``: the parts of a key as a SQL/JSON path (names quoted, digits as list indices)."""
+    quoted = (p.replace("\\", "\\\\").replace('"', '\\"') for p in path)
+    return "".join(f"[{p}]" if p.isdigit() else f'."{q}"' for p, q in zip(path, quoted, strict=True))
 
 
 def like_to_glob(pattern: str) -> str:
