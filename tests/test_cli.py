@@ -238,3 +238,53 @@ def test_resume_refuses_a_run_that_looks_alive(seeded: str) -> None:
     with Registry(seeded) as reg:  # another host's run with a fresh heartbeat
         reg.update_run("abcd1234", host="elsewhere-node-7", pid=1)
     _one_error_line(platform("resume", "abcd1234", db=seeded), "looks alive")
+
+
+def test_runs_list_where_columns_sort(seeded: str) -> None:
+    with Registry(seeded) as reg:
+        sweep = reg.get_sweep("crl-ratio")
+        for i, ratio in enumerate((0.0, 0.2, 0.5)):
+            config = {"data": {"crl_ratio": ratio}, "seed": i, "tracking": {"tags": ["tiny"] if i else []}}
+            reg.create_run(f"ratio-{ratio}", config, sweep_id=sweep.id, cell_key=f"c{i}", run_id=f"cc{i}")
+            for step in (1, 2):
+                reg.log_metrics(f"cc{i}", step, {"reward/rl_mean": ratio + step / 10})
+        reg.finish_run("cc2", "failed", error="boom")
+    where = "config.data.crl_ratio >= 0.2 or (tags = 'tiny' and not status = 'failed')"
+    columns = "id,status,config.data.crl_ratio,metrics.reward/rl_mean.last,metrics.reward/rl_mean.max_step"
+    sort = "metrics.reward/rl_mean.last:desc"
+    args = ["runs", "list", "--where", where, "--columns", columns, "--sort", sort]
+    res = platform(*args, "--json", db=seeded)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [
+        {"id": "cc2", "status": "failed", "config.data.crl_ratio": 0.5, "metrics.reward/rl_mean.last": 0.7,
+         "metrics.reward/rl_mean.max_step": 2},
+        {"id": "cc1", "status": "pending", "config.data.crl_ratio": 0.2, "metrics.reward/rl_mean.last": 0.4,
+         "metrics.reward/rl_mean.max_step": 2},
+    ]  # fmt: skip
+    limited = platform(*args, "--limit", "1", "--json", db=seeded)
+    assert [r["id"] for r in json.loads(limited.stdout)] == ["cc2"]
+    table = platform(*args, db=seeded, columns=200)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert "2 run(s)" in lines[0] and "config.data.crl_ratio" in table.stdout
+    order = [line.split()[1] for line in lines if line.startswith("│ cc")]
+    assert order == ["cc2", "cc1"]  # by the last reward, highest first
+    assert "0.7" in table.stdout and "abcd1234" not in table.stdout
+    plain = platform("runs", "list", "--where", "status = 'running'", "--json", db=seeded)
+    (row,) = json.loads(plain.stdout)  # without --columns: the usual fields and latest metrics
+    assert row["id"] == "abcd1234" and row["latest_metrics"] == {"reward/rl_mean": 0.625}
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--where", "config.data.crl_ratio >= "], "column 26: config.data.crl_ratio >= ^"),
+        (["--where", "status > 3"], "type mismatch: status is text but 3 is a number"),
+        (["--where", "config.data.crl_ration = 0.2"], "did you mean config.data.crl_ratio"),
+        (["--where", "metrics.reward/rl_men.last > 0"], "did you mean reward/rl_mean"),
+        (["--columns", "id,stauts"], "--columns: unknown key 'stauts'; did you mean status"),
+        (["--sort", "created:sideways"], "--sort: sort by KEY or KEY:desc"),
+    ],
+)
+def test_runs_list_bad_queries_are_one_line_and_exit_2(seeded: str, args: list[str], match: str) -> None:
+    _one_error_line(platform("runs", "list", *args, db=seeded), match)

@@ -251,31 +251,61 @@ def runs_list(
     db: DbOpt = None,
     sweep: Annotated[str | None, typer.Option(help="Only runs of this sweep (id or name).")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            help='Only runs matching this expression, e.g. "config.data.crl_ratio >= 0.2 and '
+            "metrics.reward/rl_mean.last > 0.5 and not status = 'failed'\" (see the README's queries).",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated keys to show, e.g. id,status,config.data.crl_ratio,metrics.eval/pass@1.best."
+        ),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(help="Order by KEY or KEY:desc (comma-separated keys); default oldest first."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many runs.")] = None,
     wide: Annotated[
         bool, typer.Option("--wide", help="Every column, with full timestamps, however narrow the terminal.")
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs (oldest first) with their status and latest reward; a narrow terminal drops columns."""
+    """List runs (oldest first) with their status and latest reward, or the ones --where picks, with
+    --columns of your choice; a narrow terminal drops default columns."""
     from crlab.cli_views import runs_table
     from crlab.registry import Registry
+    from crlab.registry.query import find_runs, split_columns
 
+    chosen = split_columns(columns) if columns else []
     with Registry(db) as reg:
         sweep_id = reg.get_sweep(sweep).id if sweep else None
-        runs = reg.list_runs(sweep_id=sweep_id, status=status, limit=limit)
-        latest = {r.id: reg.latest_metrics(r.id) for r in runs}
-        sweeps = {s.id: s.name for s in reg.list_sweeps()} if not json_out else {}
-    if json_out:
+        found = find_runs(
+            reg, where, sort=sort, limit=limit, columns=chosen, sweep_id=sweep_id, status=status
+        )
+        latest = {} if chosen else reg.latest_metrics_of(f.id for f in found)
+    if json_out and chosen:
+        print_json(
+            [{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in f.values.items()} for f in found]
+        )
+    elif json_out:
         rows = []
-        for r in runs:
-            row = r.to_json()
-            row.pop("config")
-            row["latest_metrics"] = {k: v for k, (_, v) in latest[r.id].items()}
+        for f in found:
+            row = f.to_json()
+            row.pop("values")
+            row["latest_metrics"] = {k: v for k, (_, v) in latest.get(f.id, {}).items()}
             rows.append(row)
         print_json(rows)
     else:
-        out.print(runs_table(runs, latest, out, sweeps=sweeps, wide=wide))
+        sweeps = {f.sweep_id: f.sweep for f in found if f.sweep_id and f.sweep}
+        values = [f.values for f in found] if chosen else None
+        out.print(
+            runs_table(found, latest, out, sweeps=sweeps, wide=wide, columns=chosen or None, values=values)
+        )
 
 
 @runs_app.command("show")

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
@@ -77,23 +78,57 @@ def _table(title: str, columns: tuple[str, ...], rows: list[dict[str, str]]) -> 
 def runs_table(
     runs: list[Any], latest: dict[str, dict[str, tuple[int, float]]], console: Console,
     sweeps: dict[str, str] | None = None, wide: bool = False, now: datetime | None = None,
+    columns: list[str] | None = None, values: list[dict[str, Any]] | None = None,
 ) -> Table:  # fmt: skip
     """Runs, one per row, that fit ``console``'s width without cutting a cell.
 
     Times are relative ("3m ago"); columns are dropped from the end of :data:`RUN_COLUMNS` until the table
     fits (names longer than ``FOLD_AT`` fold onto more lines rather than push columns out). ``wide`` keeps every column and shows full timestamps. ``sweeps`` maps sweep ids to names.
+    ``columns`` (with each run's ``values``, from ``runs list --columns``) replaces the default columns;
+    none of those is dropped, long cells fold instead.
     """
     now = now or datetime.now(timezone.utc)
-    rows = [_run_cells(r, latest.get(r.id, {}), sweeps or {}, wide, now) for r in runs]
     title = f"{len(runs)} run(s)"
-    columns = RUN_COLUMNS
+    if columns:
+        return _chosen_table(title, columns, values or [], wide, now)
+    rows = [_run_cells(r, latest.get(r.id, {}), sweeps or {}, wide, now) for r in runs]
+    columns = list(RUN_COLUMNS)
     probe = [{k: v[:FOLD_AT] if k in FOLDED else v for k, v in row.items()} for row in rows]
     unbounded = console.options.update_width(10_000)
     while not wide and len(columns) > ALWAYS_SHOWN:
-        if Measurement.get(console, unbounded, _table(title, columns, probe)).maximum <= console.width:
+        if Measurement.get(console, unbounded, _table(title, tuple(columns), probe)).maximum <= console.width:
             break
         columns = columns[:-1]
-    return _table(title, columns, rows)
+    return _table(title, tuple(columns), rows)
+
+
+def _chosen_table(
+    title: str, columns: list[str], values: list[dict[str, Any]], wide: bool, now: datetime
+) -> Table:
+    """``runs list --columns``: numbers right-aligned to 4 significant digits, a missing value as ``-``."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        numeric = any(
+            isinstance(v.get(column), int | float) and not isinstance(v.get(column), bool) for v in values
+        )
+        table.add_column(column, overflow="fold", justify="right" if numeric else "left")
+    for row in values:
+        table.add_row(*(_chosen_cell(column, row.get(column), wide, now) for column in columns))
+    return table
+
+
+def _chosen_cell(column: str, value: Any, wide: bool, now: datetime) -> str:
+    if value is None:
+        return "-"
+    if column == "status":
+        return _status(value)
+    if isinstance(value, datetime):
+        return _when(value) if wide else ago(value, now)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return escape(str(value))
 
 
 def cells_table(spec: Any, cells: list[Any]) -> Table:
