@@ -85,16 +85,16 @@ def check_sandbox(isolation: str) -> Check:
 
     fix = "`platform doctor --fix` (or apt-get install bubblewrap), or reward.isolation=rlimit (weaker)"
     if isolation == "bwrap" and shutil.which("bwrap") is None:
-        return Check("sandbox", False, "bubblewrap (bwrap) is not installed", fix)
+        return _bad("sandbox", "bubblewrap (bwrap) is not installed", fix)
     spec = TestSpec(kind="stdin", inputs=("2\n",), outputs=("4\n",))
     try:
         with Sandbox(workers=1, time_limit_s=10.0, isolation=isolation) as sandbox:
             result = sandbox.run("print(int(input()) * 2)", spec)
     except (CrlabError, OSError) as exc:
-        return Check("sandbox", False, f"{isolation} sandbox does not start: {str(exc).splitlines()[0]}", fix)
+        return _bad("sandbox", f"{isolation} sandbox does not start: {str(exc).splitlines()[0]}", fix)
     if result.pass_rate < 1.0:
         verdicts = ", ".join(str(t.verdict.value) for t in result.results)
-        return Check("sandbox", False, f"{isolation} sandbox ran a correct program as {verdicts}", fix)
+        return _bad("sandbox", f"{isolation} sandbox ran a correct program as {verdicts}", fix)
     return Check("sandbox", True, f"{isolation}: started, ran a test program")
 
 
@@ -112,21 +112,19 @@ def check_model(cfg: Any) -> Check:
     local = Path(path).expanduser()
     if path.startswith(("/", ".", "~")) or local.exists():
         if not local.is_dir():
-            return Check(
+            return _bad(
                 "model",
-                False,
                 f"model.path: {path!r} does not exist",
                 f"give a model folder, a hub id, or {TINY_URI}",
             )
         if cfg.model.gguf_file and not (local / cfg.model.gguf_file).is_file():
-            return Check(
+            return _bad(
                 "model",
-                False,
                 f"model.gguf_file: {cfg.model.gguf_file!r} is not in {path}",
                 "name a file of that folder",
             )
         if not cfg.model.gguf_file and not (local / "config.json").is_file():
-            return Check("model", False, f"{path} has no config.json", "give a transformers model folder")
+            return _bad("model", f"{path} has no config.json", "give a transformers model folder")
         return Check("model", True, f"{path}: a local model folder")
     return _check_hub_model(path)
 
@@ -137,7 +135,7 @@ def _check_hub_model(repo_id: str) -> Check:
     if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
         return Check("model", True, f"{repo_id}: in the local hub cache")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return Check("model", False, f"{repo_id} is not in the local hub cache and HF_HUB_OFFLINE=1",
+        return _bad("model", f"{repo_id} is not in the local hub cache and HF_HUB_OFFLINE=1",
                      f"`hf download {repo_id}` on a machine with network, or unset HF_HUB_OFFLINE")  # fmt: skip
     return Check("model", True, f"{repo_id}: not cached yet; downloaded from the hub on first use")
 
@@ -148,10 +146,10 @@ def check_data(cfg: Any) -> Check:
     try:
         problems, crl = load_sources(cfg)
     except CrlabError as exc:
-        return Check("data", False, str(exc), "fix the file, or point data.* at another source")
+        return _bad("data", str(exc), "fix the file, or point data.* at another source")
     candidates = cfg.data.crl_candidates
     if candidates and cfg.data.crl_ratio > 0 and not Path(candidates).expanduser().is_file():
-        return Check("data", False, f"data.crl_candidates: {candidates!r} does not exist", "give a JSONL file")
+        return _bad("data", f"data.crl_candidates: {candidates!r} does not exist", "give a JSONL file")
     crl_text = f", {len(crl)} CRL problems" if cfg.data.crl_ratio > 0 else ""
     return Check("data", True, f"{cfg.data.rl_source}: {len(problems)} RL problems{crl_text}")
 
@@ -168,8 +166,8 @@ def check_registry(db_url: str | None, config_url: str | None) -> Check:
             folder = _existing_parent(path.parent)
             if os.access(folder, os.W_OK):
                 return Check("registry", True, f"{shown}: created on first use")
-            return Check(
-                "registry", False, f"cannot create {path}: {folder} is not writable", "set CRLAB_HOME or --db"
+            return _bad(
+                "registry", f"cannot create {path}: {folder} is not writable", "set CRLAB_HOME or --db"
             )
     try:
         engine = db.make_engine(url)
@@ -177,13 +175,10 @@ def check_registry(db_url: str | None, config_url: str | None) -> Check:
         current, head = db.current_revision(engine), db.head_revision(url)
         engine.dispose()
     except CrlabError as exc:
-        return Check(
-            "registry", False, str(exc), "start the database, or point --db / CRLAB_DB_URL elsewhere"
-        )
+        return _bad("registry", str(exc), "start the database, or point --db / CRLAB_DB_URL elsewhere")
     if current not in (None, head):
-        return Check(
+        return _bad(
             "registry",
-            False,
             f"{shown} is at schema {current}, this code needs {head}",
             "`platform db upgrade`",
         )
@@ -194,17 +189,20 @@ def check_runs_dir(runs_dir: str) -> Check:
     folder = Path(runs_dir).expanduser().resolve()
     existing = _existing_parent(folder)
     if not os.access(existing, os.W_OK):
-        return Check("runs dir", False, f"{folder} cannot be created or written ({existing} is read-only)",
+        return _bad("runs dir", f"{folder} cannot be created or written ({existing} is read-only)",
                      "set paths.runs_dir to a writable folder")  # fmt: skip
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
-        return Check(
+        return _bad(
             "runs dir",
-            False,
             f"only {free >> 20} MiB free under {existing}",
             "free some space or move paths.runs_dir",
         )
     return Check("runs dir", True, f"{folder}: writable, {free >> 30} GiB free")
+
+
+def _bad(part: str, detail: str, fix: str) -> Check:
+    return Check(part, False, detail, fix)
 
 
 def _existing_parent(path: Path) -> Path:
