@@ -5,8 +5,8 @@ replayed the steps after its checkpoint and logged them again. The newest row of
 kept, the others are deleted, and the (run, key, step) index becomes unique. ``metric_summaries`` is then
 created and filled from the metric rows that remain (window functions: the same SQL on SQLite and
 PostgreSQL). On PostgreSQL, ``runs.config`` becomes JSONB, which queries read without parsing the text of
-every config again, compressed with lz4 where the server supports it (SQLite keeps its JSON text).
-Downgrading drops the summaries, makes the index
+every config again, compressed with lz4 where the server supports it (SQLite keeps its JSON text). Runs
+get an index on their creation time, the order in which lists show them. Downgrading drops the summaries, makes the index
 non-unique and configs JSON again; deleted duplicates stay deleted.
 
 Revision ID: 0002
@@ -75,6 +75,8 @@ def upgrade() -> None:
     with op.batch_alter_table("metric_summaries", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_metric_summaries_key"), ["key"], unique=False)
     op.execute(FILL)
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_runs_created_at"), ["created_at"], unique=False)
 
 
 def _config_as_jsonb() -> None:
@@ -91,6 +93,8 @@ def _config_as_jsonb() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_runs_created_at"))
     with op.batch_alter_table("metric_summaries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_metric_summaries_key"))
     op.drop_table("metric_summaries")

@@ -43,6 +43,8 @@ from crlab.registry.store import Registry, _aware, _status_value
 SUMMARY = MetricSummaryRow.__table__
 LISTED = [c for c in RunRow.__table__.columns if c.name != "config"]  # what a listed run reads
 LISTED_NAMES = [c.name for c in LISTED]
+STATUSES = {s.value: s for s in RunStatus}
+NOT_NULL = {c.name for c in RunRow.__table__.columns if not c.nullable}
 COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
@@ -78,7 +80,7 @@ def _listed(row: Any, fields: list[Field]) -> ListedRun:
     run = dict(zip(LISTED_NAMES, row, strict=False))
     for key in ("heartbeat_at", "created_at", "started_at", "ended_at"):
         run[key] = _aware(run[key])
-    run["status"], run["packages"] = RunStatus(run["status"]), run["packages"] or {}
+    run["status"], run["packages"] = STATUSES[run["status"]], run["packages"] or {}
     values, shown = {}, row[len(LISTED) + 1 :]
     for f, value in zip(fields, shown, strict=True):
         if f.kind == "config":
@@ -208,7 +210,9 @@ class Compiler:
             for want in wants:
                 value = self.scalar(field, want)
                 value = self.json.ordered(value) if want == STR else value
-                out.append((value.desc() if direction == "desc" else value.asc()).nulls_last())
+                ordered = value.desc() if direction == "desc" else value.asc()
+                never_null = field.kind == "column" and field.column in NOT_NULL  # (lets an index serve)
+                out.append(ordered if never_null else ordered.nulls_last())
         return out
 
     def columns(self, names: Sequence[str]) -> list[Field]:
