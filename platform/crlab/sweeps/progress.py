@@ -68,14 +68,14 @@ class SweepProgress:
     def polled(self, item: Any) -> None:
         seen = self._seen.setdefault(item.run_id, _Seen())
         run = self.registry.get_run(item.run_id)
-        if not self.live_view:
-            self._step_line(item.label, run, seen)
         events = self.registry.events(item.run_id)
         for event in events[seen.events :]:
             text = _event_text(event)
             if text and (event.kind != "checkpoint" or not self.live_view):
                 self.line(f"[{item.label}] {text}")
         seen.events = len(events)
+        if not self.live_view:  # after the events, which happened at or before the step it reports
+            self._step_line(item.label, run, seen)
 
     def finished(self, item: Any, run: Run) -> None:
         self.polled(item)
