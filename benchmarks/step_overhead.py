@@ -63,7 +63,7 @@ class _Arm:
         total = 0.0
         for _ in range(steps):
             t0 = time.perf_counter()
-            metrics = t._one_step()
+            metrics = t._one_step({})
             if platform:
                 _Arm.logged += 1
                 finite = {k: v for k, v in metrics.items() if math.isfinite(v)}

@@ -1,4 +1,4 @@
-"""Rollouts: HF generate on CPU with a tiny random model; vLLM on GPU (marked `gpu`)."""
+"""Rollouts: the KV-cache sampler (lean Qwen3 and transformers decoders) on CPU; vLLM on GPU (`gpu`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+from crlab.train.qwen3_decode import Qwen3Decoder
 from crlab.train.rollout import HFRollout, Rollouts, _strip_after_eos, render_prompt
+from crlab.train.sampling import HFDecoder, draw, make_decoder, sample
 
 
 class _Tok:
@@ -68,6 +70,80 @@ def test_hf_rollout_logprobs_match_a_forward_pass(model) -> None:  # noqa: ANN00
         logits = model(input_ids=seq).logits[0, len(prompt) - 1 : -1]  # (R, V)
         expected = logits.log_softmax(-1).gather(-1, torch.tensor(response)[:, None]).squeeze(-1)
         assert torch.allclose(torch.tensor(lps), expected, atol=1e-4)
+
+
+def _left_padded(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # (P, L)
+    return ids, (ids != 0).long()
+
+
+def test_draw_follows_the_distribution_and_skips_zero_probabilities() -> None:
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.2, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]])
+    torch.manual_seed(3)
+    tokens = draw(probs.repeat(20000, 1))[:, 0].view(20000, 2)  # (draws, row)
+    counts = torch.stack([torch.bincount(tokens[:, r], minlength=6) for r in range(2)]).float() / 20000
+    assert torch.allclose(counts, probs, atol=0.015)
+    assert (counts[probs == 0] == 0).all()  # never a zero-probability token, not even the last one
+    torch.manual_seed(3)
+    assert torch.equal(draw(probs.repeat(20000, 1))[:, 0].view(20000, 2), tokens)  # same seed, same draws
+
+
+@pytest.mark.parametrize("decoder", [Qwen3Decoder, HFDecoder])
+def test_decoders_give_the_logits_of_a_full_forward(model, decoder) -> None:  # noqa: ANN001
+    """Left-padded prefill, n copies per prompt, one step, a dropped row, another step: each row's logits
+    are those of the model run on that row's tokens alone."""
+    prompts = [[40, 41, 42, 43, 44, 45], [50, 51], [60, 61, 62, 63]]
+    ids, attention = _left_padded(prompts)
+
+    def expected(tokens: list[int]) -> torch.Tensor:
+        return model(input_ids=torch.tensor([tokens])).logits[0, -1]
+
+    with torch.no_grad():
+        dec = decoder(model)
+        logits = dec.prefill(ids, attention, 2, 4)  # (6, V)
+        assert all(torch.allclose(logits[r], expected(prompts[r // 2]), atol=1e-5) for r in range(6))
+        logits = dec.step(torch.arange(6)[:, None] + 7)  # row r feeds token 7 + r
+        assert all(
+            torch.allclose(logits[r], expected(prompts[r // 2] + [7 + r]), atol=1e-5) for r in range(6)
+        )
+        kept = [0, 2, 3, 5]
+        dec.keep(torch.tensor(kept))
+        logits = dec.step(torch.full((4, 1), 9))
+        for i, r in enumerate(kept):
+            assert torch.allclose(logits[i], expected(prompts[r // 2] + [7 + r, 9]), atol=1e-5)
+    assert isinstance(make_decoder(model), Qwen3Decoder)  # a plain Qwen3 model takes the lean path
+
+
+def test_sample_greedy_matches_generate_with_padding_and_early_stops(model) -> None:  # noqa: ANN001
+    """Left padding, a shared prefill and rows leaving the batch at EOS give generate's own greedy tokens."""
+    ids, attention = _left_padded([[40, 41, 42, 43, 44, 45], [50, 51], [60, 61, 62, 63]])
+
+    def generate(eos: int) -> torch.Tensor:
+        out = model.generate(input_ids=ids, attention_mask=attention, do_sample=False, max_new_tokens=10,
+                             eos_token_id=eos, pad_token_id=0)  # fmt: skip
+        return out[:, ids.shape[1] :]
+
+    eos = int(generate(259)[1, 3])  # a token that the second prompt reaches at step 4: its row stops early
+    expected = generate(eos)
+    tokens, logprobs = sample(model, ids, attention, 1, 10, temperature=0.0, top_p=1.0, top_k=0,
+                              eos_ids={eos}, pad_id=0)  # fmt: skip
+    assert torch.equal(tokens, expected)
+    stopped = (tokens == eos).cumsum(-1) - (tokens == eos).long()  # 1 after a row's first EOS
+    assert (logprobs[stopped > 0] == 0).all() and (logprobs[stopped == 0] <= 0).all()
+
+
+def test_sample_is_reproducible_and_groups_rows(model) -> None:  # noqa: ANN001
+    ids, attention = _left_padded([[40, 41, 42], [50]])
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        runs.append(sample(model, ids, attention, 3, 12, temperature=0.8, top_p=0.9, top_k=20,
+                           eos_ids={2, 7}, pad_id=0))  # fmt: skip
+    (tokens, logprobs), (again, again_lp) = runs
+    assert tokens.shape == (6, tokens.shape[1]) and tokens.shape[1] <= 12
+    assert torch.equal(tokens, again) and torch.equal(logprobs, again_lp)
+    assert torch.isfinite(logprobs).all()
 
 
 def test_render_prompt_uses_the_chat_template_when_there_is_one() -> None:

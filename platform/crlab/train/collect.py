@@ -12,7 +12,6 @@ every one has its share (or the rounds run out), and the metrics cover the respo
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ import torch
 from crlab.train import dist, grpo
 from crlab.train.rollout import Rollouts
 from crlab.train.step import advantages_for, score
+from crlab.train.timing import timed
 
 
 def _merge(parts: list[Rollouts]) -> Rollouts:
@@ -46,7 +46,7 @@ class _Tally:
         self.parsed: list[float] = []
         self.lengths: list[float] = []
         self.truncated: list[float] = []
-        self.t_rollout = self.t_reward = 0.0
+        self.timings: dict[str, float] = {}  # generate, reward: seconds over every round
 
     def add(self, scored: Any, rollouts: Rollouts) -> None:
         for reward, is_crl in zip(scored.rewards.tolist(), scored.is_crl.tolist(), strict=True):
@@ -61,7 +61,8 @@ class _Tally:
         for t in tallies:
             out.rl, out.crl, out.parsed = out.rl + t.rl, out.crl + t.crl, out.parsed + t.parsed
             out.lengths, out.truncated = out.lengths + t.lengths, out.truncated + t.truncated
-            out.t_rollout, out.t_reward = max(out.t_rollout, t.t_rollout), max(out.t_reward, t.t_reward)
+            for name, seconds in t.timings.items():  # the slowest rank sets the pace
+                out.timings[name] = max(out.timings.get(name, 0.0), seconds)
         return out
 
     def stats(self, kept_groups: int, rounds: int) -> dict[str, float]:
@@ -75,8 +76,8 @@ class _Tally:
             "response/truncated_frac": _mean(self.truncated),
             "batch/kept_groups": float(kept_groups),
             "batch/refill_rounds": float(rounds),
-            "time/rollout_s": self.t_rollout,
-            "time/reward_s": self.t_reward,
+            "time/generate_s": self.timings.get("generate", 0.0),
+            "time/reward_s": self.timings.get("reward", 0.0),
             "_tokens": sum(self.lengths),
         }
 
@@ -95,11 +96,10 @@ def collect_groups(
     while True:
         batch = trainer.sampler.next_batch()
         rows = dist.shard([trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl])
-        t0 = time.time()
-        rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
-        t1 = time.time()
-        scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
-        tally.t_rollout, tally.t_reward = tally.t_rollout + t1 - t0, tally.t_reward + time.time() - t1
+        with timed("generate", tally.timings):
+            rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
+        with timed("reward", tally.timings):
+            scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
         tally.add(scored, rollouts)
         if g.dynamic_sampling:
             keep = grpo.keep_groups_with_spread(scored.rewards, size)  # (n_groups,)

@@ -88,7 +88,21 @@ def init_distributed() -> None:
     if "MASTER_PORT" not in os.environ:
         os.environ["MASTER_PORT"] = str(_free_port() if single else 29500)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "gloo":
+        _skip_shm_comm_op()
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
+def _skip_shm_comm_op() -> None:
+    """DeepSpeed's CPU backend compiles a shared-memory all-reduce op when its process group starts (a
+    C++ build, 30-50 s on a fresh 2-core machine) that only DeepSpeed *inference* uses
+    (``inference_all_reduce``); training reduces through torch.distributed (gloo). Marking the op
+    incompatible skips the build; nothing else reads that entry."""
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict):
+        compatible["deepspeed_shm_comm"] = False
 
 
 def resolve_precision(precision: str) -> str:

@@ -1,9 +1,9 @@
 """Rollouts: sample responses to prompts with the current policy.
 
-``HFRollout`` uses transformers' ``generate`` (CPU, or small GPU runs); ``VLLMRollout`` uses vLLM colocated
-with the trainer: weights are pushed into vLLM after each update and, where vLLM has it, vLLM sleeps
-(frees its KV cache and weights) while the trainer updates. Both return token ids, the sampling policy's
-log-probs of the sampled tokens and the decoded texts.
+``HFRollout`` samples from a transformers model in its own KV-cache loop (CPU, or small GPU runs);
+``VLLMRollout`` uses vLLM colocated with the trainer: weights are pushed into vLLM after each update and,
+where vLLM has it, vLLM sleeps (frees its KV cache and weights) while the trainer updates. Both return
+token ids, the sampling policy's log-probs of the sampled tokens and the decoded texts.
 
 Prompts are the user message's text; a tokenizer with a chat template gets it applied (generation
 prompt added), one without gets the raw text.
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from crlab.train import sampling
 
 
 @dataclass
@@ -46,7 +48,8 @@ def _strip_after_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
 
 
 class HFRollout:
-    """Sampling with ``model.generate``; ``batch_size`` prompts (times ``n``) per generate call."""
+    """Sampling from a transformers model with a KV cache (:func:`crlab.train.sampling.sample`: each
+    prompt encoded once, finished rows leave the batch); ``batch_size`` prompts (times ``n``) per batch."""
 
     def __init__(
         self,
@@ -90,17 +93,11 @@ class HFRollout:
         input_ids = torch.tensor([[self.pad_id] * (width - len(ids)) + ids for ids in encoded])  # (P, L)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])  # (P, L)
         device = next(self.model.parameters()).device
-        sampling = self.temperature > 0
-        gen = self.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device),
-            do_sample=sampling, temperature=self.temperature if sampling else None,
-            top_p=self.top_p if sampling else None, top_k=self.top_k if sampling else None,
-            num_return_sequences=n, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
-            eos_token_id=list(self.eos_ids), output_scores=True, return_dict_in_generate=True,
-        )  # fmt: skip
-        sequences = gen.sequences[:, width:].cpu()  # (P*n, R)
-        scores = torch.stack(gen.scores, dim=1).float().cpu()  # (P*n, R, V), after temperature/top-k/top-p
-        chosen = scores.log_softmax(-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)  # (P*n, R)
+        sequences, chosen = sampling.sample(
+            self.model, input_ids.to(device), attention.to(device), n, max_new_tokens,
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+        )  # fmt: skip  # (P*n, R) each
         for row in range(sequences.shape[0]):
             ids, truncated = _strip_after_eos(sequences[row].tolist(), self.eos_ids)
             out.prompt_ids.append(encoded[row // n])

@@ -4,23 +4,31 @@ A step: draw the mix of RL and CRL prompts, sample ``group_size`` responses each
 tests for code, the judgment for critiques), compute GRPO advantages with the phase's CRL scale, keep the
 groups with reward spread (refilling from the next prompts, DAPO), then one optimizer update per
 mini-batch. Metrics go to the registry and W&B; the phase schedule may switch phase; checkpoints are
-written every ``checkpoint.every`` steps and when the run stops.
+written every ``checkpoint.every`` steps and when the run stops. Each step logs its time split, as verl's
+``marked_timer`` does: ``time/generate_s``, ``time/reward_s``, ``time/logprob_s``, ``time/update_s``,
+``time/checkpoint_s`` and their total ``time/step_s``.
+
+A run's result depends only on its config and seed: a fresh run seeds python's, numpy's and torch's global
+RNGs right before its first step, after everything that set-up may draw from them; a resumed run takes
+them from its checkpoint at the same point.
 """
 
 from __future__ import annotations
 
 import math
-import time
+import os
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from crlab import faults
 from crlab.registry import Registry
 from crlab.registry.entities import Run
 from crlab.train import dist, setup
 from crlab.train.collect import collect_groups
-from crlab.train.step import Packed, fill_logprobs, micro_loss, micro_weights, pack
+from crlab.train.step import Packed, fill_logprobs, micro_batches, micro_loss, micro_weights, pack
+from crlab.train.timing import time_metrics, timed
 from crlab.train.tiny_model import TINY_URI
 
 
@@ -32,11 +40,11 @@ class Trainer:
 
         self.cfg, self.registry = cfg, registry
         setup.check_world(cfg, setup.launched_world())
-        setup.seed_everything(cfg.seed)
         setup.check_model_path(cfg.model.path)
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
         model_dir = setup.resolve_model(cfg)
         self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
+        _pin_intra_op_threads(self.model)
         self.model_dir = model_dir
         self.sandbox = Sandbox(
             workers=setup.sandbox_workers(cfg), time_limit_s=cfg.reward.time_limit_s,
@@ -60,7 +68,7 @@ class Trainer:
 
     # -- set-up that needs the run --------------------------------------------------------------
     def _start(self, run: Run, resume: bool) -> None:
-        from crlab.train.checkpoint import CheckpointManager
+        from crlab.train.checkpoint import CheckpointManager, restore_rng_state
         from crlab.train.engine import TrainEngine, init_distributed
 
         cfg = self.cfg
@@ -77,10 +85,17 @@ class Trainer:
         if cfg.grpo.kl_coef > 0:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
-        restored = resume and self._restore()
+        rng = self._restore() if resume else None
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
-        if restored:
+        if rng is not None:
             self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt + 1}, self.step)
+        # The first step starts from RNG states that depend only on the config and seed (or on the
+        # checkpoint): whatever set-up drew from the global RNGs (building or loading the model, the data,
+        # the sandbox, DeepSpeed, W&B) is overridden here.
+        if rng is None:
+            setup.seed_everything(cfg.seed)
+        else:
+            restore_rng_state(rng)
 
     def _make_rollout(self) -> Any:
         from crlab.train.rollout import HFRollout, VLLMRollout
@@ -115,15 +130,18 @@ class Trainer:
             group=sweep, job_type=run.cell_key, prior_events=prior,
         )  # fmt: skip
 
-    def _restore(self) -> bool:
+    def _restore(self) -> dict[str, Any] | None:
+        """Load the newest complete checkpoint; returns its RNG states (None: there is none)."""
+        from crlab.train.checkpoint import capture_rng_state
+
         latest = self.checkpoints.latest_complete()
         if latest is None:
-            return False  # stopped before its first checkpoint: start over, same run id
-        state = self.checkpoints.load(self.engine, latest)
+            return None  # stopped before its first checkpoint: start over, same run id
+        state = self.checkpoints.load(self.engine, latest)  # sets the RNGs to the checkpoint's
         self.step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         self.schedule.load_state_dict(state["schedule"])
-        return True
+        return capture_rng_state()
 
     def _client_state(self) -> dict[str, Any]:
         return {
@@ -154,43 +172,47 @@ class Trainer:
         self._start(run, resume)
         every = self.cfg.checkpoint.every
         while self.step < self.total_steps:
-            metrics = self._one_step()
-            self.step += 1
-            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            if dist.is_main():
-                self.registry.log_metrics(run.id, self.step, finite)
-                self.tracker.log(finite, self.step)
-            switch = self.schedule.observe(self.step, metrics)  # its metric is the same on every rank
-            if switch is not None:
-                self._record(run.id, "phase_switch", switch.to_payload(), self.step)
-            if dist.all_reduce(float(stop.signum is not None), "max"):  # any rank signalled: all stop
-                self._save(run)
+            faults.at_step(self.step + 1)
+            timings: dict[str, float] = {}
+            with timed("step", timings):
+                metrics = self._one_step(timings)
+                self.step += 1
+                switch = self.schedule.observe(self.step, metrics)  # its metric is the same on every rank
+                if switch is not None:
+                    self._record(run.id, "phase_switch", switch.to_payload(), self.step)
+                stopping = dist.all_reduce(float(stop.signum is not None), "max") > 0  # any rank: all stop
+                if stopping or self.step % every == 0 or self.step == self.total_steps:
+                    with timed("checkpoint", timings):
+                        self._save(run)
+            self._log_metrics(run, metrics, timings)
+            if stopping:
                 self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
                 return "preempted"
-            if self.step % every == 0 or self.step == self.total_steps:
-                self._save(run)
         return "completed"
 
-    def _one_step(self) -> dict[str, float]:
-        started = time.time()
+    def _one_step(self, timings: dict[str, float]) -> dict[str, float]:
+        """Generate and reward (collect), then the log-prob pass and the updates, timed in ``timings``."""
         phase = self.schedule.current
-        samples, kept, stats = collect_groups(self, phase)
-        t_update = time.time()
-        update_stats = self._update(samples, kept)
-        metrics = {**stats, **update_stats}
+        samples, kept, stats = collect_groups(self, phase)  # its time/generate_s, time/reward_s: all ranks
+        metrics = {**stats, **self._update(samples, kept, timings)}
         metrics.update(
             {
                 "phase/index": float(self.schedule.index),
                 "phase/max_response_length": float(phase.max_response_length),
                 "phase/crl_reward_scale": float(phase.crl_reward_scale),
-                "time/update_s": time.time() - t_update,
-                "time/step_s": time.time() - started,
             }
         )
-        metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(metrics["time/step_s"], 1e-9)
         return metrics
 
-    def _update(self, samples: Any, kept: list[int]) -> dict[str, float]:
+    def _log_metrics(self, run: Run, metrics: dict[str, float], timings: dict[str, float]) -> None:
+        metrics = {**time_metrics(timings), **metrics}  # time/generate_s, time/reward_s: from collect
+        metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(metrics["time/step_s"], 1e-9)
+        if dist.is_main():
+            finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+            self.registry.log_metrics(run.id, self.step, finite)
+            self.tracker.log(finite, self.step)
+
+    def _update(self, samples: Any, kept: list[int], timings: dict[str, float]) -> dict[str, float]:
         cfg, g = self.cfg, self.cfg.grpo
         n_groups, world = len(kept) // g.group_size, dist.world()
         # as many updates as every rank can make (DeepSpeed's step is collective)
@@ -198,22 +220,29 @@ class Trainer:
         if n_updates == 0:
             return {}
         rollouts, advantages = samples
-        packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id)
-        fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, g.micro_batch_size, self.ref_model)
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
+        with timed("logprob", timings):
+            packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id)
+            lengths = packed.lengths()
+            minis = [
+                micro_batches(lengths, range(lo, hi), g.micro_batch_size)
+                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            ]  # one list of micro-batches (rows) per optimizer update
+            chunks = [rows for mini in minis for rows in mini]
+            fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model)
         totals: dict[str, list[float]] = {}
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            parts = micro_weights(packed.select(slice(lo, hi)), g.micro_batch_size, g.loss_agg)
-            out = self.engine.update(
-                parts,
-                lambda model, item: micro_loss(
-                    model, item[0], weight=item[1], grpo_cfg=g, temperature=cfg.rollout.temperature
-                ),
-            )
-            for key, value in out.items():
-                totals.setdefault(key, []).append(float(value))
-        if hasattr(self.rollout, "sync_weights"):
-            self.rollout.sync_weights(self.engine.module)
+        with timed("update", timings):
+            for mini in minis:
+                out = self.engine.update(
+                    micro_weights(packed, mini, g.loss_agg),
+                    lambda model, item: micro_loss(
+                        model, item[0], weight=item[1], grpo_cfg=g, temperature=cfg.rollout.temperature
+                    ),
+                )
+                for key, value in out.items():
+                    totals.setdefault(key, []).append(float(value))
+            if hasattr(self.rollout, "sync_weights"):
+                self.rollout.sync_weights(self.engine.module)
         ranks = dist.all_gather({k: sum(v) / len(v) for k, v in totals.items()})
         return {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
 
@@ -224,6 +253,24 @@ class Trainer:
         if self.sandbox is not None:
             self.sandbox.__exit__(None, None, None)
             self.sandbox = None
+
+
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def _pin_intra_op_threads(model: Any) -> None:
+    """One intra-op thread for a small model on CPU, unless OMP_NUM_THREADS says otherwise.
+
+    A small model's ops are too small to gain from splitting over cores, and a split op waits for its
+    slowest thread: on a busy machine (sandbox workers, another cell, anything else) a descheduled thread
+    stalls every op, and a tiny-coder step took 10.8 s with 2 threads against 1.6 s with one
+    (benchmarks/step_time.py). The thread count is fixed here, not by the load, so a run stays
+    deterministic. Larger models and GPU runs keep torch's default.
+    """
+    if "OMP_NUM_THREADS" in os.environ or torch.cuda.is_available():
+        return
+    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)
 
 
 def _has_vllm() -> bool:
