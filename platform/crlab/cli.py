@@ -212,34 +212,20 @@ def doctor(
     """Check that runs can work here: sandbox, model, data, registry, runs folder; exit 2 if a part is missing."""
     from crlab.cli_views import doctor_table
     from crlab.preflight import check_registry, check_runs_dir, check_sandbox, fix_environment, preflight
+    from crlab.sweeps.spec import configs_of_file
 
     if fix:
         fix_environment(say=err.print)
     if file is None:
         checks = [check_sandbox("bwrap"), check_registry(db, None), check_runs_dir("runs")]
     else:
-        checks = preflight(_configs_of(file, overrides or []), db)
+        checks = preflight(configs_of_file(file, overrides or []), db)
     if json_out:
         print_json([c.to_json() for c in checks])
     else:
         out.print(doctor_table(checks))
     if not all(c.ok for c in checks):
         raise typer.Exit(2)
-
-
-def _configs_of(file: Path, overrides: list[str]) -> list[Any]:
-    """The configs an experiment file (one) or a sweep file (its cells, or a search's base) stands for."""
-    from crlab import config as cfgmod
-    from crlab.sweeps.spec import SPEC_KEYS, expand, load_spec
-    from crlab.yaml_lines import read_yaml
-
-    data = read_yaml(file)
-    if "base" in data and set(data) <= set(SPEC_KEYS):
-        spec = load_spec(file, overrides)
-        if spec.search is not None:
-            return [spec.base_config()]
-        return [cfgmod.from_dict(c.config) for c in expand(spec)]
-    return [cfgmod.load_config(file, overrides)]
 
 
 def _cell_json(cell: Any) -> dict[str, Any]:

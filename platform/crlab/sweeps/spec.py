@@ -197,3 +197,12 @@ def _make_cell(spec: SweepSpec, overrides: dict[str, Any], seed: int) -> Cell:
         ) from None
     key = cfgmod.config_hash({"base": spec.base.name, "overrides": overrides, "seed": seed})
     return Cell(key=key, label=label, overrides=overrides, seed=seed, config=cfgmod.to_dict(cfg))
+
+
+def configs_of_file(path: Path, overrides: list[str]) -> list[Any]:
+    """The configs a file stands for: an experiment (one), a grid sweep (its cells) or a search (its base)."""
+    data = read_yaml(path)
+    if "base" in data and set(data) <= set(SPEC_KEYS):
+        spec = load_spec(path, overrides)
+        return [spec.base_config()] if spec.search is not None else [cfgmod.from_dict(c.config) for c in expand(spec)]
+    return [cfgmod.load_config(path, overrides)]
