@@ -88,7 +88,7 @@ class Trainer:
         rng = self._restore() if resume else None
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
         if rng is not None:
-            self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt + 1}, self.step)
+            self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt}, self.step)  # counted when taken
         # The first step starts from RNG states that depend only on the config and seed (or on the
         # checkpoint): whatever set-up drew from the global RNGs (building or loading the model, the data,
         # the sandbox, DeepSpeed, W&B) is overridden here.
