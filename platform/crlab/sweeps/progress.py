@@ -94,11 +94,16 @@ class SweepProgress:
             self._live.update(self.table())
 
     def _step_line(self, label: str, run: Run, seen: _Seen) -> None:
+        """One line per multiple of ``every`` reached since the last poll, with that step's values."""
         latest = self.registry.latest_metrics(run.id)
         step = max((s for s, _ in latest.values()), default=0)
-        if step // self.every > seen.step // self.every:
+        reached = range((seen.step // self.every + 1) * self.every, step + 1, self.every)
+        if reached:
+            values = [m for m in self.registry.metrics(run.id, keys=HEADLINE) if m.step in reached]
             total = (run.config.get("grpo") or {}).get("max_steps")
-            self.line(f"[{label}] step {step}{f'/{total}' if total else ''}{_headline(latest)}")
+            for at in reached:
+                headline = _headline({m.key: (m.step, m.value) for m in values if m.step == at})
+                self.line(f"[{label}] step {at}{f'/{total}' if total else ''}{headline}")
         seen.step = max(seen.step, step)
 
 
