@@ -163,7 +163,7 @@ def sweep(
         configs = [cfgmod.from_dict(c.config) for c in cells]
         for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):  # each once
             err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-        _preflight(configs, db)
+        _preflight(configs, db, sweep_spec.executor)
     if dry_run:
         if json_out:
             print_json({"sweep": sweep_spec.to_json(), "cells": [_cell_json(c) for c in cells]})
@@ -187,15 +187,20 @@ def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool, ever
         return
     from crlab.sweeps.search import run_search
 
-    _preflight([sweep_spec.base_config()], db)
+    _preflight([sweep_spec.base_config()], db, sweep_spec.executor)
     if run_search(sweep_spec, db_url=db, json_out=json_out, every=every):
         raise typer.Exit(1)
 
 
-def _preflight(configs: list[Any], db: str | None) -> None:
-    """Check every part these configs need before anything is registered (one line and exit 2 if not)."""
+def _preflight(configs: list[Any], db: str | None, executor: Any = None) -> None:
+    """Check every part these configs (and the sweep's executor) need before anything is registered: one
+    line and exit 2 if one is missing."""
     from crlab.preflight import preflight, require
 
+    if executor is not None:
+        from crlab.sweeps.executors import make_executor
+
+        make_executor(executor)  # no sbatch, a misspelt submitit parameter: said first, it is the cheapest
     require(preflight(configs, db))
 
 
