@@ -47,7 +47,7 @@ class GenerateRollout:
         self.inner = rollout
 
     def generate(self, prompts: list[str], n: int, max_new_tokens: int):  # noqa: ANN201
-        from crlab.train.rollout import Rollouts, _strip_after_eos, render_prompt
+        from crlab.train.rollout import Rollouts, append_samples, render_prompt
 
         r, tok, out = self.inner, self.inner.tokenizer, Rollouts([], [], [], [], [])
         r.model.eval()
@@ -64,13 +64,7 @@ class GenerateRollout:
             )  # fmt: skip
         sequences = gen.sequences[:, width:]
         chosen = torch.stack(gen.scores, 1).log_softmax(-1).gather(-1, sequences[..., None])[..., 0]
-        for row in range(sequences.shape[0]):
-            resp, truncated = _strip_after_eos(sequences[row].tolist(), r.eos_ids)
-            out.prompt_ids.append(encoded[row // n])
-            out.response_ids.append(resp)
-            out.logprobs.append(chosen[row, : len(resp)].tolist())
-            out.texts.append(tok.decode(resp, skip_special_tokens=True))
-            out.truncated.append(truncated)
+        append_samples(out, encoded, sequences, chosen, n, r.eos_ids, tok)
         r.model.train()
         return out
 

@@ -50,14 +50,15 @@ class Sweep(Record):
 
 
 @dataclass(frozen=True)
-class Run(Record):
+class RunFields(Record):
+    """What every view of a run holds: all of its registry fields but its config."""
+
     id: str
     name: str
     sweep_id: str | None
     cell_key: str | None
     status: RunStatus
     attempt: int
-    config: dict[str, Any] = field(repr=False)
     heartbeat_at: datetime | None = None
     host: str | None = None
     pid: int | None = None
@@ -71,6 +72,11 @@ class Run(Record):
     created_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Run(RunFields):
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -133,30 +139,11 @@ class MetricSummary(Record):
 
 
 @dataclass(frozen=True)
-class ListedRun(Record):
+class ListedRun(RunFields):
     """A run a query found: the fields of :class:`Run` but its config (whole configs are not loaded for a
     list; name config keys as columns, or :meth:`Registry.get_run` one run), its sweep's name, and the
     value of each column asked for, by the name written (``config.data.crl_ratio``,
     ``metrics.reward/rl_mean.last``)."""
 
-    id: str
-    name: str
-    sweep_id: str | None
-    sweep: str | None
-    cell_key: str | None
-    status: RunStatus
-    attempt: int
-    heartbeat_at: datetime | None = None
-    host: str | None = None
-    pid: int | None = None
-    job_id: str | None = None
-    git_commit: str | None = None
-    git_dirty: bool | None = None
-    packages: dict[str, str] = field(default_factory=dict, repr=False)
-    wandb_run_id: str | None = None
-    run_dir: str | None = None
-    error: str | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+    sweep: str | None = None
     values: dict[str, Any] = field(default_factory=dict)

@@ -98,13 +98,22 @@ class HFRollout:
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, eos_ids=self.eos_ids,
             pad_id=self.pad_id,
         )  # fmt: skip  # (P*n, R) each
-        for row in range(sequences.shape[0]):
-            ids, truncated = _strip_after_eos(sequences[row].tolist(), self.eos_ids)
-            out.prompt_ids.append(encoded[row // n])
-            out.response_ids.append(ids)
-            out.logprobs.append(chosen[row, : len(ids)].tolist())
-            out.texts.append(tok.decode(ids, skip_special_tokens=True))
-            out.truncated.append(truncated)
+        append_samples(out, encoded, sequences, chosen, n, self.eos_ids, tok)
+
+
+def append_samples(
+    out: Rollouts, encoded: list[list[int]], sequences: torch.Tensor, chosen: torch.Tensor, n: int,
+    eos_ids: Any, tok: Any,
+) -> None:  # fmt: skip
+    """Append sampled rows to ``out``: ``sequences`` and ``chosen`` (their log-probs) are (P*n, R), row
+    ``i`` from prompt ``encoded[i // n]``; each response is cut after its first end-of-sequence token."""
+    for row in range(sequences.shape[0]):
+        ids, truncated = _strip_after_eos(sequences[row].tolist(), eos_ids)
+        out.prompt_ids.append(encoded[row // n])
+        out.response_ids.append(ids)
+        out.logprobs.append(chosen[row, : len(ids)].tolist())
+        out.texts.append(tok.decode(ids, skip_special_tokens=True))
+        out.truncated.append(truncated)
 
 
 class VLLMRollout:
