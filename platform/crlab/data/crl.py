@@ -90,3 +90,34 @@ def load_crl_candidates(path: str | Path) -> dict[str, list[str]]:
                 raise DataFormatError(path, line, field, "missing or not a non-empty string")
         out.setdefault(row["problem_id"], []).append(row["solution"])
     return out
+
+
+def _row_label(value: Any, path: str | Path, line: int) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().upper() in ("T", "F", "TRUE", "FALSE"):
+        return value.strip().upper().startswith("T")
+    raise DataFormatError(path, line, "label", f"expected true/false or 'T'/'F', got {value!r}")
+
+
+def load_crl_rows(path: str | Path, style: str = "qwen3") -> list[CRLRow]:
+    """Read labelled critique rows: JSONL of ``{"question", "solution", "label"}`` (label true/false or
+    "T"/"F"; optional ``problem_id``, ``pass_rate``), e.g. a held-out set for critique accuracy."""
+    rows = []
+    for line, row in read_jsonl(path):
+        for name in ("question", "solution"):
+            if not isinstance(row.get(name), str) or not row[name].strip():
+                raise DataFormatError(path, line, name, "missing or not a non-empty string")
+        if "label" not in row:
+            raise DataFormatError(path, line, "label", "missing")
+        rows.append(
+            CRLRow(
+                problem_id=str(row.get("problem_id") or f"{Path(path).stem}-{line}"),
+                question=row["question"],
+                solution=row["solution"],
+                label=_row_label(row["label"], path, line),
+                pass_rate=float(row.get("pass_rate", float("nan"))),
+                prompt=critique_prompt(row["question"], row["solution"], style),
+            )
+        )
+    return rows

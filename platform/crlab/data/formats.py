@@ -12,6 +12,7 @@ import json
 import pickle
 import zlib
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,18 @@ def _lcb_problem(row: dict, where: tuple) -> Problem:
         source="livecodebench",
         starter_code=_get(row, "starter_code", str, where, default=""),
         difficulty=str(row.get("difficulty") or ""),
+        contest_date=_iso_date(row, where),
     )
+
+
+def _iso_date(row: dict, where: tuple) -> str:
+    text = _get(row, "contest_date", str, where, default="")
+    try:
+        if text:
+            datetime.fromisoformat(text)
+    except ValueError:
+        raise DataFormatError(*where, "contest_date", f"not an ISO date: {text[:40]!r}") from None
+    return text
 
 
 def load_livecodebench(path: str | Path) -> list[Problem]:

