@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from crlab import __version__
+from crlab.cli_eval import eval_command
+from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
 from crlab.errors import CrlabError
 
 app = typer.Typer(
@@ -31,31 +32,20 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (the bundled tiny coder).")
 app.add_typer(model_app, name="model")
+app.command("eval")(eval_command)
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-DbOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--db", help="Registry URL. Default: $CRLAB_DB_URL, else sqlite:///$CRLAB_HOME/registry.db."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 NprocOpt = Annotated[
     int,
     typer.Option(
-        "--nproc", min=1, help="Data-parallel ranks on this machine (one per GPU), started by the DeepSpeed launcher."
+        "--nproc",
+        min=1,
+        help="Data-parallel ranks on this machine (one per GPU), started by the DeepSpeed launcher.",
     ),
 ]
 OverridesArg = Annotated[
     list[str] | None,
     typer.Argument(help="Config overrides as key=value, e.g. grpo.lr=2e-6 data.crl_ratio=0.5."),
 ]
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _version(value: bool) -> None:
@@ -144,7 +134,8 @@ def sweep(
     ] = False,
     json_out: JsonOpt = False,
     every: Annotated[
-        int, typer.Option("--every", min=1, help="Off a terminal: a progress line every N steps of each cell.")
+        int,
+        typer.Option("--every", min=1, help="Off a terminal: a progress line every N steps of each cell."),
     ] = 10,
 ) -> None:
     """Run every cell of a sweep exactly once (rerun to resume); --dry-run lists the cells."""
@@ -207,10 +198,13 @@ def _preflight(configs: list[Any], db: str | None, executor: Any = None) -> None
 @app.command()
 def doctor(
     file: Annotated[
-        Path | None, typer.Argument(help="An experiment or sweep YAML: check what it needs (model, data too).")
+        Path | None,
+        typer.Argument(help="An experiment or sweep YAML: check what it needs (model, data too)."),
     ] = None,
     overrides: OverridesArg = None,
-    fix: Annotated[bool, typer.Option("--fix", help="Install what is missing where a script can (bubblewrap).")] = False,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Install what is missing where a script can (bubblewrap).")
+    ] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
