@@ -163,3 +163,52 @@ def _downgrade(url: str, revision: str) -> None:
         command.downgrade(cfg, revision)
     assert regdb.current_revision(engine) == revision
     engine.dispose()
+
+
+def test_0003_adds_the_best_flag_to_existing_checkpoints(db_url: str) -> None:
+    """From 0002 with a run and its checkpoints in it: the rows stay, none is best; one can be flagged, a
+    second best is refused; downgrading drops the flag and keeps the rows."""
+    import sqlalchemy as sa
+
+    from crlab.registry.store import utcnow
+
+    assert regdb.upgrade(db_url, "0002")[1] == "0002"
+    runs = sa.table(
+        "runs", *(sa.column(c) for c in ("id", "name", "status", "attempt", "created_at")),
+        sa.column("config", sa.JSON), sa.column("packages", sa.JSON),
+    )  # fmt: skip
+    checkpoints = sa.table(
+        "checkpoints", *(sa.column(c) for c in ("run_id", "step", "path", "complete", "created_at"))
+    )
+    engine = create_engine(regdb.resolve_db_url(db_url))
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(runs).values(id="a", name="a", status="completed", attempt=1, created_at=now,
+                                            packages={}, config={"eval": {"select": "eval/pass@1"}}))  # fmt: skip
+        conn.execute(sa.insert(checkpoints), [
+            {"run_id": "a", "step": s, "path": f"/ck/{s}", "complete": True, "created_at": now} for s in (5, 10)
+        ])  # fmt: skip
+    engine.dispose()
+    assert regdb.upgrade(db_url) == ("0002", regdb.head_revision(db_url))
+    with Registry(db_url, create_if_empty=False) as reg:
+        assert [(c.step, c.path, c.complete, c.best) for c in reg.checkpoints("a")] == [
+            (5, "/ck/5", True, False), (10, "/ck/10", True, False)
+        ]  # fmt: skip
+        assert reg.best_checkpoint("a") is None
+        reg.set_best_checkpoint("a", 5)
+        assert reg.best_checkpoint("a").step == 5
+        reg.record_checkpoint("a", 15, "/ck/15", complete=True)  # written after the upgrade: not best
+        assert [c.best for c in reg.checkpoints("a")] == [True, False, False]
+    engine = create_engine(regdb.resolve_db_url(db_url))
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE checkpoints SET best = true WHERE step = 10"))
+    engine.dispose()
+    _downgrade(db_url, "0002")
+    engine = regdb.make_engine(db_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("checkpoints")}
+    engine.dispose()
+    assert "best" not in columns
+    engine = create_engine(regdb.resolve_db_url(db_url))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT step FROM checkpoints ORDER BY step")).scalars().all() == [5, 10, 15]
+    engine.dispose()

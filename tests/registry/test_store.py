@@ -102,6 +102,42 @@ def test_metrics_events_checkpoints(reg: Registry) -> None:
     assert [c.step for c in reg.checkpoints(run.id)] == [10]
 
 
+def test_exactly_one_best_checkpoint_per_run(reg: Registry) -> None:
+    run, other = reg.create_run("best", {}), reg.create_run("other", {})
+    for step in (20, 40, 60):
+        reg.record_checkpoint(run.id, step, f"/ck/{step}", complete=True)
+    reg.record_checkpoint(other.id, 20, "/o/20", complete=True)
+    assert reg.best_checkpoint(run.id) is None and not any(c.best for c in reg.checkpoints(run.id))
+    assert reg.set_best_checkpoint(run.id, 20).best
+    reg.set_best_checkpoint(other.id, 20)  # another run's best is its own
+    best = reg.set_best_checkpoint(run.id, 40)
+    assert (best.step, best.best) == (40, True)
+    assert [(c.step, c.best) for c in reg.checkpoints(run.id)] == [(20, False), (40, True), (60, False)]
+    assert reg.best_checkpoint(run.id).step == 40 and reg.best_checkpoint(other.id).step == 20
+    reg.record_checkpoint(run.id, 40, "/ck/40b", complete=True)  # saved again: still the best
+    assert reg.best_checkpoint(run.id).path == "/ck/40b"
+    assert reg.set_best_checkpoint(run.id, 40).step == 40  # idempotent
+    with pytest.raises(RegistryError, match="no checkpoint at step 50"):
+        reg.set_best_checkpoint(run.id, 50)
+    assert reg.best_checkpoint(run.id).step == 40  # the failed call changed nothing
+
+
+def test_the_database_refuses_a_second_best_checkpoint(reg: Registry) -> None:
+    """One best per run is the schema's rule too (a partial unique index), not only the store's."""
+    from sqlalchemy import update
+    from sqlalchemy.exc import IntegrityError
+
+    from crlab.registry import db
+    from crlab.registry.models import CheckpointRow
+
+    run = reg.create_run("best", {})
+    for step in (1, 2):
+        reg.record_checkpoint(run.id, step, f"/ck/{step}", complete=True)
+    reg.set_best_checkpoint(run.id, 1)
+    with pytest.raises(IntegrityError), db.session_scope(reg.engine) as s:
+        s.execute(update(CheckpointRow).where(CheckpointRow.step == 2).values(best=True))
+
+
 def test_foreign_keys_are_enforced(reg: Registry) -> None:
     """Foreign keys hold on both backends: a metric for a run that does not exist is refused."""
     from sqlalchemy.exc import IntegrityError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -104,6 +105,7 @@ class Checkpoint(Record):
     path: str
     complete: bool
     created_at: datetime
+    best: bool = False  # the run's best checkpoint by its ``eval.select`` metric (at most one per run)
 
 
 def lower_is_better(key: str) -> bool:
@@ -111,6 +113,17 @@ def lower_is_better(key: str) -> bool:
     ``loss``: ``loss``, ``train/pg_loss``), the highest for everything else (rewards, accuracy,
     ``eval/pass@1``, the paper's "best checkpoint")."""
     return "loss" in key.rsplit("/", 1)[-1]
+
+
+def improves(key: str, value: float, best: float | None) -> bool:
+    """Whether ``value`` of metric ``key`` beats ``best`` (None: nothing yet), in the direction of
+    :func:`lower_is_better`. Only a strict improvement counts, so among equal values the earliest stays
+    best; NaN never improves."""
+    if math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value < best if lower_is_better(key) else value > best
 
 
 @dataclass(frozen=True)

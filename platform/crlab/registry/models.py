@@ -15,6 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -111,8 +113,15 @@ class EventRow(Base):
 
 
 class CheckpointRow(Base):
+    """A checkpoint of a run; ``best`` marks the one whose held-out metric (the run's ``eval.select``) is
+    best so far. At most one per run: a partial unique index on the run's best row (SQLite and PostgreSQL
+    both have them)."""
+
     __tablename__ = "checkpoints"
-    __table_args__ = (UniqueConstraint("run_id", "step", name="uq_checkpoints_run_step"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "step", name="uq_checkpoints_run_step"),
+        Index("uq_checkpoints_run_best", "run_id", unique=True, sqlite_where=text("best"), postgresql_where=text("best")),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -120,3 +129,4 @@ class CheckpointRow(Base):
     path: Mapped[str] = mapped_column(Text)
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    best: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

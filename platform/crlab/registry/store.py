@@ -268,19 +268,19 @@ class Registry:
             return [Event(r.run_id, r.step, r.kind, r.payload, _aware(r.time)) for r in s.scalars(query)]  # type: ignore[arg-type]
 
     def record_checkpoint(self, run_id: str, step: int, path: str, complete: bool) -> Checkpoint:
-        """Insert or update the checkpoint of ``run_id`` at ``step``."""
+        """Insert or update the checkpoint of ``run_id`` at ``step`` (its ``best`` flag is kept)."""
         with db.session_scope(self.engine) as s:
             row = s.scalars(
                 select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
             ).first()
             if row is None:
                 row = CheckpointRow(
-                    run_id=run_id, step=step, path=path, complete=complete, created_at=utcnow()
+                    run_id=run_id, step=step, path=path, complete=complete, created_at=utcnow(), best=False
                 )
                 s.add(row)
             row.path, row.complete = path, complete
             s.flush()
-            return Checkpoint(row.run_id, row.step, row.path, row.complete, _aware(row.created_at))  # type: ignore[arg-type]
+            return _checkpoint(row)
 
     def delete_checkpoint(self, run_id: str, step: int) -> None:
         with db.session_scope(self.engine) as s:
@@ -294,10 +294,32 @@ class Registry:
         if complete_only:
             query = query.where(CheckpointRow.complete.is_(True))
         with db.session_scope(self.engine) as s:
-            return [
-                Checkpoint(r.run_id, r.step, r.path, r.complete, _aware(r.created_at))
-                for r in s.scalars(query)
-            ]  # type: ignore[arg-type]
+            return [_checkpoint(r) for r in s.scalars(query)]
+
+    def set_best_checkpoint(self, run_id: str, step: int) -> Checkpoint:
+        """Flag the checkpoint of ``run_id`` at ``step`` as its best, and no other (one transaction)."""
+        with db.session_scope(self.engine) as s:
+            rows = {r.step: r for r in s.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id))}
+            if step not in rows:
+                raise RegistryError(f"run {run_id} has no checkpoint at step {step} to flag as best")
+            for row in rows.values():
+                if row.best and row.step != step:
+                    row.best = False
+            s.flush()  # the old best is cleared before the new one is set (one best per run, an index)
+            rows[step].best = True
+            s.flush()
+            return _checkpoint(rows[step])
+
+    def best_checkpoint(self, run_id: str) -> Checkpoint | None:
+        """The run's best checkpoint (see :meth:`set_best_checkpoint`), or None."""
+        query = select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.best.is_(True))
+        with db.session_scope(self.engine) as s:
+            row = s.scalars(query).first()
+            return _checkpoint(row) if row is not None else None
+
+
+def _checkpoint(row: CheckpointRow) -> Checkpoint:
+    return Checkpoint(row.run_id, row.step, row.path, row.complete, _aware(row.created_at), bool(row.best))  # type: ignore[arg-type]
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
