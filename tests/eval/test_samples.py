@@ -52,7 +52,9 @@ def test_samples_with_an_unknown_task_id_name_file_line_field(tmp_path):
     )
     with pytest.raises(DataFormatError) as info:
         read_samples(str(path), load_humaneval())
-    assert str(info.value).startswith(f"{path}:2: field 'task_id': 'HumanEval/999' is not a problem of humaneval")
+    assert str(info.value).startswith(
+        f"{path}:2: field 'task_id': 'HumanEval/999' is not a problem of humaneval"
+    )
 
 
 def test_livecodebench_samples_format(tmp_path, sandbox):
