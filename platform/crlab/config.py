@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,26 @@ class CheckpointConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation during training: every ``every`` steps and after the last one, the current policy answers
+    held-out problems with the run's own rollout engine, scored in its sandbox on all their tests."""
+
+    source: str | None = None  # held-out problems (tiny-eval, humaneval, livecodebench:FILE, ...); None: off
+    since: str | None = None  # livecodebench: contest_date window, both ends included (v5: 2024-08-01 ..
+    until: str | None = None  # .. 2025-02-01)
+    every: int = 50  # steps
+    n: int = 1  # samples per problem
+    k: list[int] = field(default_factory=lambda: [1])  # pass@k for each k (each <= n)
+    temperature: float = 0.0  # greedy with n=1: the deterministic pass@1
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    max_new_tokens: int | None = None  # None: the current phase's max_response_length
+    max_problems: int | None = None  # a fixed seeded subset (the same for every seed of a config)
+    select: str = "eval/pass@1"  # the metric that picks the best checkpoint (the paper: LiveCodeBench pass@1)
+    crl_source: str | None = None  # held-out critique rows (crl:FILE or a problem source): eval/critique_acc
+
+
+@dataclass
 class TrackingConfig:
     enabled: bool = True
     project: str = "crlab"
@@ -171,6 +192,7 @@ class ExperimentConfig:
     switch: SwitchConfig = field(default_factory=SwitchConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
 
@@ -219,15 +241,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         cfg = _merge_file(cfg, Path(path))
     for item in overrides:
         cfg = _merge_override(cfg, item)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        exc.where = exc.where or _where_set(exc.message.split(":", 1)[0], path, overrides)
+        raise
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _where_set(key: str, path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """Where the value a cross-field check names was set: the last override of that key (or of a section
+    holding it), else its line in the file (or its section's line), else nowhere (a schema default)."""
+    for item in reversed(overrides):
+        set_key = item.partition("=")[0].strip()
+        if key == set_key or key.startswith(set_key + "."):
+            return f"override {item!r}"
+    if path is None:
+        return None
+    from crlab.yaml_lines import key_lines
+
+    lines = key_lines(Path(path))
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in lines:
+            return f"{path}:{lines['.'.join(parts[:end])]}"
+    return None
 
 
 def _merge_file(cfg: DictConfig, path: Path) -> DictConfig:
     from crlab.yaml_lines import key_lines, read_yaml
 
-    data = read_yaml(path)
+    data = _dates_as_text(read_yaml(path))
     lines = key_lines(path)
     try:
         return OmegaConf.merge(cfg, data)
@@ -237,12 +282,21 @@ def _merge_file(cfg: DictConfig, path: Path) -> DictConfig:
         raise ConfigError(_explain(exc, key), where=where) from None
 
 
+def _dates_as_text(node: Any) -> Any:
+    """YAML reads ``2024-08-01`` as a date; the schema keeps dates as text (``eval.since: 2024-08-01``)."""
+    if isinstance(node, dict):
+        return {k: _dates_as_text(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_dates_as_text(v) for v in node]
+    return node.isoformat() if isinstance(node, date) else node
+
+
 def _merge_override(cfg: DictConfig, item: str) -> DictConfig:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not key=value (e.g. grpo.lr=2e-6)", where="command line")
     key, _, raw = item.partition("=")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _dates_as_text(yaml.safe_load(raw)) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     _check_list_index(cfg, key.strip(), item)

@@ -106,11 +106,51 @@ def _check_rest(cfg: DictConfig) -> None:
     _check_range(cfg, "preempt_grace_s", 1)
 
 
+def eval_metric_keys(ev: Any) -> list[str]:
+    """The metrics an ``eval`` section makes (as :mod:`crlab.eval.report` names them): pass@k for each k of
+    a problem source, critique accuracy and parse rate for a ``crl:`` source or ``crl_source``."""
+    keys = []
+    if ev.source and not str(ev.source).startswith("crl:"):
+        keys += [f"eval/pass@{k}" for k in sorted(set(ev.k))]
+    if (ev.source and str(ev.source).startswith("crl:")) or ev.crl_source:
+        keys += ["eval/critique_acc", "eval/critique_parsable"]
+    return keys
+
+
+def _check_eval(cfg: DictConfig) -> None:
+    ev = cfg.eval
+    _check_range(cfg, "eval.every", 1)
+    _check_range(cfg, "eval.n", 1)
+    _check_range(cfg, "eval.temperature", 0)
+    _check_range(cfg, "eval.top_p", 0.0001, 1)
+    _check_range(cfg, "eval.top_k", 0)
+    _check_range(cfg, "eval.max_new_tokens", 1)
+    _check_range(cfg, "eval.max_problems", 1)
+    if len(ev.k) == 0:
+        _fail("eval.k", "is empty; give the k of each pass@k to report, e.g. [1]")
+    for k in ev.k:
+        if k < 1:
+            _fail("eval.k", f"{list(ev.k)}: each k must be at least 1 (pass@1 is k=1)")
+        if k > ev.n:
+            _fail("eval.k", f"pass@{k} needs at least {k} samples per problem, but eval.n={ev.n}; "
+                            f"raise eval.n to {k} or drop {k} from eval.k")  # fmt: skip
+    for key in ("eval.source", "eval.crl_source"):
+        if _get(cfg, key) is not None and not str(_get(cfg, key)).strip():
+            _fail(key, "is empty; name a source (e.g. tiny-eval) or leave it unset (null)")
+    made = eval_metric_keys(ev)
+    if made and ev.select not in made:
+        _fail("eval.select", f"{ev.select!r} is not a metric this eval makes ({', '.join(made)}); "
+                             "choose one of them, or add its k to eval.k")  # fmt: skip
+    if (ev.since or ev.until) and not str(ev.source or "").startswith("livecodebench:"):
+        _fail("eval.since", "a contest_date window needs eval.source: livecodebench:FILE; unset since/until")
+
+
 def check_config(cfg: DictConfig) -> None:
     _check_choices(cfg)
     _check_grpo(cfg)
     _check_phases(cfg)
     _check_rest(cfg)
+    _check_eval(cfg)
 
 
 def config_warnings(cfg: DictConfig) -> list[str]:
@@ -127,5 +167,11 @@ def config_warnings(cfg: DictConfig) -> list[str]:
         out.append(
             f"data.crl_ratio={cfg.data.crl_ratio} x grpo.prompts_per_step={cfg.grpo.prompts_per_step} "
             "rounds to 0 CRL prompts per step"
+        )
+    ev = cfg.eval
+    if (ev.source or ev.crl_source) and ev.n > 1 and ev.temperature == 0:
+        out.append(
+            f"eval.n={ev.n} with eval.temperature=0: greedy samples of a problem are all the same, so pass@k "
+            "equals pass@1; raise eval.temperature (e.g. 0.6) for pass@k > 1, or set eval.n=1"
         )
     return out
