@@ -198,14 +198,14 @@ def _records_path(out_path: Path | None, target: dict[str, Any] | None, on: str)
     return crlab_home() / "evals" / f"{slug}-{stamp}.jsonl"
 
 
-def render(report: Any, label: str, records: Path) -> None:
+def render(report: Any, label: str, source: str, records: Path) -> None:
     """The report as a table on stdout, then where the per-problem rows went."""
     from crlab.eval.report import CodeEvalReport
 
-    table = Table(title=f"{escape(label)} on {escape(report.source if hasattr(report, 'source') else '')}")
+    table = Table(title=f"{escape(label)} on {escape(source)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_column("95% CI (bootstrap over problems)", justify="right")
+    table.add_column("95% CI (bootstrap)", justify="right")
     if isinstance(report, CodeEvalReport):
         table.caption = f"{len(report.problems)} problems, n={report.n} samples each, all tests"
         for k in report.ks:
@@ -215,7 +215,9 @@ def render(report: Any, label: str, records: Path) -> None:
             table.add_row(f"time/{name}", f"{seconds:.1f}", "")
     else:
         table.caption = f"{report.n} judgments; confusion over parsable answers (positive: judged correct)"
-        table.add_row("critique accuracy", f"{report.accuracy:.4f}", "")
+        table.add_row(
+            "critique accuracy", f"{report.accuracy:.4f}", f"[{report.ci[0]:.4f}, {report.ci[1]:.4f}]"
+        )
         table.add_row("parsable \\conclusion{}", f"{report.parsable:.4f}", "")
         for name in ("tp", "fp", "tn", "fn", "unparsable"):
             table.add_row(name, str(getattr(report, name)), "")
@@ -290,7 +292,7 @@ def eval_command(
     if json_out:
         print_json(_report_json(report, label, path, resolved))
     else:
-        render(report, label, path)
+        render(report, label, on, path)
 
 
 def _run_eval(

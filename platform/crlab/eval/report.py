@@ -89,6 +89,7 @@ class CritiqueReport:
     tn: int
     fn: int
     unparsable: int
+    ci: tuple[float, float] = (0.0, 0.0)  # 95% bootstrap interval of the accuracy, over judgments
 
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
         return {f"{prefix}critique_acc": self.accuracy, f"{prefix}critique_parsable": self.parsable}
@@ -97,7 +98,7 @@ class CritiqueReport:
         return {
             "n": self.n, "accuracy": self.accuracy, "parsable": self.parsable,
             "confusion": {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn},
-            "unparsable": self.unparsable,
+            "unparsable": self.unparsable, "ci95": list(self.ci),
         }  # fmt: skip
 
 
@@ -108,8 +109,10 @@ def critique_report(responses: Sequence[str], labels: Sequence[bool]) -> Critiqu
     if not responses:
         raise ValueError("critique_report: no critique rows")
     tp = fp = tn = fn = unparsable = 0
+    correct = []
     for text, label in zip(responses, labels, strict=True):
         judged = parse_conclusion(text)
+        correct.append(float(judged is not None and judged == bool(label)))
         if judged is None:
             unparsable += 1
         elif judged and label:
@@ -121,4 +124,6 @@ def critique_report(responses: Sequence[str], labels: Sequence[bool]) -> Critiqu
         else:
             tn += 1
     n = len(responses)
-    return CritiqueReport(n, (tp + tn) / n, (n - unparsable) / n, tp, fp, tn, fn, unparsable)
+    return CritiqueReport(
+        n, (tp + tn) / n, (n - unparsable) / n, tp, fp, tn, fn, unparsable, bootstrap_ci(correct)
+    )
