@@ -337,6 +337,21 @@ def test_keep_prunes_old_checkpoints_and_leftovers(tmp_path: Path):
     assert manager.complete() == [root / "step-000003", root / "step-000004"]
 
 
+def test_keep_never_prunes_a_pinned_checkpoint(tmp_path: Path):
+    """The trainer pins its best checkpoint: keep-K leaves it alone, and prunes it once it is unpinned."""
+    engine = make_engine(0)
+    root = tmp_path / "checkpoints"
+    manager = CheckpointManager(root, keep=1)
+    manager.save(engine, step=1, client_state={})
+    manager.pinned = {2}
+    for step in (2, 3, 4):
+        manager.save(engine, step=step, client_state={})
+    assert sorted(p.name for p in root.iterdir()) == ["step-000002", "step-000004"]  # best + newest
+    manager.pinned = {5}  # a newer best
+    manager.save(engine, step=5, client_state={})
+    assert sorted(p.name for p in root.iterdir()) == ["step-000005"]
+
+
 def test_save_refuses_a_client_state_that_is_not_json(tmp_path: Path):
     engine = make_engine(0)
     manager = CheckpointManager(tmp_path / "checkpoints")

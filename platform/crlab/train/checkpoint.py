@@ -14,8 +14,9 @@ A save writes everything into a ``.tmp-*`` directory, fsyncs the files, writes `
 renames the directory to ``step-N`` (the commit) and fsyncs the root. A checkpoint counts only when its
 directory is named ``step-N`` and its COMPLETE.json parses, names step N and lists files that exist with the
 listed sizes; anything else is skipped with a warning that names it. After a save, the newest ``keep``
-complete checkpoints are kept, older complete ones deleted, and leftover ``.tmp-*`` directories removed;
-broken ``step-N`` directories are left in place (evidence) and keep being skipped.
+complete checkpoints are kept, older complete ones deleted (except the steps in ``pinned``: the run's best
+checkpoint, which keep-K never deletes), and leftover ``.tmp-*`` directories removed; broken ``step-N``
+directories are left in place (evidence) and keep being skipped.
 
 With several ranks every rank calls :meth:`CheckpointManager.save` / :meth:`CheckpointManager.load`
 (DeepSpeed's save and load are collective); the root must be on a filesystem all ranks share.
@@ -140,13 +141,15 @@ def check_checkpoint(path: Path) -> str | None:
 
 
 class CheckpointManager:
-    """Saves, finds, loads and prunes checkpoints under ``root``; ``keep`` newest complete ones (None: all)."""
+    """Saves, finds, loads and prunes checkpoints under ``root``; ``keep`` newest complete ones (None: all),
+    plus those of the steps in ``pinned`` (the trainer pins its best checkpoint)."""
 
     def __init__(self, root: Path | str, keep: int | None = 3) -> None:
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 (or None to keep every checkpoint); got {keep}")
         self.root = Path(root)
         self.keep = keep
+        self.pinned: set[int] = set()  # steps whose checkpoints pruning leaves alone
 
     def path_for(self, step: int) -> Path:
         return self.root / f"step-{step:06d}"
@@ -240,9 +243,11 @@ class CheckpointManager:
         logger.info("saved checkpoint %s", final)
 
     def _prune(self) -> None:
-        complete = self.complete()
+        complete = self._scan(warn=False)
         stale = complete[: -self.keep] if self.keep is not None else []
-        for path in stale:
+        for step, path in stale:
+            if step in self.pinned:
+                continue
             shutil.rmtree(path, ignore_errors=True)
             logger.info("pruned checkpoint %s (keep=%s)", path, self.keep)
         for path in self.root.glob(".tmp-*"):
