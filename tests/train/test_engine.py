@@ -73,7 +73,7 @@ def make_engine(zero_stage: int = 0, **overrides) -> TrainEngine:
 
 def token_mean_loss(model, mb):
     """Summed next-token cross-entropy over the micro-batch, divided by the mini-batch's token count."""
-    ids, n_tokens = mb["ids"], mb["n_tokens"]  # (B, T), int
+    ids, n_tokens = mb["ids"].to(next(model.parameters()).device), mb["n_tokens"]  # (B, T), int
     logits = model(input_ids=ids).logits[:, :-1]  # (B, T-1, V)
     loss = F.cross_entropy(logits.reshape(-1, VOCAB).float(), ids[:, 1:].reshape(-1), reduction="sum")
     return loss / n_tokens, {"tokens": float(ids[:, 1:].numel())}
