@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
+from crlab.cli_options import DbOpt, JsonOpt, err, print_json
 from crlab.errors import CrlabError
 
 DEFAULT_METRIC = "eval/pass@1"
@@ -51,7 +51,7 @@ def ablation_command(
     elif fmt == "csv":
         sys.stdout.write(report.to_csv(result, paper))
     else:
-        out.print(report.markdown(result, paper), markup=False, highlight=False, end="")
+        sys.stdout.write(report.markdown(result, paper))
 
 
 def _curves(reg, result) -> dict[str, list[tuple[int, float]]]:  # noqa: ANN001
