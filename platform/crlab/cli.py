@@ -165,7 +165,12 @@ def sweep(
         return
     from crlab.sweeps.runner import run_sweep
 
-    if run_sweep(sweep_spec, cells, db_url=db, json_out=json_out, every=every):
+    failed = run_sweep(sweep_spec, cells, db_url=db, json_out=json_out, every=every)
+    if not json_out:
+        from crlab.cli_report import print_sweep_ablation
+
+        print_sweep_ablation(sweep_spec.name, db, getattr(sweep_spec, "metric", None))
+    if failed:
         raise typer.Exit(1)
 
 

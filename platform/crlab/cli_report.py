@@ -57,3 +57,29 @@ def ablation_command(
 def _curves(reg, result) -> dict[str, list[tuple[int, float]]]:  # noqa: ANN001
     runs = [run for row in result.rows for run in row.runs]
     return {run: [(m.step, m.value) for m in reg.metrics(run, [result.metric])] for run in runs}
+
+
+def print_sweep_ablation(sweep_name: str, db: str | None, metric: str | None = None) -> None:
+    """What `platform sweep` prints last: its own ablation table, on the held-out metric when the cells
+    logged it, else on the training reward (saying so); nothing when no cell completed."""
+    from crlab import report
+    from crlab.registry import Registry
+    from crlab.registry.ablation import ablation
+
+    tried = [(metric or DEFAULT_METRIC, "best"), ("reward/rl_mean", "last")]
+    with Registry(db, create_if_empty=False) as reg:
+        for name, at in tried:
+            try:
+                result = ablation(reg, sweep_name, name, at)
+            except CrlabError:  # never logged by any run of the registry, or no grid key
+                continue
+            if result.rows:
+                break
+        else:
+            return
+    if name != tried[0][0]:
+        err.print(
+            f"ablation: no completed cell logged {tried[0][0]}; showing {name} ({at}) instead",
+            highlight=False,
+        )
+    sys.stdout.write("\n" + report.markdown(result))

@@ -119,3 +119,22 @@ def test_cli_markdown_paper_csv_json_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     bad = platform("ablation", "crl-ratio", "--metric", "eval/nope", url=url)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_sweep_ends_with_its_ablation_table(tmp_path, capsys):
+    from crlab.cli_report import print_sweep_ablation
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    seed_sweep(url)
+    print_sweep_ablation("crl-ratio", url)
+    shown = capsys.readouterr()
+    assert "| 0.2 | 0.6500 | 0.0707 | 2 |" in shown.out and shown.err == ""
+    with Registry(url) as reg:  # a sweep whose cells logged no eval: the training reward, said on stderr
+        sweep = reg.create_sweep("no-eval", {"grid": {"data.crl_ratio": [0.0]}})
+        run = reg.create_run("tiny", {"data": {"crl_ratio": 0.0}}, sweep_id=sweep.id, cell_key="a")
+        reg.start_attempt(run.id, host="h", pid=1)
+        reg.log_metrics(run.id, 1, {"reward/rl_mean": 0.5})
+        reg.finish_run(run.id, "completed")
+    print_sweep_ablation("no-eval", url)
+    shown = capsys.readouterr()
+    assert "| 0.0 | 0.5000 | - | 1 |" in shown.out and "showing reward/rl_mean (last) instead" in shown.err
