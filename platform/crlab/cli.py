@@ -17,7 +17,7 @@ from rich.markup import escape
 from crlab import __version__
 from crlab.cli_eval import eval_command
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
-from crlab.cli_report import ablation_command
+from crlab.cli_report import ablation_command, sync_command
 from crlab.errors import CrlabError
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (th
 app.add_typer(model_app, name="model")
 app.command("eval")(eval_command)
 app.command("ablation")(ablation_command)
+app.command("sync")(sync_command)
 
 NprocOpt = Annotated[
     int,

@@ -24,6 +24,7 @@ def ablation_command(
     fmt: Annotated[str, typer.Option("--format", help="markdown | csv | json.")] = "markdown",
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Also draw bars with error bars and the metric's curves per run into this PNG.")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Put the paper's Table 5 (Qwen3-4B, LCB v5) beside a data.crl_ratio ablation.")] = False,
+    to_wandb: Annotated[bool, typer.Option("--wandb", help="Also log the table (and plot) to W&B, in the sweep's group.")] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:  # fmt: skip
@@ -39,6 +40,7 @@ def ablation_command(
     with Registry(db, create_if_empty=False) as reg:
         result = ablation(reg, sweep, metric, at, keys)
         curves = _curves(reg, result) if plot_path is not None else {}
+        runs = reg.list_runs(sweep_id=reg.get_sweep(sweep).id)
     if not result.rows:
         raise CrlabError(
             f"sweep {result.sweep}: no completed run has logged {metric!r} "
@@ -46,6 +48,9 @@ def ablation_command(
         )
     if plot_path is not None:
         err.print(f"plot: {report.plot(result, curves, plot_path)}", highlight=False)
+    if to_wandb:
+        where = _log_wandb(result, runs, plot_path, paper)
+        err.print(f"W&B: {where or 'tracking is disabled'}", highlight=False)
     if json_out or fmt == "json":
         print_json(result.to_json())
     elif fmt == "csv":
@@ -83,3 +88,63 @@ def print_sweep_ablation(sweep_name: str, db: str | None, metric: str | None = N
             highlight=False,
         )
     sys.stdout.write("\n" + report.markdown(result))
+
+
+def _log_wandb(result, runs, plot_path: Path | None, paper: bool) -> Path | None:  # noqa: ANN001
+    """The ablation as a W&B run in the sweep's group, with the project and mode of the sweep's runs."""
+    from crlab import report
+    from crlab.tracking import log_ablation
+
+    tracking = (runs[0].config.get("tracking") or {}) if runs else {}
+    header, rows = report.table_rows(result, paper)
+    folder = (
+        Path(runs[0].run_dir).parent / f"ablation-{result.sweep}"
+        if runs
+        else Path(f"ablation-{result.sweep}")
+    )
+    return log_ablation(
+        project=tracking.get("project", "crlab"), entity=tracking.get("entity"),
+        mode=tracking.get("mode", "offline") if tracking.get("enabled", True) else "disabled",
+        group=result.sweep, run_id=f"ablation-{runs[0].sweep_id if runs else result.sweep}", folder=folder,
+        columns=header, rows=rows, plot=plot_path,
+    )  # fmt: skip
+
+
+def sync_command(
+    sweep: Annotated[str, typer.Argument(help="The sweep's name or id.", show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the offline runs only.")] = False,
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload every offline W&B run of a sweep (its cells, and its ablation run) with `wandb sync`."""
+    import subprocess
+
+    from crlab.registry import Registry
+    from crlab.tracking import offline_runs
+
+    with Registry(db, create_if_empty=False) as reg:
+        found = reg.get_sweep(sweep)
+        dirs = [r.run_dir for r in reg.list_runs(sweep_id=found.id) if r.run_dir]
+    if dirs:
+        dirs.append(str(Path(dirs[0]).parent / f"ablation-{found.name}"))
+    folders = offline_runs(dirs)
+    if dry_run or not folders:
+        if json_out:
+            print_json({"sweep": found.name, "offline_runs": [str(f) for f in folders]})
+        else:
+            for folder in folders:
+                sys.stdout.write(f"{folder}\n")
+            err.print(f"{len(folders)} offline W&B run(s) of sweep {found.name}", highlight=False)
+        return
+    cmd = [sys.executable, "-m", "wandb", "sync", *map(str, folders)]
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode != 0:
+        why = [line for line in (done.stderr + done.stdout).splitlines() if line.startswith("Error")]
+        raise CrlabError(
+            f"wandb sync failed: {(why or ['exit code ' + str(done.returncode)])[-1]}; the offline runs stay "
+            f"where they are (`platform sync {found.name} --dry-run` lists them): fix it and rerun"
+        )
+    if json_out:
+        print_json({"sweep": found.name, "uploaded": [str(f) for f in folders]})
+    else:
+        err.print(f"uploaded {len(folders)} offline W&B run(s) of sweep {found.name}", highlight=False)

@@ -5,6 +5,12 @@ group = the sweep, job_type = the cell label, config = the resolved config. File
 directory (``<run_dir>/wandb``). Offline by default: ``tracking.mode=online`` (or WANDB_MODE=online)
 uploads live; ``wandb sync <run_dir>/wandb/offline-run-*`` uploads an offline run later.
 
+Charts: every metric is defined against ``train/step`` (logged with each row), and ``eval/*`` metrics
+summarise to their best (the highest, as ``eval/pass@1`` picks the best checkpoint), so a run's summary
+shows its best held-out pass@1. :meth:`Tracker.table` logs a W&B Table (sampled rollouts every
+``tracking.rollout_table_every`` steps, as verl and TRL do). :func:`log_ablation` puts a sweep's ablation
+table and plot in the sweep's group; :func:`offline_runs` lists what ``platform sync`` uploads.
+
 Events (phase switches, resumes, preemptions) are logged as ``event/<kind>`` metrics at their step and
 kept as a list in the run summary under ``events``, so they are in the offline files too. An offline run
 cannot read its summary back, so a resumed run passes the events it had (from the registry) as
@@ -17,6 +23,20 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+STEP_KEY = "train/step"
+# the metric families the trainer logs (``reward/rl_mean``, ``time/step_s``, ...), each plotted against the step
+FAMILIES = tuple(f"{f}/*" for f in ("reward", "critique", "train", "time", "phase", "event", "response", "batch",
+                                     "perf", "code", "actor", "rollouts"))  # fmt: skip
+WANDB_SETTINGS = {"silent": True, "console": "off", "x_disable_stats": True}
+
+
+def define_metrics(run: Any) -> None:
+    """Every metric against the training step; held-out metrics summarise to their best."""
+    run.define_metric(STEP_KEY)
+    run.define_metric("eval/*", step_metric=STEP_KEY, summary="max")
+    for family in FAMILIES:
+        run.define_metric(family, step_metric=STEP_KEY)
 
 
 class Tracker:
@@ -40,8 +60,9 @@ class Tracker:
         self._run = wandb.init(
             project=project, entity=entity, id=run_id, name=name, group=group, job_type=job_type,
             tags=list(tags), config=dict(config), dir=str(wandb_dir), mode=mode, resume="allow",
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            settings=wandb.Settings(**WANDB_SETTINGS),
         )  # fmt: skip
+        define_metrics(self._run)
 
     @property
     def active(self) -> bool:
@@ -53,7 +74,14 @@ class Tracker:
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self._run is not None:
-            self._run.log(dict(metrics), step=step)
+            self._run.log({**metrics, STEP_KEY: step}, step=step)
+
+    def table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """A W&B Table (e.g. ``rollouts/samples``: prompt, response, reward, verdicts) at ``step``."""
+        if self._run is not None:
+            import wandb
+
+            self._run.log({key: wandb.Table(columns=columns, data=rows), STEP_KEY: step}, step=step)
 
     def event(self, kind: str, payload: Mapping[str, Any], step: int | None) -> None:
         if self._run is None:
@@ -62,9 +90,42 @@ class Tracker:
         self._events.append(record)
         self._run.summary["events"] = self._events
         if step is not None:
-            self._run.log({f"event/{kind}": 1.0}, step=step)
+            self._run.log({f"event/{kind}": 1.0, STEP_KEY: step}, step=step)
 
     def finish(self, exit_code: int = 0) -> None:
         if self._run is not None:
             self._run.finish(exit_code=exit_code)
             self._run = None
+
+
+def offline_runs(run_dirs: list[str]) -> list[Path]:
+    """The offline W&B runs (``wandb/offline-run-*``) under these run folders, oldest first."""
+    found = []
+    for run_dir in run_dirs:
+        found += sorted(Path(run_dir).glob("wandb/offline-run-*"))
+    return found
+
+
+def log_ablation(
+    *, project: str, entity: str | None, mode: str, group: str, run_id: str, folder: Path,
+    columns: list[str], rows: list[list[Any]], plot: Path | None,
+) -> Path | None:  # fmt: skip
+    """Log a sweep's ablation table (and plot) as a run of job type ``ablation`` in the sweep's group;
+    returns the W&B run folder (None when tracking is disabled)."""
+    mode = os.environ.get("WANDB_MODE", mode)
+    if mode == "disabled":
+        return None
+    import wandb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=project, entity=entity, id=run_id, name=f"{group} ablation", group=group, job_type="ablation",
+        dir=str(folder), mode=mode, resume="allow", settings=wandb.Settings(**WANDB_SETTINGS),
+    )  # fmt: skip
+    logged: dict[str, Any] = {"ablation/table": wandb.Table(columns=columns, data=rows)}
+    if plot is not None:
+        logged["ablation/plot"] = wandb.Image(str(plot))
+    run.log(logged)
+    path = Path(run.dir).parent
+    run.finish()
+    return path

@@ -1,0 +1,69 @@
+"""Reviewing a sweep in W&B: the ablation as a run in the sweep's group (real offline files), metrics
+defined against the training step, and `platform sync` of a sweep's offline runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from crlab.registry import Registry
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def platform(*args, env):
+    cmd = [sys.executable, "-c", "from crlab.cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def sweep_with_dirs(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with Registry(url) as reg:
+        sweep = reg.create_sweep("crl-ratio", {"grid": {"data.crl_ratio": [0.0, 0.2]}})
+        for i, (ratio, value) in enumerate([(0.0, 0.25), (0.2, 0.5), (0.2, 0.75)]):
+            config = {"data": {"crl_ratio": ratio}, "tracking": {"project": "crlab-test", "mode": "offline"}}
+            run_dir = tmp_path / "runs" / f"r{i}"
+            run = reg.create_run("tiny", config, sweep_id=sweep.id, cell_key=str(i), run_dir=str(run_dir))
+            reg.start_attempt(run.id, host="h", pid=1)
+            reg.log_metrics(run.id, 5, {"eval/pass@1": value})
+            reg.finish_run(run.id, "completed")
+    return url
+
+
+def test_ablation_logged_to_the_sweeps_group_and_synced(tmp_path):
+    url = sweep_with_dirs(tmp_path)
+    env = {**os.environ, "CRLAB_DB_URL": url, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    env.pop("WANDB_API_KEY", None)
+    res = platform("ablation", "crl-ratio", "--wandb", "--plot", str(tmp_path / "p.png"), env=env)
+    assert res.returncode == 0, res.stderr
+    (folder,) = (tmp_path / "runs" / "ablation-crl-ratio" / "wandb").glob("offline-run-*")
+    blob = b"".join(p.read_bytes() for p in folder.rglob("*.wandb"))
+    for needle in (b"ablation/table", b"table-file", b"ablation/plot", b"crl-ratio", b"ablation"):
+        assert needle in blob, needle
+    tables = list(folder.rglob("ablation/table_*.table.json"))
+    assert tables and json.loads(tables[0].read_text())["data"][1][:3] == ["0.2", "0.6250", "0.1768"]
+
+    listed = platform("sync", "crl-ratio", "--dry-run", "--json", env=env)
+    assert json.loads(listed.stdout)["offline_runs"] == [str(folder)]
+    failed = platform("sync", "crl-ratio", env=env)  # no API key here: one line, exit 2, files left alone
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 2 and len(lines) == 1, failed.stderr
+    assert "wandb sync failed: Error: No API key configured" in lines[0] and folder.exists()
+
+
+def test_tracker_defines_metrics_against_the_training_step(tmp_path, monkeypatch):
+    from crlab.tracking import STEP_KEY, Tracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = Tracker(enabled=True, mode="offline", project="p", entity=None, tags=[], run_id="t1", name="t",
+                      run_dir=tmp_path, config={})  # fmt: skip
+    tracker.log({"eval/pass@1": 0.5, "reward/rl_mean": 0.1}, step=3)
+    tracker.table(
+        "rollouts/samples", ["kind", "prompt", "response", "reward"], [["rl", "p", "r", 1.0]], step=3
+    )
+    tracker.finish()
+    blob = b"".join(p.read_bytes() for p in tmp_path.rglob("*.wandb"))
+    assert STEP_KEY.encode() in blob and b"eval/*" in blob and b"rollouts/samples" in blob
