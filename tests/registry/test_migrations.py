@@ -212,3 +212,51 @@ def test_0003_adds_the_best_flag_to_existing_checkpoints(db_url: str) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT step FROM checkpoints ORDER BY step")).scalars().all() == [5, 10, 15]
     engine.dispose()
+
+
+def test_0004_adds_provenance_and_reproduces_to_existing_runs(db_url: str) -> None:
+    """From 0003 with a run, its metrics and checkpoint in it: the rows stay, provenance and reproduces are
+    empty, a new run records both; downgrading drops the columns and keeps every row (no cascade)."""
+    import sqlalchemy as sa
+
+    from crlab.registry.store import utcnow
+
+    assert regdb.upgrade(db_url, "0003")[1] == "0003"
+    runs = sa.table(
+        "runs", *(sa.column(c) for c in ("id", "name", "status", "attempt", "created_at", "git_commit")),
+        sa.column("config", sa.JSON), sa.column("packages", sa.JSON),
+    )  # fmt: skip
+    engine = create_engine(regdb.resolve_db_url(db_url))
+    with engine.begin() as conn:
+        conn.execute(sa.insert(runs).values(id="a", name="a", status="completed", attempt=1, created_at=utcnow(),
+                                            git_commit="c0ffee", packages={"torch": "2"}, config={"seed": 0}))  # fmt: skip
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match="platform db upgrade"):
+        Registry(db_url, create_if_empty=False)
+    assert regdb.upgrade(db_url) == ("0003", regdb.head_revision(db_url))
+    with Registry(db_url, create_if_empty=False) as reg:
+        reg.log_metrics("a", 1, {"reward/rl_mean": 0.5})
+        reg.record_checkpoint("a", 1, "/ck/1", complete=True)
+        old = reg.get_run("a")
+        assert (old.provenance, old.reproduces, old.git_commit, old.packages) == (
+            {},
+            None,
+            "c0ffee",
+            {"torch": "2"},
+        )
+        made = {"git": {"commit": "c0ffee", "dirty": False, "diff_sha256": None}, "data": {}, "seed": 0}
+        reg.create_run("b", {"seed": 0}, run_id="b", provenance=made, reproduces="a")
+        new = reg.get_run("b")
+        assert (new.provenance, new.reproduces) == (made, "a")
+        assert [r.id for r in find_runs(reg, "reproduces = 'a'")] == ["b"]
+    _downgrade(db_url, "0003")
+    engine = regdb.make_engine(db_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("runs")}
+    engine.dispose()
+    assert not {"provenance", "reproduces"} & columns
+    engine = create_engine(regdb.resolve_db_url(db_url))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM runs ORDER BY id")).scalars().all() == ["a", "b"]
+        assert conn.execute(text("SELECT count(*) FROM metrics")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM checkpoints")).scalar() == 1
+    engine.dispose()

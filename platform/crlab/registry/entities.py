@@ -67,6 +67,7 @@ class RunFields(Record):
     git_commit: str | None = None
     git_dirty: bool | None = None
     packages: dict[str, str] = field(default_factory=dict, repr=False)
+    reproduces: str | None = None  # the run this one reproduces (`platform reproduce`)
     wandb_run_id: str | None = None
     run_dir: str | None = None
     error: str | None = None
@@ -78,6 +79,8 @@ class RunFields(Record):
 @dataclass(frozen=True)
 class Run(RunFields):
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    # what produced it (crlab.provenance.run_provenance); empty for runs made before it was recorded
+    provenance: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -71,16 +71,18 @@ def owner() -> dict[str, Any]:
 
 # -- a run's record ---------------------------------------------------------------------------------
 def new_run_fields(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
-    """The registry fields of a new run of ``cfg``: id, name, config, run directory, provenance."""
-    from crlab.provenance import git_state, package_versions
+    """The registry fields of a new run of ``cfg``: id, name, config, run directory, provenance (git
+    commit, dirty flag and package versions also in their own columns, which queries read)."""
+    from crlab.provenance import run_provenance
     from crlab.registry.store import new_id
 
     run_id = run_id or new_id()
-    commit, dirty = git_state()
+    made = run_provenance(cfg)
     return {
         "id": run_id, "name": cfg.name, "config": cfgmod.to_dict(cfg),
         "run_dir": str(Path(cfg.paths.runs_dir).expanduser().resolve() / run_id),
-        "git_commit": commit, "git_dirty": dirty, "packages": package_versions(), "wandb_run_id": run_id,
+        "git_commit": made["git"]["commit"], "git_dirty": made["git"]["dirty"], "packages": made["packages"],
+        "provenance": made, "wandb_run_id": run_id,
     }  # fmt: skip
 
 
@@ -90,13 +92,19 @@ def write_run_dir(run_dir: str, cfg: DictConfig) -> None:
     (Path(run_dir) / "config.yaml").write_text(cfgmod.to_yaml(cfg))
 
 
-def register_run(registry: Registry, cfg: DictConfig) -> Run:
-    """A new run, taken by this process (attempt 1, running), with its folder and ``config.yaml``."""
+def register_run(registry: Registry, cfg: DictConfig, reproduces: dict[str, Any] | None = None) -> Run:
+    """A new run, taken by this process (attempt 1, running), with its folder and ``config.yaml``.
+    ``reproduces`` (``platform reproduce``): ``{"run": id, "forced": bool, "differences": [...]}``, kept as
+    the run's ``reproduces`` field and a ``reproduces`` event."""
     fields = new_run_fields(cfg)
+    if reproduces is not None:
+        fields["reproduces"] = reproduces["run"]
     run = registry.create_run(
         fields.pop("name"), fields.pop("config"), run_id=fields.pop("id"), status=RunStatus.RUNNING,
         attempt=1, heartbeat_at=utcnow(), **owner(), **fields,
     )  # fmt: skip
+    if reproduces is not None:
+        registry.log_event(run.id, "reproduces", reproduces, step=0)
     write_run_dir(run.run_dir or "", cfg)
     return run
 

@@ -60,6 +60,8 @@ class RunRow(Base):
     git_commit: Mapped[str | None] = mapped_column(String(64))
     git_dirty: Mapped[bool | None] = mapped_column(Boolean)
     packages: Mapped[dict] = mapped_column(JSON)
+    provenance: Mapped[dict | None] = mapped_column(JSON)  # crlab.provenance.run_provenance; None before 0004
+    reproduces: Mapped[str | None] = mapped_column(String(64))  # the run this one reproduces
     wandb_run_id: Mapped[str | None] = mapped_column(String(64))
     run_dir: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -41,7 +41,7 @@ from crlab.registry.query_lang import And, Compare, Node, Not, Or, QueryError, p
 from crlab.registry.store import Registry, _aware, _status_value
 
 SUMMARY = MetricSummaryRow.__table__
-LISTED = [c for c in RunRow.__table__.columns if c.name != "config"]  # what a listed run reads
+LISTED = [c for c in RunRow.__table__.columns if c.name not in ("config", "provenance")]  # a listed run's
 LISTED_NAMES = [c.name for c in LISTED]
 STATUSES = {s.value: s for s in RunStatus}
 NOT_NULL = {c.name for c in RunRow.__table__.columns if not c.nullable}

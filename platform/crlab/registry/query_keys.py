@@ -4,7 +4,7 @@ A key is one of:
 
 - a run field: ``id``, ``name``, ``status``, ``sweep`` (the sweep's name), ``git_commit``, ``git_dirty``,
   ``host``, ``attempt``, ``created``, ``started``, ``ended``, ``heartbeat``, ``step`` (the newest step the
-  run logged), ``tags`` (``config.tracking.tags``);
+  run logged), ``tags`` (``config.tracking.tags``), ``reproduces`` (the run a run reproduces);
 - ``config.<dotted key>``: any key of the experiment schema (``config.data.crl_ratio``,
   ``config.phases.0.crl_reward_scale``; anything below ``config.deepspeed.overrides``). Its type is the
   schema's: numbers compare as numbers, text as text;
@@ -38,6 +38,7 @@ RUN_FIELDS: dict[str, tuple[str, str]] = {
     "git_commit": ("git_commit", STR), "git_dirty": ("git_dirty", BOOL), "host": ("host", STR),
     "attempt": ("attempt", NUM), "created": ("created_at", TIME), "started": ("started_at", TIME),
     "ended": ("ended_at", TIME), "heartbeat": ("heartbeat_at", TIME), "step": ("step", NUM),
+    "reproduces": ("reproduces", STR),
 }  # fmt: skip
 LITERAL_TYPES = {"number": NUM, "string": STR, "bool": BOOL}
 DESCRIBE = {NUM: "a number", STR: "text", BOOL: "true or false", TIME: "a time"}

@@ -58,6 +58,8 @@ def _run(row: RunRow) -> Run:
         git_commit=row.git_commit,
         git_dirty=row.git_dirty,
         packages=row.packages or {},
+        reproduces=row.reproduces,
+        provenance=row.provenance or {},
         wandb_run_id=row.wandb_run_id,
         run_dir=row.run_dir,
         error=row.error,
