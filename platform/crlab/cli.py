@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from crlab import __version__
+from crlab.cli_data import data_app
 from crlab.cli_eval import eval_command
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
 from crlab.cli_report import ablation_command, sync_command
@@ -34,6 +35,7 @@ app.add_typer(db_app, name="db")
 model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (the bundled tiny coder).")
 app.add_typer(model_app, name="model")
 app.command("eval")(eval_command)
+app.add_typer(data_app, name="data")
 app.command("ablation")(ablation_command)
 app.command("sync")(sync_command)
 

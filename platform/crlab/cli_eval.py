@@ -32,8 +32,8 @@ MODEL_MAX_NEW_TOKENS = 512  # default response budget when evaluating a model (a
 class EvalProgress:
     """A bar on a terminal, one plain line per ``every`` problems otherwise (and the last)."""
 
-    def __init__(self, what: str, enabled: bool, every: int = 10) -> None:
-        self.what, self.enabled, self.every = what, enabled, every
+    def __init__(self, what: str, enabled: bool, every: int = 10, verb: str = "eval") -> None:
+        self.what, self.enabled, self.every, self.verb = what, enabled, every, verb
         self.start = time.perf_counter()
         self._bar: Progress | None = None
         self._task: Any = None
@@ -42,7 +42,7 @@ class EvalProgress:
     def __enter__(self) -> EvalProgress:
         if self.enabled and err.is_terminal:
             self._bar = Progress(
-                TextColumn(f"eval {escape(self.what)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn(f"{self.verb} {escape(self.what)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=err, transient=True,
             )  # fmt: skip
             self._bar.__enter__()
@@ -59,7 +59,7 @@ class EvalProgress:
         elif self.enabled and (done - self._last >= self.every or done == total):
             self._last = done
             err.print(
-                f"eval {self.what}: {done}/{total} in {time.perf_counter() - self.start:.0f} s",
+                f"{self.verb} {self.what}: {done}/{total} in {time.perf_counter() - self.start:.0f} s",
                 highlight=False,
             )
 

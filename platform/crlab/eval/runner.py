@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 from crlab.data.crl import CRLRow, build_crl_rows
 from crlab.data.problems import Problem
+from crlab.data.programs import program_for
 from crlab.data.prompts import code_prompt
 from crlab.eval.report import CodeEvalReport, CritiqueReport, check_ks, code_report, critique_report
-from crlab.eval.score import program_for, score_programs
+from crlab.eval.score import score_programs
 from crlab.eval.sources import EvalSet
 from crlab.rewards.critique import parse_conclusion
 

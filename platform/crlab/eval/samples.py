@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 
 from crlab.data.formats import read_jsonl
 from crlab.data.problems import DataFormatError, Problem
+from crlab.data.programs import program_for
 from crlab.eval.report import CodeEvalReport, code_report
-from crlab.eval.score import program_for, score_programs
+from crlab.eval.score import score_programs
 
 SAMPLE_FORMATS = {"humaneval": ("task_id", "completion"), "livecodebench": ("question_id", "code_list")}
 
