@@ -65,6 +65,9 @@ class GRPOConfig:
     max_grad_norm: float = 1.0
     clip_low: float = 0.2
     clip_high: float = 0.3
+    dual_clip_c: float | None = (
+        3.0  # verl's clip_ratio_c: negative-advantage tokens lose at most -A*c; null = off
+    )
     loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
     kl_coef: float = 0.0  # > 0 loads a frozen reference model
     entropy_coef: float = 0.0

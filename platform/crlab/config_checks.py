@@ -54,6 +54,11 @@ def _check_grpo(cfg: DictConfig) -> None:
     _check_range(cfg, "grpo.warmup_steps", 0)
     _check_range(cfg, "grpo.clip_low", 0, 1)
     _check_range(cfg, "grpo.clip_high", 0)
+    if cfg.grpo.dual_clip_c is not None and cfg.grpo.dual_clip_c <= 1:
+        _fail(
+            "grpo.dual_clip_c",
+            f"{cfg.grpo.dual_clip_c} must be above 1 (verl's default: 3), or null for no dual-clip",
+        )
     _check_range(cfg, "grpo.kl_coef", 0)
     _check_range(cfg, "grpo.epochs", 1)
     _check_range(cfg, "grpo.max_steps", 1)

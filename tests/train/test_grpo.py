@@ -69,6 +69,35 @@ def test_policy_loss_clipping(adv, ratio, expected_loss, expected_clip):
     assert stats["ratio_mean"].item() == pytest.approx(ratio, abs=1e-5)
 
 
+# dual-clip (verl's clip_ratio_c = 3): for A < 0 the per-token loss is min(max(...), -A*c)
+DUAL_CASES = [
+    # A=-1, ratio 5: PPO gives max(5, 1.3) = 5; dual bound -A*3 = 3 -> 3, caught by the bound
+    (-1.0, 5.0, 3.0, 1.0),
+    # A=-1, ratio 2: max(2, 1.3) = 2 < 3 -> 2, the bound is not active
+    (-1.0, 2.0, 2.0, 0.0),
+    # A=-2, ratio 4: max(8, 2.6) = 8; bound 6 -> 6
+    (-2.0, 4.0, 6.0, 1.0),
+    # A=+1, ratio 5: positive advantages are never dual-clipped: max(-5, -1.3) = -1.3
+    (1.0, 5.0, -1.3, 0.0),
+    # A=-1, ratio 0.5: the low clip as before: max(0.5, 0.8) = 0.8 < 3
+    (-1.0, 0.5, 0.8, 0.0),
+]
+
+
+@pytest.mark.parametrize(("adv", "ratio", "expected_loss", "expected_dual"), DUAL_CASES)
+def test_policy_loss_dual_clip(adv, ratio, expected_loss, expected_dual):
+    old = torch.zeros(1, 1)
+    logp = (old + LN(ratio)).requires_grad_(True)
+    loss, stats = grpo.policy_loss(logp, old, torch.tensor([adv]), torch.ones(1, 1), dual_clip_c=3.0)
+    assert loss.item() == pytest.approx(expected_loss, abs=1e-5)
+    assert stats["dual_clip_frac"].item() == pytest.approx(expected_dual)
+    loss.backward()
+    if expected_dual:  # a token held at the bound gives no gradient
+        assert logp.grad.abs().item() == 0.0
+    with pytest.raises(ValueError, match="dual_clip_c must be > 1"):
+        grpo.policy_loss(logp, old, torch.tensor([adv]), torch.ones(1, 1), dual_clip_c=1.0)
+
+
 def test_policy_loss_clipped_tokens_have_no_gradient():
     # token 0: A=+1, ratio 1.5 -> clipped, d/dlogp = 0; token 1: ratio 1 -> d/dlogp of -A*ratio = -1 / 2 tokens
     old = torch.zeros(1, 2)

@@ -81,15 +81,20 @@ def policy_loss(
     clip_low: float = 0.2,
     clip_high: float = 0.3,
     agg: str = "token-mean",
+    dual_clip_c: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped (PPO/GRPO) surrogate loss with asymmetric clipping ("clip-higher", DAPO).
 
     Per token: ``max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))`` with
-    ``ratio = exp(logp - old_logp)``, then reduced by :func:`aggregate` with ``agg``.
+    ``ratio = exp(logp - old_logp)``, then reduced by :func:`aggregate` with ``agg``. With ``dual_clip_c``
+    (> 1; verl's ``clip_ratio_c``, 3 by default there), tokens with a negative advantage are also bounded
+    above by ``-A * c``: a token whose ratio has run far past ``1 + clip_high`` cannot push the loss up
+    without limit (Ye et al. 2020, dual-clip PPO), exactly as verl's ``compute_policy_loss`` does.
 
     Returns ``(loss, stats)``; ``stats`` holds detached 0-d tensors over the valid tokens:
     ``clip_frac`` (share of tokens where the clipped term is the active one), ``approx_kl``
-    (k3 estimate of KL(old || new): ``ratio - 1 - log ratio``, token mean) and ``ratio_mean``.
+    (k3 estimate of KL(old || new): ``ratio - 1 - log ratio``, token mean), ``ratio_mean`` and, with
+    dual-clip, ``dual_clip_frac`` (share of tokens the lower bound caught).
     """
     if agg not in AGG_MODES:
         raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGG_MODES)}")
@@ -99,6 +104,13 @@ def policy_loss(
     unclipped = -adv * ratio  # (B, T)
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)  # (B, T)
     per_token = torch.maximum(unclipped, clipped)  # (B, T)
+    dual = None
+    if dual_clip_c is not None:
+        if dual_clip_c <= 1.0:
+            raise ValueError(f"dual_clip_c must be > 1, got {dual_clip_c}")
+        bound = -adv * dual_clip_c  # (B, 1): for A < 0, the largest loss a token may give
+        dual = (adv < 0) & (bound < per_token)  # (B, T)
+        per_token = torch.where(adv < 0, torch.minimum(per_token, bound), per_token)  # (B, T)
     loss = aggregate(per_token, mask, agg)
     with torch.no_grad():
         stats = {
@@ -106,6 +118,8 @@ def policy_loss(
             "approx_kl": aggregate(ratio - 1.0 - log_ratio, mask, "token-mean"),
             "ratio_mean": aggregate(ratio, mask, "token-mean"),
         }
+        if dual is not None:
+            stats["dual_clip_frac"] = aggregate(dual.to(ratio.dtype), mask, "token-mean")
     return loss, {k: v.detach() for k, v in stats.items()}
 
 

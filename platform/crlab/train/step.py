@@ -195,7 +195,14 @@ def micro_loss(
     logp, logits = sequence_logprobs(model, mb, temperature)  # (B, T), (B, T, V)
     mask, old = mb.mask.to(device), mb.old_logp.to(device)  # type: ignore[union-attr]
     loss, stats = grpo.policy_loss(
-        logp, old, mb.advantages.to(device), mask, grpo_cfg.clip_low, grpo_cfg.clip_high, grpo_cfg.loss_agg
+        logp,
+        old,
+        mb.advantages.to(device),
+        mask,
+        grpo_cfg.clip_low,
+        grpo_cfg.clip_high,
+        grpo_cfg.loss_agg,
+        dual_clip_c=grpo_cfg.get("dual_clip_c"),
     )
     out = {k: float(v) for k, v in stats.items()}
     if grpo_cfg.kl_coef > 0 and mb.ref_logp is not None:
