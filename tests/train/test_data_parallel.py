@@ -3,7 +3,8 @@
 The sweep has two cells that train identically (they differ only in how many checkpoints they keep). The
 first runs uninterrupted. The second is killed with SIGKILL, sweep and ranks at once, after its first
 checkpoint; rerunning the sweep resumes it from that checkpoint with both ranks, and its final weights
-equal the first cell's bitwise. Rank 0 alone writes the registry: one metric row per key and step.
+equal the first cell's bitwise. Rank 0 alone writes the registry: one metric row per key and step. Both
+evaluate on held-out problems every 2 steps (rank 0 alone, the other rank waiting), with the same numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ overrides:
   grpo.prompts_per_step: 4
   grpo.mini_batch_size: 2
   reward.sandbox_workers: 1
+  eval.source: tiny-eval
+  eval.every: 2
+  eval.max_problems: 4
 executor: {{kind: local, parallel: 1, nproc_per_cell: 2}}
 """
 
@@ -77,5 +81,10 @@ def test_two_ranks_train_resume_and_match_an_uninterrupted_run(
         manifest = json.loads((Path(newest.path) / "COMPLETE.json").read_text())
         assert manifest["world_size"] == 2 and len(list(Path(newest.path).glob("rng_state_rank*.pt"))) == 2
         ours, theirs = final_weights(reg, victim.id), final_weights(reg, other.id)
+        evals = [
+            {m.step: m.value for m in reg.metrics(r, keys=["eval/pass@1"])} for r in (victim.id, other.id)
+        ]
+        assert sorted(evals[0]) == [2, 4] and evals[0] == evals[1]
+        assert reg.best_checkpoint(victim.id).step == reg.best_checkpoint(other.id).step
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

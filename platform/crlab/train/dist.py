@@ -3,16 +3,19 @@
 With one process every helper is the identity, so single-process runs pay nothing. Under a launcher (the
 DeepSpeed launcher, torchrun, Slurm tasks) each rank samples its share of a step's prompts, and the ranks
 agree on what must be equal everywhere: when to stop refilling, how many optimizer updates to make,
-whether to stop the run, and the step's metrics (computed over every rank's responses).
+whether to stop the run, and the step's metrics (computed over every rank's responses). An evaluation runs
+on rank 0 alone; the others wait for its metrics (:func:`from_main`).
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import torch
 
 _GROUP: dict[str, Any] = {}
+WAIT_S = 24 * 3600  # how long the other ranks wait for rank 0 working alone (an evaluation)
 
 
 def _dist() -> Any:
@@ -68,3 +71,24 @@ def all_gather(obj: Any) -> list[Any]:
 def shard(items: list[Any]) -> list[Any]:
     """This rank's share of ``items``: every ``world()``-th one, starting at its rank."""
     return items[rank() :: world()]
+
+
+def make_wait_group() -> None:
+    """Create the group :func:`from_main` waits on (collective: every rank calls it, at the same point, once;
+    the trainer does at start-up when it evaluates)."""
+    dist = _dist()
+    if dist is not None and "wait" not in _GROUP:
+        _GROUP["wait"] = dist.new_group(backend="gloo", timeout=timedelta(seconds=WAIT_S))
+
+
+def from_main(obj: Any) -> Any:
+    """Rank 0's ``obj`` (picklable) on every rank. The other ranks wait here while rank 0 works alone, on a
+    gloo group whose timeout is ``WAIT_S`` (a collective of the default group gives up after 30 minutes, and
+    an evaluation at the paper's scale may take longer)."""
+    dist = _dist()
+    if dist is None:
+        return obj
+    make_wait_group()
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=_GROUP["wait"])
+    return box[0]

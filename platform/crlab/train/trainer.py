@@ -4,9 +4,12 @@ A step: draw the mix of RL and CRL prompts, sample ``group_size`` responses each
 tests for code, the judgment for critiques), compute GRPO advantages with the phase's CRL scale, keep the
 groups with reward spread (refilling from the next prompts, DAPO), then one optimizer update per
 mini-batch. Metrics go to the registry and W&B; the phase schedule may switch phase; checkpoints are
-written every ``checkpoint.every`` steps and when the run stops. Each step logs its time split, as verl's
-``marked_timer`` does: ``time/generate_s``, ``time/reward_s``, ``time/logprob_s``, ``time/update_s``,
-``time/checkpoint_s`` and their total ``time/step_s``.
+written every ``checkpoint.every`` steps, at every evaluated step and when the run stops. With an ``eval``
+section the policy is evaluated on held-out problems every ``eval.every`` steps and at the end, and the
+best checkpoint is flagged in the registry (:mod:`crlab.train.evaluation`). Each step logs its time split,
+as verl's ``marked_timer`` does: ``time/generate_s``, ``time/reward_s``, ``time/logprob_s``,
+``time/update_s``, ``time/eval_s`` (evaluated steps), ``time/checkpoint_s`` and their total ``time/step_s``
+(``perf/tokens_per_s`` leaves the evaluation out).
 
 A run's result depends only on its config and seed: a fresh run seeds python's, numpy's and torch's global
 RNGs right before its first step, after everything that set-up may draw from them; a resumed run takes
@@ -27,6 +30,7 @@ from crlab.registry import Registry
 from crlab.registry.entities import Run
 from crlab.train import dist, setup
 from crlab.train.collect import collect_groups
+from crlab.train.evaluation import TrainingEval
 from crlab.train.step import Packed, fill_logprobs, micro_batches, micro_loss, micro_weights, pack
 from crlab.train.timing import time_metrics, timed
 from crlab.train.tiny_model import TINY_URI
@@ -42,6 +46,8 @@ class Trainer:
         setup.check_world(cfg, setup.launched_world())
         setup.check_model_path(cfg.model.path)
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
+        style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
+        self.evals = TrainingEval(cfg, style)  # so does a bad eval source
         model_dir = setup.resolve_model(cfg)
         self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
         _pin_intra_op_threads(self.model)
@@ -50,8 +56,9 @@ class Trainer:
             workers=setup.sandbox_workers(cfg), time_limit_s=cfg.reward.time_limit_s,
             memory_mb=cfg.reward.memory_mb, isolation=cfg.reward.isolation,
         ).__enter__()  # fmt: skip
-        style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
         self.rl_rows, self.crl_rows = setup.make_rows(cfg, problems, crl_problems, self.sandbox, style)
+        if setup.launched_rank() == 0:
+            self.evals.label(self.sandbox)  # held-out critique rows from problems: labelled once, here
         g = cfg.grpo
         self.sampler = MixSampler(
             len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed
@@ -73,6 +80,8 @@ class Trainer:
 
         cfg = self.cfg
         init_distributed()
+        if self.evals.enabled:
+            dist.make_wait_group()
         self.engine = TrainEngine(
             self.model, lr=cfg.grpo.lr, warmup_steps=cfg.grpo.warmup_steps, total_steps=self.total_steps,
             weight_decay=cfg.grpo.weight_decay, max_grad_norm=cfg.grpo.max_grad_norm,
@@ -86,9 +95,12 @@ class Trainer:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
         rng = self._restore() if resume else None
+        self.checkpoints.pinned = {self.evals.best.step} if self.evals.best else set()
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
         if rng is not None:
-            self._record(run.id, "resume", {"from_step": self.step, "attempt": run.attempt}, self.step)  # counted when taken
+            self._record(
+                run.id, "resume", {"from_step": self.step, "attempt": run.attempt}, self.step
+            )  # counted when taken
         # The first step starts from RNG states that depend only on the config and seed (or on the
         # checkpoint): whatever set-up drew from the global RNGs (building or loading the model, the data,
         # the sandbox, DeepSpeed, W&B) is overridden here.
@@ -141,19 +153,25 @@ class Trainer:
         self.step = int(state["step"])
         self.sampler.load_state_dict(state["sampler"])
         self.schedule.load_state_dict(state["schedule"])
+        self.evals.load_state_dict(state.get("eval"))
         return capture_rng_state()
 
     def _client_state(self) -> dict[str, Any]:
         return {
             "step": self.step, "sampler": self.sampler.state_dict(), "schedule": self.schedule.state_dict(),
             "phase": self.schedule.current.name, "wandb_run_id": getattr(self.tracker, "run_id", None),
+            "eval": self.evals.state_dict(),
         }  # fmt: skip
 
     def _save(self, run: Run) -> None:
+        best = self.evals.best
+        self.checkpoints.pinned = {best.step} if best else set()  # keep-K never prunes the best
         path = self.checkpoints.save(self.engine, step=self.step, client_state=self._client_state())
         if not dist.is_main():
             return
         self.registry.record_checkpoint(run.id, self.step, str(path), complete=True)
+        if best is not None and best.step == self.step:
+            self.registry.set_best_checkpoint(run.id, self.step)
         kept = {str(p) for p in self.checkpoints.complete()}
         for ck in self.registry.checkpoints(run.id):
             if ck.path not in kept:
@@ -170,6 +188,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def train(self, run: Run, resume: bool, stop: Any) -> str:
         self._start(run, resume)
+        self._evaluate_pending(run)
         every = self.cfg.checkpoint.every
         while self.step < self.total_steps:
             faults.at_step(self.step + 1)
@@ -181,7 +200,12 @@ class Trainer:
                 if switch is not None:
                     self._record(run.id, "phase_switch", switch.to_payload(), self.step)
                 stopping = dist.all_reduce(float(stop.signum is not None), "max") > 0  # any rank: all stop
-                if stopping or self.step % every == 0 or self.step == self.total_steps:
+                evaluating = self.evals.due(self.step, self.total_steps)
+                if evaluating and not stopping:
+                    metrics.update(self._evaluate(timings))
+                # a stop skips a due evaluation (it may outlast the grace period): the resumed run does it
+                self.evals.pending = self.step if evaluating and stopping else None
+                if stopping or evaluating or self.step % every == 0 or self.step == self.total_steps:
                     with timed("checkpoint", timings):
                         self._save(run)
             self._log_metrics(run, metrics, timings)
@@ -189,6 +213,29 @@ class Trainer:
                 self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
                 return "preempted"
         return "completed"
+
+    def _evaluate(self, timings: dict[str, float]) -> dict[str, float]:
+        """Evaluate the policy as it is now (rank 0; the others wait for its metrics); track the best."""
+        with timed("eval", timings):
+            found = None
+            if dist.is_main():
+                found = self.evals.run(self.rollout, self.sandbox, self.schedule.current.max_response_length)
+            found = dist.from_main(found)
+        self.evals.observe(self.step, found)
+        return found
+
+    def _evaluate_pending(self, run: Run) -> None:
+        """A resumed run whose checkpoint's step skipped its evaluation (a stop signal) does it first."""
+        if self.evals.pending != self.step:
+            return
+        timings: dict[str, float] = {}
+        values = self._evaluate(timings)
+        self.evals.pending = None
+        best = self.evals.best
+        if dist.is_main() and best is not None and best.step == self.step:
+            self.registry.set_best_checkpoint(run.id, self.step)
+            self.checkpoints.pinned = {self.step}
+        self._write_metrics(run, {**values, "time/eval_s": timings["eval"]})
 
     def _one_step(self, timings: dict[str, float]) -> dict[str, float]:
         """Generate and reward (collect), then the log-prob pass and the updates, timed in ``timings``."""
@@ -206,7 +253,12 @@ class Trainer:
 
     def _log_metrics(self, run: Run, metrics: dict[str, float], timings: dict[str, float]) -> None:
         metrics = {**time_metrics(timings), **metrics}  # time/generate_s, time/reward_s: from collect
-        metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(metrics["time/step_s"], 1e-9)
+        train_s = metrics["time/step_s"] - metrics.get("time/eval_s", 0.0)
+        metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(train_s, 1e-9)
+        self._write_metrics(run, metrics)
+
+    def _write_metrics(self, run: Run, metrics: dict[str, float]) -> None:
+        """The one write path of a step's metrics: rank 0, to the registry and W&B, finite values only."""
         if dist.is_main():
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
             self.registry.log_metrics(run.id, self.step, finite)
