@@ -309,8 +309,8 @@ def runs_show(
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show one run: provenance, latest metrics, events and checkpoints."""
-    from crlab.cli_views import run_panel
+    """Show one run: provenance, latest metrics, events and checkpoints (the best one flagged, with its metric)."""
+    from crlab.cli_views import best_checkpoint_json, run_panel
     from crlab.registry import Registry
 
     with Registry(db) as reg:
@@ -318,6 +318,7 @@ def runs_show(
         latest = reg.latest_metrics(r.id)
         events = reg.events(r.id)
         checkpoints = reg.checkpoints(r.id)
+        best = best_checkpoint_json(reg, r)
     if json_out:
         print_json(
             {
@@ -325,10 +326,11 @@ def runs_show(
                 "latest_metrics": {k: {"step": s, "value": v} for k, (s, v) in latest.items()},
                 "events": [e.to_json() for e in events],
                 "checkpoints": [c.to_json() for c in checkpoints],
+                "best_checkpoint": best,
             }
         )
     else:
-        out.print(run_panel(r, latest, events, checkpoints))
+        out.print(run_panel(r, latest, events, checkpoints, best))
 
 
 @db_app.command("upgrade")

@@ -157,9 +157,21 @@ def search_table(spec: Any) -> Table:
     return table
 
 
+def best_checkpoint_json(registry: Any, run: Any) -> dict[str, Any] | None:
+    """The run's best checkpoint: its step and path, the metric that picked it (``eval.select``) and its
+    value at that step; None when no checkpoint is flagged best (no evaluation during training)."""
+    best = registry.best_checkpoint(run.id)
+    if best is None:
+        return None
+    key = (run.config.get("eval") or {}).get("select") or "eval/pass@1"
+    value = next((m.value for m in registry.metrics(run.id, keys=[key]) if m.step == best.step), None)
+    return {"step": best.step, "path": best.path, "metric": key, "value": value}
+
+
 def run_panel(
-    run: Any, latest: dict[str, tuple[int, float]], events: list[Any], checkpoints: list[Any]
-) -> Group:
+    run: Any, latest: dict[str, tuple[int, float]], events: list[Any], checkpoints: list[Any],
+    best: dict[str, Any] | None = None,
+) -> Group:  # fmt: skip
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -174,6 +186,8 @@ def run_panel(
     ]  # fmt: skip
     if run.error:
         rows.append(("error", f"[red]{run.error}[/]"))
+    if best:
+        rows.append(("best checkpoint", f"step {best['step']} ({_best_text(best)})"))
     for key, value in rows:
         info.add_row(key, value)
     parts: list[Any] = [Panel(info, title=f"run {run.id}", title_align="left")]
@@ -195,12 +209,18 @@ def run_panel(
         parts.append(table)
     if checkpoints:
         table = Table(title="checkpoints", title_justify="left")
-        for column in ("step", "complete", "path"):
+        for column in ("step", "complete", "best", "path"):
             table.add_column(column)
         for c in checkpoints:
-            table.add_row(str(c.step), "yes" if c.complete else "[yellow]partial[/]", c.path)
+            flag = f"[green]best[/] {_best_text(best)}" if best and c.step == best["step"] else ""
+            table.add_row(str(c.step), "yes" if c.complete else "[yellow]partial[/]", flag, c.path)
         parts.append(table)
     return Group(*parts)
+
+
+def _best_text(best: dict[str, Any]) -> str:
+    value = "-" if best["value"] is None else f"{best['value']:.4g}"
+    return f"{best['metric']} {value}"
 
 
 def doctor_table(checks: list[Any]) -> Table:
