@@ -19,6 +19,7 @@ from crlab.cli_data import data_app
 from crlab.cli_eval import eval_command
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
 from crlab.cli_report import ablation_command, sync_command
+from crlab.cli_runs import reproduce_command, runs_compare
 from crlab.errors import CrlabError
 
 app = typer.Typer(
@@ -36,6 +37,8 @@ model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (th
 app.add_typer(model_app, name="model")
 app.command("eval")(eval_command)
 app.add_typer(data_app, name="data")
+app.command("reproduce")(reproduce_command)
+runs_app.command("compare")(runs_compare)
 app.command("ablation")(ablation_command)
 app.command("sync")(sync_command)
 

@@ -184,6 +184,7 @@ def run_panel(
         ("created / started / ended", f"{_when(run.created_at)} / {_when(run.started_at)} / {_when(run.ended_at)}"),
         ("heartbeat", _when(run.heartbeat_at)),
     ]  # fmt: skip
+    rows += _provenance_rows(run)
     if run.error:
         rows.append(("error", f"[red]{run.error}[/]"))
     if best:
@@ -216,6 +217,21 @@ def run_panel(
             table.add_row(str(c.step), "yes" if c.complete else "[yellow]partial[/]", flag, c.path)
         parts.append(table)
     return Group(*parts)
+
+
+def _provenance_rows(run: Any) -> list[tuple[str, str]]:
+    """The run it reproduces, its uncommitted diff's hash and its data (full record: `runs show --json`)."""
+    made = run.provenance or {}
+    rows = [("reproduces", run.reproduces)] if run.reproduces else []
+    if (made.get("git") or {}).get("diff_sha256"):
+        rows.append(("uncommitted diff", f"sha256 {made['git']['diff_sha256'][:16]}"))
+    for key, entry in (made.get("data") or {}).items():
+        sha = entry.get("sha256")
+        what = f"sha256 {sha[:16]}" if sha else ("missing" if entry.get("path") else "")
+        if entry.get("generator"):
+            what = f"{entry['generator']} {entry['version']}" + (f", {what}" if what else "")
+        rows.append((key, escape(f"{entry['source']} ({what})")))
+    return rows
 
 
 def _best_text(best: dict[str, Any]) -> str:

@@ -60,11 +60,12 @@ def open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry
     return Registry(resolve_db_url(db_url, cfg.registry_url if cfg is not None else None))
 
 
-def launch_run(cfg: DictConfig, db_url: str | None = None) -> str:
-    """Check, register and train a new run; returns its id. Exits the process on preemption."""
+def launch_run(cfg: DictConfig, db_url: str | None = None, reproduces: dict[str, Any] | None = None) -> str:
+    """Check, register and train a new run; returns its id. Exits the process on preemption.
+    ``reproduces``: the run it reproduces, for ``platform reproduce`` (see ``register_run``)."""
     registry = open_registry(db_url, cfg)
     trainer = Trainer(cfg, registry, run=None)  # loads model and data: bad input fails before registering
-    run = register_run(registry, cfg)
+    run = register_run(registry, cfg, reproduces=reproduces)
     print(f"run {run.id}: {run.run_dir}")
     _train(lambda: trainer, registry, run, resume=False)
     return run.id
