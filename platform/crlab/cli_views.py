@@ -143,9 +143,10 @@ def cells_table(spec: Any, cells: list[Any]) -> Table:
 
 def search_table(spec: Any) -> Table:
     search = spec.search
+    judged = {"best": "its best value", "last": "its final value"}.get(search.select or "")
     title = (
         f"search {spec.name}: {search.n_trials} trial(s), {search.sampler} sampler, {search.direction} "
-        f"{search.metric} (mean of the last {search.last_k} steps), base {spec.base}"
+        f"{search.metric} ({judged or f'mean of the last {search.last_k} steps'}), base {spec.base}"
     )
     table = Table(title=title, title_justify="left")
     table.add_column("param")

@@ -111,6 +111,9 @@ class Checkpoint(Record):
     best: bool = False  # the run's best checkpoint by its ``eval.select`` metric (at most one per run)
 
 
+SELECTS = ("best", "last")  # which value of a run's metric judges it: its best, or its final one
+
+
 def lower_is_better(key: str) -> bool:
     """Which end of a metric is its best: the lowest for losses (the last ``/``-part of the key contains
     ``loss``: ``loss``, ``train/pg_loss``), the highest for everything else (rewards, accuracy,
@@ -152,6 +155,12 @@ class MetricSummary(Record):
     @property
     def best_step(self) -> int:
         return self.min_step if lower_is_better(self.key) else self.max_step
+
+    def pick(self, which: str) -> float:
+        """``best`` (:attr:`best`) or ``last`` (the value at the run's last logged step of this metric)."""
+        if which not in SELECTS:
+            raise ValueError(f"select must be one of {', '.join(SELECTS)}, got {which!r}")
+        return self.best if which == "best" else self.last
 
 
 @dataclass(frozen=True)

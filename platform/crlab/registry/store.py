@@ -248,10 +248,14 @@ class Registry:
             select(MetricSummaryRow).where(MetricSummaryRow.run_id == run_id).order_by(MetricSummaryRow.key)
         )
         with db.session_scope(self.engine) as s:
-            return [
-                MetricSummary(r.run_id, r.key, r.last, r.last_step, r.min, r.min_step, r.max, r.max_step, r.n)
-                for r in s.scalars(query)
-            ]
+            return [_summary(r) for r in s.scalars(query)]
+
+    def metric_value(self, run_id: str, key: str, which: str = "last") -> float | None:
+        """The run's ``best`` or ``last`` value of ``key`` (from its summary), or None if it never logged it."""
+        query = select(MetricSummaryRow).where(MetricSummaryRow.run_id == run_id, MetricSummaryRow.key == key)
+        with db.session_scope(self.engine) as s:
+            found = [_summary(r) for r in s.scalars(query)]
+        return found[0].pick(which) if found else None
 
     def log_event(
         self, run_id: str, kind: str, payload: dict[str, Any] | None = None, step: int | None = None
@@ -318,6 +322,10 @@ class Registry:
         with db.session_scope(self.engine) as s:
             row = s.scalars(query).first()
             return _checkpoint(row) if row is not None else None
+
+
+def _summary(r: MetricSummaryRow) -> MetricSummary:
+    return MetricSummary(r.run_id, r.key, r.last, r.last_step, r.min, r.min_step, r.max, r.max_step, r.n)
 
 
 def _checkpoint(row: CheckpointRow) -> Checkpoint:

@@ -42,6 +42,9 @@ CLAIM_STATES = {
 }  # fmt: skip
 
 
+TABLE_COLUMNS = ("cell", "run", "status", "attempt", "step", "reward/rl_mean", "critique/accuracy")
+
+
 def ensure_sweep(registry: Registry, spec: SweepSpec) -> str:
     """The sweep is identified by its name: rerunning a spec continues the same sweep."""
     try:
@@ -128,19 +131,26 @@ class GridCells:
         if run.status == RunStatus.FAILED and run.attempt <= self.spec.executor.max_retries and not stopping:
             self.queue.append(cell)  # another attempt, after the cells that have not run yet
 
+    def judged(self, run_id: str | None) -> float | None:
+        """The run's value of the spec's ``metric`` (its best or its last, as ``select`` says)."""
+        metric = self.spec.metric
+        return self.registry.metric_value(run_id, metric, self.spec.select) if metric and run_id else None
+
     def table(self) -> Table:
         table = Table(title_justify="left")
-        for column in ("cell", "run", "status", "attempt", "step", "reward/rl_mean", "critique/accuracy"):
+        judged = [f"{self.spec.metric} ({self.spec.select})"] if self.spec.metric else []
+        for column in (*TABLE_COLUMNS, *judged):
             table.add_column(column)
         for cell in self.cells:
             run_id = self.run_ids.get(cell.key)
             run = self.registry.get_run(run_id) if run_id else None
             latest = self.registry.latest_metrics(run_id) if run_id else {}
             step = max((s for s, _ in latest.values()), default=None)
-            values = [latest.get(k) for k in ("reward/rl_mean", "critique/accuracy")]
+            values = [v[1] if (v := latest.get(k)) else None for k in ("reward/rl_mean", "critique/accuracy")]
+            values += [self.judged(run_id)] if judged else []
             table.add_row(
                 cell.label, run_id or "-", self.state[cell.key], str(run.attempt) if run else "-",
-                "-" if step is None else str(step), *("-" if v is None else f"{v[1]:.3f}" for v in values),
+                "-" if step is None else str(step), *("-" if v is None else f"{v:.3f}" for v in values),
             )  # fmt: skip
         return table
 
@@ -183,8 +193,14 @@ def _summary(grid: GridCells, console: Console, json_out: bool) -> None:
             "status": str(run.status) if run else "not started", "attempts": run.attempt if run else 0,
             "this_invocation": grid.state[cell.key], "error": run.error if run else None,
             "run_dir": run.run_dir if run else None,
-            "latest_metrics": {k: v for k, (_, v) in latest.items() if k.startswith(("reward/", "critique/"))},
+            "latest_metrics": {k: v for k, (_, v) in latest.items() if k.startswith(("reward/", "critique/", "eval/"))},
         })  # fmt: skip
+        if grid.spec.metric:
+            rows[-1]["judged"] = {
+                "metric": grid.spec.metric,
+                "select": grid.spec.select,
+                "value": grid.judged(run and run.id),
+            }
     if json_out:
         sys.stdout.write(json.dumps({"sweep_id": grid.sweep_id, "cells": rows}, indent=2) + "\n")
         return

@@ -7,7 +7,8 @@ trial number, params); the run's cell key is derived from the trial number.
 
 While a trial trains, the sweep reads its ``prune_on`` metric from the registry and reports each new step to
 the pruner; a pruned trial's run gets SIGTERM, checkpoints, and ends ``pruned``. A finished run's objective
-is the mean of ``metric`` over its last ``last_k`` steps. Rerunning the command continues the study:
+is the mean of ``metric`` over its last ``last_k`` steps, or, with ``select: best|last``, the run's best or
+final value of it (from its metric summary: a held-out ``eval/pass@1`` is judged by its best checkpoint). Rerunning the command continues the study:
 trials interrupted with their runs (Ctrl-C, a crash) are resumed from their checkpoints, then new trials are
 asked for until the study holds ``n_trials``.
 """
@@ -164,6 +165,14 @@ def objective(registry: Registry, run_id: str, metric: str, last_k: int) -> floa
     return sum(newest[s] for s in steps) / len(steps) if steps else None
 
 
+def trial_value(registry: Registry, run_id: str, search: Any) -> float | None:
+    """A finished trial's objective: its run's best or last value of ``search.metric`` (``select``), else
+    the mean over its last ``last_k`` steps; None when the run never logged the metric."""
+    if search.select is not None:
+        return registry.metric_value(run_id, search.metric, search.select)
+    return objective(registry, run_id, search.metric, search.last_k)
+
+
 def _tell_finished(study, registry, search, frozen, run_id: str) -> None:  # noqa: ANN001
     import optuna
 
@@ -171,7 +180,7 @@ def _tell_finished(study, registry, search, frozen, run_id: str) -> None:  # noq
     if registry.get_run(run_id).status == RunStatus.PRUNED:
         study.tell(trial, state=state.PRUNED)
         return
-    value = objective(registry, run_id, search.metric, search.last_k)
+    value = trial_value(registry, run_id, search)
     if value is None:
         study.tell(trial, state=state.FAIL)
     else:
@@ -188,7 +197,7 @@ def _tell(study, registry, search, item: Active, run, stopping: bool):  # noqa: 
         study.tell(trial, state=state.PRUNED)
         return state.PRUNED
     if run.status == RunStatus.COMPLETED:
-        value = objective(registry, item.run_id, search.metric, search.last_k)
+        value = trial_value(registry, item.run_id, search)
         if value is not None:
             study.tell(trial, value)
             return state.COMPLETE

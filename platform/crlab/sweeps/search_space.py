@@ -1,18 +1,21 @@
 """The ``search:`` section of a sweep spec (an Optuna search), checked before anything runs.
 
-    search:
-      sampler: tpe            # tpe | random (for a grid, use a grid sweep: exactly once per cell)
-      seed: 0                 # the sampler's seed
-      n_trials: 6
-      direction: maximize     # maximize | minimize
-      metric: reward/rl_mean  # the objective: the mean of this per-step metric over the run's last steps
-      last_k: 5               # ... over this many steps
-      prune_on: reward/rl_mean   # the intermediate metric reported to the pruner at every step
-      pruner: {kind: median, n_startup_trials: 2, n_warmup_steps: 10}   # median | percentile | threshold | none
-      params:                 # dotted config keys -> distributions
-        data.crl_ratio: {type: float, low: 0.0, high: 0.8}
-        phases.0.crl_reward_scale: {type: float, low: 0.3, high: 1.0, log: false}
-        grpo.group_size: {type: categorical, choices: [4, 8]}
+search:
+  sampler: tpe            # tpe | random (for a grid, use a grid sweep: exactly once per cell)
+  seed: 0                 # the sampler's seed
+  n_trials: 6
+  direction: maximize     # maximize | minimize
+  metric: reward/rl_mean  # the objective: the mean of this per-step metric over the run's last steps
+  last_k: 5               # ... over this many steps
+  # or, a held-out metric logged every eval.every steps, judged as the run's best or final value:
+  # metric: eval/pass@1
+  # select: best          # best | last (from the run's metric summary; not with last_k)
+  prune_on: reward/rl_mean   # the intermediate metric reported to the pruner at every step
+  pruner: {kind: median, n_startup_trials: 2, n_warmup_steps: 10}   # median | percentile | threshold | none
+  params:                 # dotted config keys -> distributions
+    data.crl_ratio: {type: float, low: 0.0, high: 0.8}
+    phases.0.crl_reward_scale: {type: float, low: 0.3, high: 1.0, log: false}
+    grpo.group_size: {type: categorical, choices: [4, 8]}
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any
 from crlab.errors import ConfigError
 from crlab.yaml_lines import reject_unknown_keys
 
-SEARCH_KEYS = ("sampler", "seed", "n_trials", "direction", "metric", "last_k", "prune_on", "pruner", "params")
+SEARCH_KEYS = (
+    "sampler", "seed", "n_trials", "direction", "metric", "last_k", "select", "prune_on", "pruner", "params",
+)  # fmt: skip
 SAMPLERS = ("tpe", "random")
 PRUNERS = {
     "median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
@@ -32,7 +37,11 @@ PRUNERS = {
     "threshold": ("lower", "upper", "n_warmup_steps", "interval_steps"),
     "none": (),
 }
-PARAM_KEYS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"), "categorical": ("choices",)}
+PARAM_KEYS = {
+    "float": ("low", "high", "log", "step"),
+    "int": ("low", "high", "log", "step"),
+    "categorical": ("choices",),
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class Search:
     prune_on: str | None
     pruner: dict[str, Any]
     params: dict[str, dict[str, Any]]
+    select: str | None = None  # best | last of ``metric`` (its summary); None: the mean of its last_k steps
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -58,7 +68,9 @@ def parse_search(raw: Any, where: Callable[[str], str], check_key: Callable[[str
     reject_unknown_keys(raw, SEARCH_KEYS, "search", where, prefix="search.")
     sampler = _choice(raw, "sampler", SAMPLERS, "tpe", where)
     direction = _choice(raw, "direction", ("maximize", "minimize"), "maximize", where)
-    n_trials, last_k, seed = (_int(raw, k, d, where) for k, d in (("n_trials", None), ("last_k", 5), ("seed", 0)))
+    n_trials, last_k, seed = (
+        _int(raw, k, d, where) for k, d in (("n_trials", None), ("last_k", 5), ("seed", 0))
+    )
     metric = raw.get("metric")
     if not isinstance(metric, str) or not metric:
         raise ConfigError("search.metric must name a per-step metric, e.g. reward/rl_mean", where("search"))
@@ -69,13 +81,43 @@ def parse_search(raw: Any, where: Callable[[str], str], check_key: Callable[[str
     return Search(
         sampler=sampler, seed=seed, n_trials=n_trials, direction=direction, metric=metric, last_k=last_k,
         prune_on=prune_on, pruner=_pruner(raw.get("pruner"), where), params=params,
+        select=_select(raw, metric, direction, where),
     )  # fmt: skip
+
+
+def _select(raw: dict, metric: str, direction: str, where: Callable[[str], str]) -> str | None:
+    """``select: best|last``: judge a trial by its run's best or final value of ``metric``. Not with
+    ``last_k`` (a mean over steps); ``best`` must point the way ``direction`` does."""
+    from crlab.registry.entities import SELECTS, lower_is_better
+
+    if "select" not in raw:
+        return None
+    select = raw["select"]
+    if select not in SELECTS:
+        raise ConfigError(
+            f"search.select must be one of {', '.join(SELECTS)}, got {select!r}", where("search.select")
+        )
+    if "last_k" in raw:
+        raise ConfigError(
+            "search.select takes the run's best or final value; last_k averages its last steps: give one of them",
+            where("search.last_k"),
+        )
+    wanted = "minimize" if lower_is_better(metric) else "maximize"
+    if select == "best" and direction != wanted:
+        raise ConfigError(
+            f"search.direction: {direction}, but the best {metric!r} is its {'lowest' if wanted == 'minimize' else 'highest'}; "
+            f"use direction: {wanted}",
+            where("search.direction"),
+        )
+    return select
 
 
 def _choice(raw: dict, key: str, valid: tuple[str, ...], default: str, where: Callable[[str], str]) -> str:
     value = raw.get(key, default)
     if value not in valid:
-        raise ConfigError(f"search.{key} must be one of {', '.join(valid)}, got {value!r}", where(f"search.{key}"))
+        raise ConfigError(
+            f"search.{key} must be one of {', '.join(valid)}, got {value!r}", where(f"search.{key}")
+        )
     return value
 
 
@@ -89,9 +131,7 @@ def _int(raw: dict, key: str, default: int | None, where: Callable[[str], str]) 
 def _pruner(raw: Any, where: Callable[[str], str]) -> dict[str, Any]:
     raw = {"kind": "none"} if raw is None else raw
     if not isinstance(raw, dict) or raw.get("kind") not in PRUNERS:
-        raise ConfigError(
-            f"search.pruner needs kind: one of {', '.join(PRUNERS)}", where("search.pruner")
-        )
+        raise ConfigError(f"search.pruner needs kind: one of {', '.join(PRUNERS)}", where("search.pruner"))
     for key in raw:
         if key != "kind" and key not in PRUNERS[raw["kind"]]:
             raise ConfigError(
@@ -117,7 +157,10 @@ def _params(raw: Any, where: Callable[[str], str], check_key: Callable[[str, str
         if kind == "categorical":
             if not isinstance(dist.get("choices"), list) or not dist["choices"]:
                 raise ConfigError(f"param '{key}' needs a non-empty list of choices", at)
-        elif not all(isinstance(dist.get(b), int | float) for b in ("low", "high")) or dist["low"] >= dist["high"]:
+        elif (
+            not all(isinstance(dist.get(b), int | float) for b in ("low", "high"))
+            or dist["low"] >= dist["high"]
+        ):
             raise ConfigError(f"param '{key}' needs numbers low < high", at)
         out[str(key)] = dict(dist)
     return out
@@ -132,9 +175,13 @@ def distributions(search: Search) -> dict[str, Any]:
         if p["type"] == "categorical":
             out[key] = d.CategoricalDistribution(p["choices"])
         elif p["type"] == "int":
-            out[key] = d.IntDistribution(int(p["low"]), int(p["high"]), log=bool(p.get("log")), step=p.get("step", 1))
+            out[key] = d.IntDistribution(
+                int(p["low"]), int(p["high"]), log=bool(p.get("log")), step=p.get("step", 1)
+            )
         else:
-            out[key] = d.FloatDistribution(float(p["low"]), float(p["high"]), log=bool(p.get("log")), step=p.get("step"))
+            out[key] = d.FloatDistribution(
+                float(p["low"]), float(p["high"]), log=bool(p.get("log")), step=p.get("step")
+            )
     return out
 
 

@@ -11,6 +11,8 @@ A spec is a YAML file::
       - {switch.policy: fixed, switch.at_steps: [20]}
     seeds: [0]
     overrides: {}                          # fixed key=value overrides for every cell
+    metric: eval/pass@1                    # optional: what the cells are judged on (summary and ablation) ...
+    select: best                           # ... each run's best value of it (best) or its final one (last)
     executor: {kind: local, parallel: 1, max_retries: 2, heartbeat_grace_s: 300}   # see ExecutorConfig
     # or, one Slurm job per cell (submitit parameters under `slurm`):
     # executor: {kind: slurm, slurm: {slurm_partition: gpu, timeout_min: 1440, gpus_per_node: 1}}
@@ -32,7 +34,9 @@ from crlab.sweeps.executors import ExecutorConfig
 from crlab.sweeps.search_space import Search, parse_search
 from crlab.yaml_lines import key_lines, read_yaml, reject_unknown_keys
 
-SPEC_KEYS = ("name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description")
+SPEC_KEYS = (
+    "name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description", "metric", "select",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class SweepSpec:
     executor: ExecutorConfig
     search: Search | None
     path: Path | None
+    metric: str | None = None  # what the cells are judged on (None: the training reward, as before)
+    select: str = "best"  # best | last: a run's best value of ``metric`` or its final one
 
     def base_config(self) -> Any:
         """The base experiment with the fixed overrides and the first seed (a search's trials start here)."""
@@ -68,7 +74,7 @@ class SweepSpec:
         return {
             "name": self.name, "base": str(self.base), "grid": self.grid, "variants": self.variants, "seeds": self.seeds,
             "overrides": self.overrides, "executor": self.executor.to_json(),
-            "search": self.search.to_json() if self.search else None,
+            "search": self.search.to_json() if self.search else None, "metric": self.metric, "select": self.select,
         }  # fmt: skip
 
 
@@ -114,10 +120,54 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
             "a search sweep takes its cells from the search: drop 'grid' and 'variants', and give one seed",
             where("search"),
         )
-    return SweepSpec(
+    metric, select = _check_metric(data, where)
+    spec = SweepSpec(
         name=str(data.get("name") or path.stem), base=base, grid=grid, variants=variants, seeds=seeds,
         overrides=dict(data.get("overrides") or {}), executor=executor, search=search, path=path,
+        metric=metric, select=select,
     )  # fmt: skip
+    if search is not None:
+        base_cfg = spec.base_config()
+        check_eval_metric(search.metric, base_cfg, "search.metric", where("search.metric"))
+        check_eval_metric(search.prune_on, base_cfg, "search.prune_on", where("search.prune_on"))
+    return spec
+
+
+def check_eval_metric(metric: str | None, cfg: Any, what: str, where: str | None) -> None:
+    """A held-out metric (``eval/...``) that judges runs must be one their ``eval`` section logs."""
+    from crlab.config_checks import eval_metric_keys
+
+    if not metric or not metric.startswith("eval/"):
+        return
+    made = eval_metric_keys(cfg.eval)
+    if metric not in made:
+        fix = (
+            f"their eval logs {', '.join(made)}"
+            if made
+            else "their eval is off: set eval.source (e.g. tiny-eval)"
+        )
+        raise ConfigError(f"{what}: the runs never log {metric!r} ({fix})", where)
+
+
+def _check_metric(data: dict[str, Any], where: Any) -> tuple[str | None, str]:
+    """A grid sweep's ``metric`` (a per-step metric key) and ``select`` (best | last)."""
+    from crlab.registry.entities import SELECTS
+
+    metric, select = data.get("metric"), data.get("select", "best")
+    if metric is not None and (not isinstance(metric, str) or not metric.strip()):
+        raise ConfigError(
+            f"metric must name a per-step metric (e.g. eval/pass@1), got {metric!r}", where("metric")
+        )
+    if select not in SELECTS:
+        raise ConfigError(f"select must be one of {', '.join(SELECTS)}, got {select!r}", where("select"))
+    if "select" in data and metric is None:
+        raise ConfigError("select needs a metric to select from (e.g. metric: eval/pass@1)", where("select"))
+    if data.get("search") is not None and (metric is not None or "select" in data):
+        raise ConfigError(
+            "a search names its objective under search: (search.metric, search.select)",
+            where("metric" if metric else "select"),
+        )
+    return metric, select
 
 
 def _parse(value: str, item: str) -> Any:
@@ -191,6 +241,7 @@ def _make_cell(spec: SweepSpec, overrides: dict[str, Any], seed: int) -> Cell:
     label = f"{label} seed={seed}".strip()
     try:
         cfg = cfgmod.load_config(spec.base, args)
+        check_eval_metric(spec.metric, cfg, "metric", None)
     except ConfigError as exc:
         raise ConfigError(
             f"cell [{label}]: {exc.message}", exc.where or (str(spec.path) if spec.path else None)
@@ -204,5 +255,9 @@ def configs_of_file(path: Path, overrides: list[str]) -> list[Any]:
     data = read_yaml(path)
     if "base" in data and set(data) <= set(SPEC_KEYS):
         spec = load_spec(path, overrides)
-        return [spec.base_config()] if spec.search is not None else [cfgmod.from_dict(c.config) for c in expand(spec)]
+        return (
+            [spec.base_config()]
+            if spec.search is not None
+            else [cfgmod.from_dict(c.config) for c in expand(spec)]
+        )
     return [cfgmod.load_config(path, overrides)]
