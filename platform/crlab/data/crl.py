@@ -41,6 +41,7 @@ def build_crl_rows(
     style: str = "qwen3",
     candidates: Mapping[str, Sequence[str]] | None = None,
     batch_size: int = 256,
+    template: str = "platform",
 ) -> list[CRLRow]:
     """Run every candidate of every problem in ``sandbox`` and label it from its pass rate.
 
@@ -48,6 +49,7 @@ def build_crl_rows(
     from :func:`load_crl_candidates`), without duplicates. They run through ``sandbox.run_many`` in
     batches of ``batch_size`` on the first ``max_tests`` tests. Candidates whose problem id is not in
     ``problems`` are skipped (and counted in the log). Rows come out in problem order, then candidate order.
+    ``template``: the critique prompt's wording (:func:`crlab.data.prompts.critique_prompt`).
     """
     extra = dict(candidates or {})
     known = {p.id for p in problems}
@@ -75,7 +77,7 @@ def build_crl_rows(
                     solution=solution,
                     label=bool(crl_label(rate, threshold)),
                     pass_rate=rate,
-                    prompt=critique_prompt(problem.question, solution, style),
+                    prompt=critique_prompt(problem.question, solution, style, template),
                 )
             )
     return rows

@@ -3,6 +3,12 @@
 Two styles: ``"qwen3"`` (the paper's wording, for real models) and ``"tiny"`` (a compact variant for the
 bundled tiny model, whose context is ~512 tokens). Both return plain text; applying a chat template is
 the rollout's job.
+
+Two critique templates (``data.crl_prompt``): ``platform`` (the style's own: section headers, the
+solution in a fence, "Reason step by step") and ``paper``: App. A, Table 6 of the paper, word for word
+(:data:`PAPER_CRITIQUE_TEMPLATE`), whatever the style. The authors' code holds no prompt (their CRL
+prompts are stored in their data set, TIGER-Lab/rStar-Critique-Data); the words are the paper's, the line
+breaks our reading of the table (a blank line after the instruction, a line break before each field).
 """
 
 from __future__ import annotations
@@ -43,6 +49,14 @@ COMPLETE_FORMAT = (
 
 ANSWER_SUFFIX = "### Answer: (use the provided format with backticks)\n"
 
+PAPER_CRITIQUE_TEMPLATE = (
+    CRITIQUE_INSTRUCTION + "\n\n"
+    "Question: {question}\n"
+    "Solution: {solution}\n"
+    "Conclude with \\conclusion{{T}} for correct, \\conclusion{{F}} for wrong."
+)
+TEMPLATES = ("platform", "paper")
+
 TINY_CODE_TEMPLATE = "Solve in Python (stdin to stdout).\n{question}\n"
 
 TINY_CRITIQUE_TEMPLATE = (
@@ -76,8 +90,13 @@ def code_prompt(problem: Problem, style: str = "qwen3") -> str:
     return f"### Question:\n{question}\n\n{fmt}\n\n{ANSWER_SUFFIX}"
 
 
-def critique_prompt(question: str, solution: str, style: str = "qwen3") -> str:
-    """The CRL prompt: judge ``solution`` against ``question`` and end with \\conclusion{T} or {F}."""
+def critique_prompt(question: str, solution: str, style: str = "qwen3", template: str = "platform") -> str:
+    """The CRL prompt: judge ``solution`` against ``question`` and end with \\conclusion{T} or {F}.
+    ``template``: ``platform`` (the style's own) or ``paper`` (Table 6, for every style)."""
     _check_style(style)
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown critique template {template!r}; valid: {', '.join(TEMPLATES)}")
+    if template == "paper":
+        return PAPER_CRITIQUE_TEMPLATE.format(question=question.strip(), solution=solution.strip("\n"))
     template = TINY_CRITIQUE_TEMPLATE if style == "tiny" else CRITIQUE_TEMPLATE
     return template.format(question=question.strip(), solution=solution.strip("\n"))
