@@ -47,6 +47,8 @@ class DataConfig:
     crl_candidates: str | None = None  # JSONL of {problem_id, solution}; None = the problems' own candidates
     crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
     max_prompt_length: int = 4096
+    overlong_prompts: str = "keep"  # keep | filter (drop rows whose chat-templated prompt is longer; verl)
+    crl_prompt: str = "platform"  # platform | paper (App. A, Table 6, as the authors' data has it)
     max_problems: int | None = None  # cap the number of RL problems (debugging)
     eval_source: str | None = None  # held-out problems for `platform eval`; LiveCodeBench v5 in the paper
 
@@ -72,6 +74,7 @@ class GRPOConfig:
     kl_coef: float = 0.0  # > 0 loads a frozen reference model
     entropy_coef: float = 0.0
     norm_adv_by_std: bool = True
+    single_sample_advantage: str = "zero"  # zero | raw (verl: a group of one keeps its reward / (1 + eps))
     dynamic_sampling: bool = (
         True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
     )
@@ -96,6 +99,9 @@ class RewardConfig:
     code_mode: str = "pass_rate"  # pass_rate | all_or_nothing
     max_tests: int = 10  # the authors score the first 10 tests
     time_limit_s: float = 6.0  # per test case
+    fallback_time_limit_s: float | None = None  # not all passed: rerun at this limit (authors: 5, then 20)
+    code_extraction: str = "last"  # last (fenced block) | joined (the authors' rule: parsable blocks joined)
+    conclusion_parse: str = "exact"  # exact (T/True/correct, F/False/wrong) | authors ('T' in it, else 'F')
     memory_mb: int = 1024  # address-space limit per execution
     crl_label_threshold: float = 0.8  # a candidate is labelled correct when its pass rate is above this
     sandbox_workers: int = 0  # 0 = one per CPU core
@@ -183,6 +189,7 @@ class PathsConfig:
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"
+    recipe: str = "platform"  # platform | authors (crlab/recipes/, under the file's keys; docs/fidelity.md)
     seed: int = 0
     registry_url: str | None = None  # overridden by --db and CRLAB_DB_URL
     preempt_grace_s: float = 60.0  # SIGTERM/SIGUSR1: seconds to checkpoint and exit
@@ -205,6 +212,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
     "rollout.engine": ("auto", "hf", "vllm"),
     "reward.code_mode": ("pass_rate", "all_or_nothing"),
+    "reward.code_extraction": ("last", "joined"),
+    "reward.conclusion_parse": ("exact", "authors"),
+    "data.overlong_prompts": ("keep", "filter"),
+    "data.crl_prompt": ("platform", "paper"),
+    "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
     "switch.policy": ("plateau", "fixed", "never"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
@@ -238,18 +250,28 @@ def nearest_keys(key: str, n: int = 3) -> list[str]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Schema defaults, then the YAML file at ``path``, then ``key=value`` overrides; validated."""
-    cfg = OmegaConf.structured(ExperimentConfig)
-    if path is not None:
-        cfg = _merge_file(cfg, Path(path))
-    for item in overrides:
-        cfg = _merge_override(cfg, item)
+    """Schema defaults, then the ``recipe`` the file or an override names (:mod:`crlab.recipes`), then the
+    YAML file at ``path``, then ``key=value`` overrides; validated."""
+    from crlab import recipes
+
     try:
+        cfg = _compose(path, overrides, {})
+        if cfg.recipe != recipes.DEFAULT:
+            cfg = _compose(path, overrides, recipes.overlay(cfg.recipe))
         validate(cfg)
     except ConfigError as exc:
         exc.where = exc.where or _where_set(exc.message.split(":", 1)[0], path, overrides)
         raise
     OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _compose(path: str | Path | None, overrides: list[str] | tuple[str, ...], recipe: dict) -> DictConfig:
+    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), recipe)
+    if path is not None:
+        cfg = _merge_file(cfg, Path(path))
+    for item in overrides:
+        cfg = _merge_override(cfg, item)
     return cfg
 
 

@@ -40,7 +40,12 @@ def _check_choices(cfg: DictConfig) -> None:
 
 def _check_grpo(cfg: DictConfig) -> None:
     g = cfg.grpo
-    _check_range(cfg, "grpo.group_size", 2)
+    if g.group_size < 2 and not (g.group_size == 1 and g.single_sample_advantage == "raw"):
+        _fail(
+            "grpo.group_size",
+            f"{g.group_size} is outside [2, inf]: GRPO needs 2 rollouts per prompt or more (a group of one "
+            "has advantage 0; grpo.single_sample_advantage=raw trains it on its raw reward, as verl does)",
+        )
     _check_range(cfg, "grpo.prompts_per_step", 1)
     _check_range(cfg, "grpo.mini_batch_size", 1)
     _check_range(cfg, "grpo.micro_batch_size", 1)
@@ -102,6 +107,13 @@ def _check_rest(cfg: DictConfig) -> None:
     _check_range(cfg, "rollout.tensor_parallel_size", 1)
     _check_range(cfg, "reward.max_tests", 1)
     _check_range(cfg, "reward.time_limit_s", 0.01)
+    fallback = cfg.reward.fallback_time_limit_s
+    if fallback is not None and fallback <= cfg.reward.time_limit_s:
+        _fail(
+            "reward.fallback_time_limit_s",
+            f"{fallback} must be above reward.time_limit_s={cfg.reward.time_limit_s} (the authors: 5 then "
+            "20), or null for a single pass",
+        )
     _check_range(cfg, "reward.memory_mb", 64)
     _check_range(cfg, "reward.crl_label_threshold", 0, 1)
     _check_range(cfg, "reward.sandbox_workers", 0)
@@ -151,6 +163,10 @@ def _check_eval(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
+    from crlab import recipes
+
+    if cfg.recipe not in recipes.names():
+        _fail("recipe", f"unknown recipe {cfg.recipe!r}; valid: {', '.join(recipes.names())}")
     _check_choices(cfg)
     _check_grpo(cfg)
     _check_phases(cfg)

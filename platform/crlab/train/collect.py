@@ -109,7 +109,7 @@ def collect_groups(
         offset = sum(len(p) for p in parts)
         kept += (grpo.group_rows(groups, size) + offset).tolist()
         parts.append(rollouts)
-        advantages.append(advantages_for(scored, size, phase, g.norm_adv_by_std))
+        advantages.append(advantages_for(scored, size, phase, g.norm_adv_by_std, g.single_sample_advantage))
         full = dist.all_reduce(float(len(kept) // size >= need), "min") == 1.0  # every rank has its share
         if not g.dynamic_sampling or full or rounds >= g.max_refill_rounds:
             break

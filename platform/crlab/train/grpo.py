@@ -25,23 +25,36 @@ AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 _LOG_RATIO_LIMIT = 20.0
 
 
+SINGLE_SAMPLE = ("zero", "raw")
+
+
 def group_advantages(
-    rewards: torch.Tensor, group_size: int, norm_by_std: bool = True, eps: float = 1e-6
+    rewards: torch.Tensor,
+    group_size: int,
+    norm_by_std: bool = True,
+    eps: float = 1e-6,
+    single_sample: str = "zero",
 ) -> torch.Tensor:
     """GRPO advantages: each reward minus its group's mean, divided by the group's std (+ eps).
 
     ``rewards`` is 1-D, ``(N,)`` with ``N = n_groups * group_size`` and each group's samples contiguous.
-    The std is the sample (Bessel-corrected, unbiased) std, as verl computes it. A group of one sample
-    has no spread: its advantage is 0. With ``norm_by_std=False`` the result is ``r - group mean``.
+    The std is the sample (Bessel-corrected, unbiased) std, as verl computes it. With
+    ``norm_by_std=False`` the result is ``r - group mean``. A group of one sample has no spread:
+    ``single_sample="zero"`` gives it advantage 0; ``"raw"`` is verl's ``compute_grpo_outcome_advantage``,
+    which takes mean 0 and std 1 for it: ``r / (1 + eps)``, or ``r`` without std normalisation.
     """
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if single_sample not in SINGLE_SAMPLE:
+        raise ValueError(f"single_sample must be one of {SINGLE_SAMPLE}, got {single_sample!r}")
     if rewards.dim() != 1 or rewards.numel() % group_size != 0:
         raise ValueError(
             f"rewards must be 1-D with a length divisible by group_size: got shape {tuple(rewards.shape)} "
             f"(length {rewards.numel()}) and group_size {group_size}"
         )
     grouped = rewards.float().view(-1, group_size)  # (n_groups, G)
+    if group_size == 1 and single_sample == "raw":
+        return (grouped / (1.0 + eps) if norm_by_std else grouped).reshape(-1)  # (N,)
     centred = grouped - grouped.mean(dim=1, keepdim=True)  # (n_groups, G)
     if norm_by_std:
         # (n_groups, 1); a group of one has no spread
@@ -164,7 +177,8 @@ def keep_groups_with_spread(rewards: torch.Tensor, group_size: int, eps: float =
     """DAPO dynamic sampling: True for groups whose rewards are not all equal (max - min > eps).
 
     rewards (N,) with contiguous groups -> bool mask (n_groups,). A group whose rollouts all got the same
-    reward has all-zero advantages and contributes no gradient.
+    reward has all-zero advantages and contributes no gradient. Groups of one are kept, as verl's DAPO
+    filter keeps them (``std > 0 or len == 1``): their advantage is 0 or their raw reward, never spread.
     """
     if group_size < 1 or rewards.dim() != 1 or rewards.numel() % group_size != 0:
         raise ValueError(
@@ -172,6 +186,8 @@ def keep_groups_with_spread(rewards: torch.Tensor, group_size: int, eps: float =
             f"and group_size {group_size}"
         )
     grouped = rewards.view(-1, group_size)  # (n_groups, G)
+    if group_size == 1:
+        return torch.ones(grouped.shape[0], dtype=torch.bool)  # (n_groups,)
     return (grouped.max(dim=1).values - grouped.min(dim=1).values) > eps  # (n_groups,)
 
 

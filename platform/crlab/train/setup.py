@@ -5,6 +5,7 @@ Model path, data sources and the CRL rows are resolved here; a bad one raises a 
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from pathlib import Path
@@ -18,6 +19,7 @@ from crlab.train.step import PromptRow
 from crlab.train.tiny_model import TINY_URI, resolve_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,11 +90,61 @@ def make_rows(
     extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
     rows = build_crl_rows(
         crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=cfg.reward.max_tests,
-        style=style, candidates=extra,
+        style=style, candidates=extra, template=cfg.data.crl_prompt,
     )  # fmt: skip
     if not rows:
         raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
     return rl, [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
+
+
+def filter_overlong(
+    cfg: Any, tokenizer: Any, rl: list[PromptRow], crl: list[PromptRow]
+) -> tuple[list[PromptRow], list[PromptRow]]:
+    """``data.overlong_prompts=filter``: drop the rows whose prompt, chat template applied as the rollout
+    sends it, is over ``data.max_prompt_length`` tokens (verl's ``data.filter_overlong_prompts``, which the
+    authors set); the counts are logged once. ``keep``: the rows as they are."""
+    if cfg.data.overlong_prompts != "filter":
+        return rl, crl
+    from crlab.train.rollout import render_prompt
+
+    limit = cfg.data.max_prompt_length
+
+    def fits(row: PromptRow) -> bool:
+        return (
+            len(tokenizer(render_prompt(tokenizer, row.prompt), add_special_tokens=False)["input_ids"])
+            <= limit
+        )
+
+    kept_rl, kept_crl = [r for r in rl if fits(r)], [r for r in crl if fits(r)]
+    if launched_rank() == 0:
+        log.warning(
+            "data.overlong_prompts=filter: dropped %d of %d RL and %d of %d CRL rows whose prompt is over "
+            "data.max_prompt_length=%d tokens", len(rl) - len(kept_rl), len(rl), len(crl) - len(kept_crl),
+            len(crl), limit,
+        )  # fmt: skip
+    for kind, before, after in (("RL", rl, kept_rl), ("CRL", crl, kept_crl)):
+        if before and not after:
+            raise ConfigError(
+                f"data.max_prompt_length: every {kind} prompt is over {limit} tokens, so "
+                "data.overlong_prompts=filter drops them all; raise data.max_prompt_length or use keep"
+            )
+    return kept_rl, kept_crl
+
+
+def make_sandbox(cfg: Any) -> Any:
+    """The run's sandbox, entered; with ``reward.fallback_time_limit_s``, the authors' two passes
+    (:class:`crlab.rewards.code.FallbackRunner`: a second pool of workers at the longer limit)."""
+    from crlab.rewards.code import FallbackRunner
+    from crlab.rewards.sandbox import Sandbox
+
+    r = cfg.reward
+
+    def pool(limit: float) -> Sandbox:
+        return Sandbox(sandbox_workers(cfg), limit, r.memory_mb, r.isolation)
+
+    if r.fallback_time_limit_s is None:
+        return pool(r.time_limit_s).__enter__()
+    return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s)).__enter__()
 
 
 def _load(source: str, key: str, seed: int) -> list[Any]:

@@ -42,7 +42,10 @@ class Scored:
 def score(
     rows: list[PromptRow], rollouts: Rollouts, group_size: int, sandbox: Any, reward_cfg: Any
 ) -> Scored:
-    """Reward every sample: RL samples by running their code, CRL samples by their judgment."""
+    """Reward every sample: RL samples by running their code, CRL samples by their judgment (code
+    extraction and conclusion parsing by ``reward.code_extraction`` and ``reward.conclusion_parse``)."""
+    extraction = getattr(reward_cfg, "code_extraction", "last")
+    rule = getattr(reward_cfg, "conclusion_parse", "exact")
     n = len(rollouts)
     rewards = torch.zeros(n)
     is_crl = torch.tensor([rows[i // group_size].kind == "crl" for i in range(n)])
@@ -50,23 +53,28 @@ def score(
     if rl_idx:
         specs = [rows[i // group_size].spec for i in rl_idx]
         texts = [rollouts.texts[i] for i in rl_idx]
-        values = score_code_responses(sandbox, texts, specs, reward_cfg.max_tests, reward_cfg.code_mode)
+        values = score_code_responses(
+            sandbox, texts, specs, reward_cfg.max_tests, reward_cfg.code_mode, extraction
+        )
         rewards[rl_idx] = torch.tensor(values, dtype=torch.float32)
     judged: list[bool | None] = []
     for i in range(n):
         if is_crl[i]:
             label = bool(rows[i // group_size].label)
-            rewards[i] = critique_reward(rollouts.texts[i], label)
-            judged.append(parse_conclusion(rollouts.texts[i]))
+            rewards[i] = critique_reward(rollouts.texts[i], label, rule)
+            judged.append(parse_conclusion(rollouts.texts[i], rule))
     return Scored(rewards, is_crl, judged)
 
 
-def advantages_for(scored: Scored, group_size: int, phase: Any, norm_by_std: bool) -> torch.Tensor:
-    """GRPO advantages with the phase's CRL reward scale applied on the rewards or on the advantages."""
+def advantages_for(
+    scored: Scored, group_size: int, phase: Any, norm_by_std: bool, single_sample: str = "zero"
+) -> torch.Tensor:
+    """GRPO advantages with the phase's CRL reward scale applied on the rewards or on the advantages;
+    ``single_sample``: a group of one's rule (``grpo.single_sample_advantage``)."""
     rewards = scored.rewards
     if phase.scale_on == "rewards":
         rewards = torch.where(scored.is_crl, rewards * phase.crl_reward_scale, rewards)
-    adv = grpo.group_advantages(rewards, group_size, norm_by_std=norm_by_std)  # (N,)
+    adv = grpo.group_advantages(rewards, group_size, norm_by_std=norm_by_std, single_sample=single_sample)
     if phase.scale_on == "advantages":
         adv = grpo.scale_advantages(adv, scored.is_crl, phase.crl_reward_scale)
     return adv
@@ -202,7 +210,7 @@ def micro_loss(
         grpo_cfg.clip_low,
         grpo_cfg.clip_high,
         grpo_cfg.loss_agg,
-        dual_clip_c=grpo_cfg.get("dual_clip_c"),
+        dual_clip_c=getattr(grpo_cfg, "dual_clip_c", None),
     )
     out = {k: float(v) for k, v in stats.items()}
     if grpo_cfg.kl_coef > 0 and mb.ref_logp is not None:

@@ -39,7 +39,6 @@ from crlab.train.tiny_model import TINY_URI
 class Trainer:
     def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
         from crlab.data.mix import MixSampler
-        from crlab.rewards.sandbox import Sandbox
         from crlab.train.phases import PhaseSchedule
 
         self.cfg, self.registry = cfg, registry
@@ -52,11 +51,9 @@ class Trainer:
         self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
         _pin_intra_op_threads(self.model)
         self.model_dir = model_dir
-        self.sandbox = Sandbox(
-            workers=setup.sandbox_workers(cfg), time_limit_s=cfg.reward.time_limit_s,
-            memory_mb=cfg.reward.memory_mb, isolation=cfg.reward.isolation,
-        ).__enter__()  # fmt: skip
-        self.rl_rows, self.crl_rows = setup.make_rows(cfg, problems, crl_problems, self.sandbox, style)
+        self.sandbox = setup.make_sandbox(cfg)
+        rows = setup.make_rows(cfg, problems, crl_problems, self.sandbox, style)
+        self.rl_rows, self.crl_rows = setup.filter_overlong(cfg, self.tokenizer, *rows)
         if setup.launched_rank() == 0:
             self.evals.label(self.sandbox)  # held-out critique rows from problems: labelled once, here
         g = cfg.grpo
