@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import typer
@@ -129,6 +130,11 @@ def _start(plan: Any, url: str, force: bool) -> None:
     launch_run(plan.config, db_url=url, reproduces=plan.record(force))
 
 
+def _short(text: str) -> str:
+    """sha256 digests and commits cut to 16 hex digits (in full in the refusal and in --json)."""
+    return re.sub(r"\b([0-9a-f]{16})[0-9a-f]{24,48}\b", r"\1…", text)
+
+
 def plan_table(plan: Any, force: bool) -> Table:
     """`reproduce --dry-run`: each check, original against now, and what a difference does."""
     n = len(plan.differences)
@@ -145,5 +151,5 @@ def plan_table(plan: Any, force: bool) -> Table:
         result = (
             "[green]same[/]" if c.same else "[red]differs[/]" if c.refuses else "[yellow]differs (noted)[/]"
         )
-        table.add_row(escape(c.name), escape(c.original), escape(c.now), result)
+        table.add_row(escape(c.name), escape(_short(c.original)), escape(_short(c.now)), result)
     return table
