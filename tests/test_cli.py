@@ -50,6 +50,8 @@ def test_help_of_every_command() -> None:
         ["resume"],
         ["runs", "list"],
         ["runs", "show"],
+        ["runs", "compare"],
+        ["reproduce"],
         ["db", "upgrade"],
         ["db", "current"],
     ):
