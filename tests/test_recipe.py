@@ -27,6 +27,8 @@ KNOBS = {
     "data.max_prompt_length": (4096, 4096),
     "grpo.single_sample_advantage": ("zero", "raw"),
     "grpo.dual_clip_c": (3.0, 3.0),
+    "grpo.max_refill_rounds": (3, None),
+    "grpo.train_eos": (True, False),
     "phases.0.crl_reward_scale": (0.8, 1.0),
     "phases.1.crl_reward_scale": (1.0, 1.0),
     "phases.0.max_response_length": (16384, 16384),
@@ -122,6 +124,6 @@ def test_the_dry_run_shows_the_authors_values() -> None:
     assert data["recipe"] == "authors"
     for key in ("reward.code_extraction", "reward.conclusion_parse", "reward.fallback_time_limit_s"):
         assert _get(data, key) == KNOBS[key][1]
-    for key in ("data.crl_prompt", "data.overlong_prompts", "grpo.single_sample_advantage"):
+    for key in ("data.crl_prompt", "data.overlong_prompts", "grpo.single_sample_advantage", "grpo.train_eos"):
         assert _get(data, key) == KNOBS[key][1]
     assert data["reward"]["time_limit_s"] == 2.0  # tiny_coder.yaml's own

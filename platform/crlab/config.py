@@ -74,11 +74,12 @@ class GRPOConfig:
     kl_coef: float = 0.0  # > 0 loads a frozen reference model
     entropy_coef: float = 0.0
     norm_adv_by_std: bool = True
+    train_eos: bool = True  # false: the EOS closing a response is out of the loss (the authors' rollout)
     single_sample_advantage: str = "zero"  # zero | raw (verl: a group of one keeps its reward / (1 + eps))
     dynamic_sampling: bool = (
         True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
     )
-    max_refill_rounds: int = 3
+    max_refill_rounds: int | None = 3  # null: unlimited (the authors), up to one pass over the data per step
     epochs: int = 1
     max_steps: int | None = None  # None = as many steps as `epochs` of the RL source take
 

@@ -1,6 +1,6 @@
 """Switches for the authors' rules in the training path: a group of one sample (verl's raw reward),
 over-long prompts (filtered as verl's filter_overlong_prompts), the two-pass sandbox, the paper's CRL
-prompt in the rows. Values worked out by hand."""
+prompt in the rows, unlimited DAPO refills (up to one pass over the data). Values worked out by hand."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from crlab.config import load_config
 from crlab.errors import ConfigError
 from crlab.rewards.code import FallbackRunner
 from crlab.train import grpo, setup
-from crlab.train.step import PromptRow, Scored, advantages_for
+from crlab.train.collect import collect_groups, refill_limit
+from crlab.train.rollout import Rollouts
+from crlab.train.step import PromptRow, Scored, advantages_for, pack
 
 EPS = 1e-6
 
@@ -129,3 +131,47 @@ def test_make_rows_writes_the_paper_prompt(monkeypatch: pytest.MonkeyPatch) -> N
     rl, crl = setup.make_rows(cfg, [problem], [problem], sandbox=None, style="tiny")
     assert seen["template"] == "paper" and seen["style"] == "tiny"
     assert [r.kind for r in rl + crl] == ["rl", "crl"]
+
+
+class _Sampler:
+    def __init__(self) -> None:
+        self.draws = 0
+
+    def next_batch(self) -> SimpleNamespace:
+        self.draws += 1
+        return SimpleNamespace(rl=[], crl=[0, 1])
+
+
+class _SameVerdict:
+    """Every response concludes T: each group's rewards are all equal, so DAPO keeps none and refills."""
+
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts:
+        k = len(prompts) * n
+        return Rollouts([[1]] * k, [[2]] * k, [[0.0]] * k, ["\\conclusion{T}"] * k, [False] * k)
+
+
+@pytest.mark.parametrize(
+    "rounds,n_rows,draws", [("3", 9, 4), ("null", 9, 5), ("null", 10, 5), ("null", 2, 1)]
+)
+def test_refills_unlimited_up_to_one_pass_over_the_data(rounds: str, n_rows: int, draws: int) -> None:
+    keys = ["grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.mini_batch_size=2"]
+    cfg = load_config(None, [*keys, f"grpo.max_refill_rounds={rounds}"])
+    rows = [PromptRow("crl", "judge", f"c{i}", label=True) for i in range(n_rows)]
+    trainer = SimpleNamespace(
+        cfg=cfg, sampler=_Sampler(), rl_rows=[], crl_rows=rows, rollout=_SameVerdict(), sandbox=None
+    )
+    phase = SimpleNamespace(max_response_length=8, scale_on="advantages", crl_reward_scale=1.0)
+    _, kept, stats = collect_groups(trainer, phase)
+    assert (trainer.sampler.draws, kept) == (draws, [])  # ceil(n_rows / 2) draws at most when unlimited
+    assert stats["batch/refill_rounds"] == draws - 1
+    assert refill_limit(cfg.grpo, n_rows) == draws - 1
+
+
+def test_the_eos_can_be_left_out_of_the_loss() -> None:
+    # prompt [5, 6]; a finished response [7, 8, EOS=2] and a truncated one [7, 8, 9]
+    rollouts = Rollouts([[5, 6], [5, 6]], [[7, 8, 2], [7, 8, 9]], [[0.0] * 3] * 2, ["", ""], [False, True])
+    adv = torch.tensor([1.0, -1.0])
+    # position t predicts token t + 1: positions 1, 2, 3 predict 7, 8 and the last token
+    assert pack(rollouts, [0, 1], adv, pad_id=0).mask.tolist() == [[0, 1, 1, 1]] * 2
+    no_eos = pack(rollouts, [0, 1], adv, pad_id=0, train_eos=False).mask.tolist()
+    assert no_eos == [[0, 1, 1, 0], [0, 1, 1, 1]]  # a truncated response has no EOS to leave out

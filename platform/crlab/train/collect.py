@@ -82,6 +82,16 @@ class _Tally:
         }
 
 
+def refill_limit(grpo_cfg: Any, n_rows: int) -> int:
+    """How many refill rounds a step may take: ``grpo.max_refill_rounds``, or, when it is null (the
+    authors' unlimited refills), as many as keep the step's draws within one pass over its ``n_rows`` rows
+    (``ceil(n_rows / prompts_per_step)`` draws in all); then the step ends with the groups it has, where the
+    authors' loop would have run out of data."""
+    if grpo_cfg.max_refill_rounds is not None:
+        return int(grpo_cfg.max_refill_rounds)
+    return max(0, math.ceil(n_rows / grpo_cfg.prompts_per_step) - 1)
+
+
 def collect_groups(
     trainer: Any, phase: Any
 ) -> tuple[tuple[Rollouts, torch.Tensor], list[int], dict[str, float]]:
@@ -92,7 +102,7 @@ def collect_groups(
     advantages: list[torch.Tensor] = []
     kept: list[int] = []
     tally = _Tally()
-    rounds = 0
+    rounds, limit = 0, refill_limit(g, len(trainer.rl_rows) + len(trainer.crl_rows))
     while True:
         batch = trainer.sampler.next_batch()
         rows = dist.shard([trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl])
@@ -111,7 +121,7 @@ def collect_groups(
         parts.append(rollouts)
         advantages.append(advantages_for(scored, size, phase, g.norm_adv_by_std, g.single_sample_advantage))
         full = dist.all_reduce(float(len(kept) // size >= need), "min") == 1.0  # every rank has its share
-        if not g.dynamic_sampling or full or rounds >= g.max_refill_rounds:
+        if not g.dynamic_sampling or full or rounds >= limit:
             break
         rounds += 1
     kept_groups = int(dist.all_reduce(len(kept) // size))

@@ -121,7 +121,12 @@ class Packed:
         )  # fmt: skip
 
 
-def pack(rollouts: Rollouts, rows: list[int], advantages: torch.Tensor, pad_id: int) -> Packed:
+def pack(
+    rollouts: Rollouts, rows: list[int], advantages: torch.Tensor, pad_id: int, train_eos: bool = True
+) -> Packed:
+    """The kept ``rows`` as padded tensors. The loss mask covers each response token; with
+    ``train_eos=False`` (``grpo.train_eos``) not the end-of-sequence token that closes an untruncated
+    response: the authors' rollout re-tokenizes the response text, which has none, so theirs never trains it."""
     seqs = [rollouts.prompt_ids[i] + rollouts.response_ids[i] for i in rows]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, L)
@@ -131,7 +136,8 @@ def pack(rollouts: Rollouts, rows: list[int], advantages: torch.Tensor, pad_id: 
         input_ids[b, : len(seq)] = torch.tensor(seq)
         attention[b, : len(seq)] = 1
         start = len(rollouts.prompt_ids[i]) - 1  # the position that predicts the first response token
-        mask[b, start : len(seq) - 1] = 1.0
+        end = len(seq) - 1 - int(not train_eos and not rollouts.truncated[i])  # the EOS predicted at end
+        mask[b, start:end] = 1.0
     return Packed(input_ids, attention, input_ids[:, 1:], mask, advantages[rows])
 
 

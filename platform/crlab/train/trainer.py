@@ -271,7 +271,7 @@ class Trainer:
         rollouts, advantages = samples
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
         with timed("logprob", timings):
-            packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id)
+            packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id, g.train_eos)
             lengths = packed.lengths()
             minis = [
                 micro_batches(lengths, range(lo, hi), g.micro_batch_size)
