@@ -115,7 +115,7 @@ def test_evaluating_changes_no_training_and_a_preempted_eval_step_is_evaluated_o
     tiny_cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, final_weights
 ) -> None:  # noqa: ANN001
     monkeypatch.setenv("CRLAB_CACHE", tiny_cache)
-    plain_reg, plain = _train(tmp_path / "plain", [])
+    plain_reg, plain = _train(tmp_path / "plain", ["eval.source=null"])
     eval_reg, evald = _train(tmp_path / "eval", SAMPLED_EVAL)
     _same(_by_step(plain_reg, plain, evals=False), _by_step(eval_reg, evald, evals=False))
     ours, theirs = final_weights(eval_reg, evald), final_weights(plain_reg, plain)
