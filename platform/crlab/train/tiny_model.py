@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from crlab.errors import CrlabError
+from crlab.models import default_cache_dir
 
 TINY_URI = "tiny://coder"
 BUILD_VERSION = 2
@@ -52,10 +53,6 @@ PINNED_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
     "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2",
 }  # fmt: skip
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CRLAB_CACHE") or Path.home() / ".cache" / "crlab")
 
 
 def tiny_dir(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
