@@ -15,7 +15,6 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field, fields, is_dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from crlab.errors import ConfigError
+from crlab.yaml_lines import dates_as_text, where_set
 
 
 @dataclass
@@ -262,7 +262,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             cfg = _compose(path, overrides, recipes.overlay(cfg.recipe))
         validate(cfg)
     except ConfigError as exc:
-        exc.where = exc.where or _where_set(exc.message.split(":", 1)[0], path, overrides)
+        exc.where = exc.where or where_set(exc.message.split(":", 1)[0], path, overrides)
         raise
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -277,29 +277,10 @@ def _compose(path: str | Path | None, overrides: list[str] | tuple[str, ...], re
     return cfg
 
 
-def _where_set(key: str, path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str | None:
-    """Where the value a cross-field check names was set: the last override of that key (or of a section
-    holding it), else its line in the file (or its section's line), else nowhere (a schema default)."""
-    for item in reversed(overrides):
-        set_key = item.partition("=")[0].strip()
-        if key == set_key or key.startswith(set_key + "."):
-            return f"override {item!r}"
-    if path is None:
-        return None
-    from crlab.yaml_lines import key_lines
-
-    lines = key_lines(Path(path))
-    parts = key.split(".")
-    for end in range(len(parts), 0, -1):
-        if ".".join(parts[:end]) in lines:
-            return f"{path}:{lines['.'.join(parts[:end])]}"
-    return None
-
-
 def _merge_file(cfg: DictConfig, path: Path) -> DictConfig:
     from crlab.yaml_lines import key_lines, read_yaml
 
-    data = _dates_as_text(read_yaml(path))
+    data = dates_as_text(read_yaml(path))
     lines = key_lines(path)
     try:
         return OmegaConf.merge(cfg, data)
@@ -309,21 +290,12 @@ def _merge_file(cfg: DictConfig, path: Path) -> DictConfig:
         raise ConfigError(_explain(exc, key), where=where) from None
 
 
-def _dates_as_text(node: Any) -> Any:
-    """YAML reads ``2024-08-01`` as a date; the schema keeps dates as text (``eval.since: 2024-08-01``)."""
-    if isinstance(node, dict):
-        return {k: _dates_as_text(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_dates_as_text(v) for v in node]
-    return node.isoformat() if isinstance(node, date) else node
-
-
 def _merge_override(cfg: DictConfig, item: str) -> DictConfig:
     if "=" not in item:
         raise ConfigError(f"override {item!r} is not key=value (e.g. grpo.lr=2e-6)", where="command line")
     key, _, raw = item.partition("=")
     try:
-        value = _dates_as_text(yaml.safe_load(raw)) if raw.strip() else ""
+        value = dates_as_text(yaml.safe_load(raw)) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     _check_list_index(cfg, key.strip(), item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ def reject_unknown_keys(
     """A ConfigError at the first key of ``mapping`` not in ``valid``; ``where(dotted)`` names file:line."""
     for key in mapping:
         if key not in valid:
-            raise ConfigError(f"unknown {what} key '{key}'; valid keys: {', '.join(valid)}", where(f"{prefix}{key}"))
+            raise ConfigError(
+                f"unknown {what} key '{key}'; valid keys: {', '.join(valid)}", where(f"{prefix}{key}")
+            )
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -62,3 +65,29 @@ def _walk(node: Any, prefix: str, out: dict[str, int]) -> None:
             key = f"{prefix}{i}"
             out[key] = item.start_mark.line + 1
             _walk(item, key + ".", out)
+
+
+def dates_as_text(node: Any) -> Any:
+    """YAML reads ``2024-08-01`` as a date; the schema keeps dates as text (``eval.since: 2024-08-01``)."""
+    if isinstance(node, dict):
+        return {k: dates_as_text(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [dates_as_text(v) for v in node]
+    return node.isoformat() if isinstance(node, date) else node
+
+
+def where_set(key: str, path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """Where the value a cross-field check names was set: the last override of that key (or of a section
+    holding it), else its line in the file (or its section's line), else nowhere (a schema default)."""
+    for item in reversed(overrides):
+        set_key = item.partition("=")[0].strip()
+        if key == set_key or key.startswith(set_key + "."):
+            return f"override {item!r}"
+    if path is None:
+        return None
+    lines = key_lines(Path(path))
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in lines:
+            return f"{path}:{lines['.'.join(parts[:end])]}"
+    return None
