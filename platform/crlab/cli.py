@@ -16,8 +16,9 @@ from rich.markup import escape
 
 from crlab import __version__
 from crlab.cli_data import data_app
+from crlab.cli_doctor import doctor_command
 from crlab.cli_eval import eval_command
-from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
+from crlab.cli_options import DbOpt, JsonOpt, OverridesArg, err, out, print_json
 from crlab.cli_report import ablation_command, sync_command
 from crlab.cli_runs import reproduce_command, runs_compare
 from crlab.errors import CrlabError
@@ -41,6 +42,7 @@ app.command("reproduce")(reproduce_command)
 runs_app.command("compare")(runs_compare)
 app.command("ablation")(ablation_command)
 app.command("sync")(sync_command)
+app.command("doctor")(doctor_command)
 
 NprocOpt = Annotated[
     int,
@@ -49,10 +51,6 @@ NprocOpt = Annotated[
         min=1,
         help="Data-parallel ranks on this machine (one per GPU), started by the DeepSpeed launcher.",
     ),
-]
-OverridesArg = Annotated[
-    list[str] | None,
-    typer.Argument(help="Config overrides as key=value, e.g. grpo.lr=2e-6 data.crl_ratio=0.5."),
 ]
 
 
@@ -175,7 +173,7 @@ def sweep(
     if not json_out:
         from crlab.cli_report import print_sweep_ablation
 
-        print_sweep_ablation(sweep_spec.name, db, getattr(sweep_spec, "metric", None))
+        print_sweep_ablation(sweep_spec.name, db, sweep_spec.metric, sweep_spec.select)
     if failed:
         raise typer.Exit(1)
 
@@ -206,38 +204,6 @@ def _preflight(configs: list[Any], db: str | None, executor: Any = None) -> None
 
         make_executor(executor)  # no sbatch, a misspelt submitit parameter: said first, it is the cheapest
     require(preflight(configs, db))
-
-
-@app.command()
-def doctor(
-    file: Annotated[
-        Path | None,
-        typer.Argument(help="An experiment or sweep YAML: check what it needs (model, data too)."),
-    ] = None,
-    overrides: OverridesArg = None,
-    fix: Annotated[
-        bool, typer.Option("--fix", help="Install what is missing where a script can (bubblewrap).")
-    ] = False,
-    db: DbOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Check that runs can work here: sandbox, model, data, registry, runs folder; exit 2 if a part is missing."""
-    from crlab.cli_views import doctor_table
-    from crlab.preflight import check_registry, check_runs_dir, check_sandbox, fix_environment, preflight
-    from crlab.sweeps.spec import configs_of_file
-
-    if fix:
-        fix_environment(say=err.print)
-    if file is None:
-        checks = [check_sandbox("bwrap"), check_registry(db, None), check_runs_dir("runs")]
-    else:
-        checks = preflight(configs_of_file(file, overrides or []), db)
-    if json_out:
-        print_json([c.to_json() for c in checks])
-    else:
-        out.print(doctor_table(checks))
-    if not all(c.ok for c in checks):
-        raise typer.Exit(2)
 
 
 def _cell_json(cell: Any) -> dict[str, Any]:

@@ -252,7 +252,7 @@ def eval_command(
     until: Annotated[str | None, Opt(help="LiveCodeBench: ... on or before this day (v5: 2025-02-01).")] = None,
     max_problems: Annotated[int | None, Opt("--max-problems", min=1, help="A fixed, seeded subset of this many problems.")] = None,
     seed: Annotated[int, Opt(help="Seed of sampling and of the --max-problems subset.")] = 0,
-    batch: Annotated[int, Opt(min=1, help="Problems generated together.")] = 8,
+    batch: Annotated[int, Opt(min=1, help="Problems generated together.")] = 16,
     engine: Annotated[str, Opt(help="auto (vLLM on GPU, transformers on CPU) | hf | vllm.")] = "auto",
     style: Annotated[str, Opt(help="Prompt style: auto (tiny for tiny://coder, else qwen3) | qwen3 | tiny.")] = "auto",
     workers: Annotated[int, Opt(min=0, help="Sandbox workers; 0 = one per CPU core.")] = 0,

@@ -23,3 +23,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Config overrides as key=value, e.g. grpo.lr=2e-6 data.crl_ratio=0.5."),
+]

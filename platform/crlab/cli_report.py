@@ -64,14 +64,16 @@ def _curves(reg, result) -> dict[str, list[tuple[int, float]]]:  # noqa: ANN001
     return {run: [(m.step, m.value) for m in reg.metrics(run, [result.metric])] for run in runs}
 
 
-def print_sweep_ablation(sweep_name: str, db: str | None, metric: str | None = None) -> None:
+def print_sweep_ablation(
+    sweep_name: str, db: str | None, metric: str | None = None, select: str = "best"
+) -> None:
     """What `platform sweep` prints last: its own ablation table, on the held-out metric when the cells
     logged it, else on the training reward (saying so); nothing when no cell completed."""
     from crlab import report
     from crlab.registry import Registry
     from crlab.registry.ablation import ablation
 
-    tried = [(metric or DEFAULT_METRIC, "best"), ("reward/rl_mean", "last")]
+    tried = [(metric or DEFAULT_METRIC, select if metric else "best"), ("reward/rl_mean", "last")]
     with Registry(db, create_if_empty=False) as reg:
         for name, at in tried:
             try:

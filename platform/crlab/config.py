@@ -51,7 +51,7 @@ class DataConfig:
     overlong_prompts: str = "keep"  # keep | filter (drop rows whose chat-templated prompt is longer; verl)
     crl_prompt: str = "platform"  # platform | paper (App. A, Table 6, as the authors' data has it)
     max_problems: int | None = None  # cap the number of RL problems (debugging)
-    eval_source: str | None = None  # held-out problems for `platform eval`; LiveCodeBench v5 in the paper
+    eval_source: str | None = None  # deprecated: read by nothing; use eval.source (kept so older runs load)
 
 
 @dataclass

