@@ -46,6 +46,9 @@ class DataConfig:
         None  # problems whose (question, candidate) pairs become CRL rows; None = rl_source
     )
     crl_candidates: str | None = None  # JSONL of {problem_id, solution}; None = the problems' own candidates
+    crl_rows: str | None = (
+        None  # labelled CRL rows (`platform data build-crl`); then crl_source/candidates unused
+    )
     crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
     max_prompt_length: int = 4096
     overlong_prompts: str = "keep"  # keep | filter (drop rows whose chat-templated prompt is longer; verl)

@@ -98,6 +98,12 @@ def _check_rest(cfg: DictConfig) -> None:
     if not str(cfg.model.path).strip():
         _fail("model.path", "is empty; give a Hugging Face id, a local directory or tiny://coder")
     _check_range(cfg, "data.crl_ratio", 0, 1)
+    for other in ("crl_source", "crl_candidates"):
+        if cfg.data.crl_rows and cfg.data[other]:
+            _fail(
+                f"data.{other}",
+                "is set with data.crl_rows, which holds labelled rows already; unset one of them",
+            )
     _check_range(cfg, "data.max_prompt_length", 1)
     _check_range(cfg, "data.max_problems", 1)
     _check_range(cfg, "rollout.temperature", 0)

@@ -42,6 +42,7 @@ DATA_KEYS = (
     "data.rl_source",
     "data.crl_source",
     "data.crl_candidates",
+    "data.crl_rows",
     "data.eval_source",
     "eval.source",
     "eval.crl_source",
@@ -152,7 +153,9 @@ def data_provenance(cfg: Any) -> dict[str, dict[str, Any]]:
         section, _, name = key.partition(".")
         value = getattr(getattr(cfg, section), name, None)
         if value:
-            out[key] = source_provenance(str(value), plain_file=key == "data.crl_candidates")
+            out[key] = source_provenance(
+                str(value), plain_file=key in ("data.crl_candidates", "data.crl_rows")
+            )
     return out
 
 

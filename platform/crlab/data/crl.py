@@ -102,7 +102,7 @@ def _row_label(value: Any, path: str | Path, line: int) -> bool:
     raise DataFormatError(path, line, "label", f"expected true/false or 'T'/'F', got {value!r}")
 
 
-def load_crl_rows(path: str | Path, style: str = "qwen3") -> list[CRLRow]:
+def load_crl_rows(path: str | Path, style: str = "qwen3", template: str = "platform") -> list[CRLRow]:
     """Read labelled critique rows: JSONL of ``{"question", "solution", "label"}`` (label true/false or
     "T"/"F"; optional ``problem_id``, ``pass_rate``), e.g. a held-out set for critique accuracy."""
     rows = []
@@ -119,7 +119,7 @@ def load_crl_rows(path: str | Path, style: str = "qwen3") -> list[CRLRow]:
                 solution=row["solution"],
                 label=_row_label(row["label"], path, line),
                 pass_rate=float(row.get("pass_rate", float("nan"))),
-                prompt=critique_prompt(row["question"], row["solution"], style),
+                prompt=critique_prompt(row["question"], row["solution"], style, template),
             )
         )
     return rows

@@ -82,7 +82,7 @@ def load_sources(cfg: Any) -> tuple[list[Any], list[Any]]:
     if not problems and cfg.data.crl_ratio < 1:
         raise ConfigError(f"data.rl_source {cfg.data.rl_source!r} has no problems")
     crl_problems: list[Any] = []
-    if cfg.data.crl_ratio > 0:
+    if cfg.data.crl_ratio > 0 and not cfg.data.crl_rows:
         crl_problems = (
             _load(cfg.data.crl_source, "data.crl_source", cfg.seed) if cfg.data.crl_source else problems
         )
@@ -97,6 +97,8 @@ def make_rows(
     from crlab.data.prompts import code_prompt
 
     rl = [PromptRow("rl", code_prompt(p, style), p.id, spec=p.spec) for p in problems]
+    if cfg.data.crl_rows and cfg.data.crl_ratio > 0:
+        return rl, labelled_rows(cfg, style)
     if not crl_problems:
         return rl, []
     extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
@@ -107,6 +109,19 @@ def make_rows(
     if not rows:
         raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
     return rl, [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
+
+
+def labelled_rows(cfg: Any, style: str) -> list[PromptRow]:
+    """``data.crl_rows``: CRL rows already labelled (``platform data build-crl``), read as they are."""
+    from crlab.data.crl import load_crl_rows
+
+    try:
+        rows = load_crl_rows(cfg.data.crl_rows, style, cfg.data.crl_prompt)
+    except (ValueError, OSError) as exc:  # DataFormatError included: it names the file, line and field
+        raise ConfigError(f"data.crl_rows: {exc}") from None
+    if not rows:
+        raise ConfigError(f"data.crl_rows: {cfg.data.crl_rows} has no rows")
+    return [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
 
 
 def filter_overlong(
@@ -192,9 +207,14 @@ def check_world(cfg: Any, world: int) -> None:
     if world <= 1:
         return
     g = cfg.grpo
-    for key, value in (("grpo.prompts_per_step", g.prompts_per_step), ("grpo.mini_batch_size", g.mini_batch_size)):
+    for key, value in (
+        ("grpo.prompts_per_step", g.prompts_per_step),
+        ("grpo.mini_batch_size", g.mini_batch_size),
+    ):
         if value % world:
-            raise ConfigError(f"{key}={value} does not split over {world} data-parallel ranks; use a multiple")
+            raise ConfigError(
+                f"{key}={value} does not split over {world} data-parallel ranks; use a multiple"
+            )
     if cfg.deepspeed.zero_stage == 3:
         raise ConfigError(
             "ZeRO stage 3 with several data-parallel ranks is not supported yet (generation and log-prob "
