@@ -183,6 +183,8 @@ class TrackingConfig:
     entity: str | None = None
     mode: str = "offline"  # offline | online | disabled
     tags: list[str] = field(default_factory=list)
+    rollout_table_every: int = 10  # steps between W&B tables of sampled rollouts (as verl, TRL); 0 = never
+    rollout_table_rows: int = 8  # rows per table: the first sample of groups, RL and CRL alike
 
 
 @dataclass

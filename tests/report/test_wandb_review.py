@@ -67,3 +67,46 @@ def test_tracker_defines_metrics_against_the_training_step(tmp_path, monkeypatch
     tracker.finish()
     blob = b"".join(p.read_bytes() for p in tmp_path.rglob("*.wandb"))
     assert STEP_KEY.encode() in blob and b"eval/*" in blob and b"rollouts/samples" in blob
+
+
+def test_example_rows_take_rl_and_crl_groups_first_samples():
+    import torch
+
+    from crlab.train.collect import example_rows
+    from crlab.train.rollout import Rollouts
+    from crlab.train.step import PromptRow
+
+    rows = [PromptRow("rl", f"p{i}", f"r{i}") for i in range(5)] + [
+        PromptRow("crl", "c0", "c0", label=True), PromptRow("crl", "c1", "c1", label=False)
+    ]  # fmt: skip
+    texts = [f"answer {i}" for i in range(14)]
+    texts[10], texts[12] = "ok \\conclusion{T}", "\\conclusion{F}"  # first samples of the two CRL groups
+    rollouts = Rollouts([[]] * 14, [[]] * 14, [[]] * 14, texts, [False] * 13 + [True])
+    table = example_rows(rows, rollouts, torch.arange(14.0), size=2, limit=4)
+    assert [r[:2] for r in table] == [["rl", "r0"], ["rl", "r1"], ["crl", "c0"], ["crl", "c1"]]
+    assert table[2][3:7] == ["ok \\conclusion{T}", 10.0, True, True] and table[3][6] is False
+    assert [r[0] for r in example_rows(rows[:5], rollouts, torch.zeros(14), 2, 4)] == ["rl"] * 4
+
+
+def test_a_run_logs_tables_of_its_rollouts(tmp_path, tiny_cache, child_env):
+    env = {**child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": f"sqlite:///{tmp_path / 'r.db'}",
+           "WANDB_MODE": "offline", "HOME": str(tmp_path)}  # fmt: skip
+    res = platform(
+        "run", "experiments/tiny_coder.yaml", "grpo.max_steps=2", "tracking.rollout_table_every=1",
+        "eval.source=null", f"paths.runs_dir={tmp_path / 'runs'}", env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    tables = sorted((tmp_path / "runs").rglob("rollouts/samples_*.table.json"))
+    assert len(tables) == 2  # one per step
+    data = json.loads(tables[0].read_text())
+    assert data["columns"] == [
+        "kind",
+        "problem",
+        "prompt",
+        "response",
+        "reward",
+        "label",
+        "judged",
+        "truncated",
+    ]
+    assert {row[0] for row in data["data"]} == {"rl", "crl"} and len(data["data"]) == 8

@@ -82,6 +82,29 @@ class _Tally:
         }
 
 
+TABLE_COLUMNS = ["kind", "problem", "prompt", "response", "reward", "label", "judged", "truncated"]
+
+
+def example_rows(
+    rows: list[Any], rollouts: Rollouts, rewards: torch.Tensor, size: int, limit: int
+) -> list[list]:
+    """A W&B table's rows: the first sample of up to ``limit`` groups, half RL and half CRL where both are
+    there (``label``: a CRL row's truth; ``judged``: the conclusion the response reached)."""
+    from crlab.rewards.critique import parse_conclusion
+
+    rl = [i for i, r in enumerate(rows) if r.kind == "rl"]
+    crl = [i for i, r in enumerate(rows) if r.kind == "crl"]
+    n_crl = min(len(crl), max(limit // 2, limit - len(rl)))  # half each, or what the other kind leaves
+    picked = sorted(rl[: limit - n_crl] + crl[:n_crl])
+    out = []
+    for i in picked:
+        j, row = i * size, rows[i]
+        judged = parse_conclusion(rollouts.texts[j]) if row.kind == "crl" else None
+        out.append([row.kind, row.problem_id, row.prompt, rollouts.texts[j], float(rewards[j]), row.label, judged,
+                    bool(rollouts.truncated[j])])  # fmt: skip
+    return out
+
+
 def refill_limit(grpo_cfg: Any, n_rows: int) -> int:
     """How many refill rounds a step may take: ``grpo.max_refill_rounds``, or, when it is null (the
     authors' unlimited refills), as many as keep the step's draws within one pass over its ``n_rows`` rows
@@ -111,6 +134,10 @@ def collect_groups(
         with timed("reward", tally.timings):
             scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
         tally.add(scored, rollouts)
+        if rounds == 0:  # what a table of this step's rollouts shows (the trainer logs it every N steps)
+            trainer.examples = example_rows(
+                rows, rollouts, scored.rewards, size, trainer.cfg.tracking.rollout_table_rows
+            )
         if g.dynamic_sampling:
             keep = grpo.keep_groups_with_spread(scored.rewards, size)  # (n_groups,)
         else:

@@ -69,6 +69,7 @@ class Trainer:
         self.tracker: Any = None
         self.ref_model: Any = None
         self.step = 0
+        self.examples: list[list] = []  # a table of the step's sampled rollouts (collect.example_rows)
 
     # -- set-up that needs the run --------------------------------------------------------------
     def _start(self, run: Run, resume: bool) -> None:
@@ -206,6 +207,7 @@ class Trainer:
                     with timed("checkpoint", timings):
                         self._save(run)
             self._log_metrics(run, metrics, timings)
+            self._log_examples()
             if stopping:
                 self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
                 return "preempted"
@@ -253,6 +255,14 @@ class Trainer:
         train_s = metrics["time/step_s"] - metrics.get("time/eval_s", 0.0)
         metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(train_s, 1e-9)
         self._write_metrics(run, metrics)
+
+    def _log_examples(self) -> None:
+        """Every ``tracking.rollout_table_every`` steps, a W&B table of this step's sampled rollouts (rank 0's)."""
+        every = self.cfg.tracking.rollout_table_every
+        if dist.is_main() and every and self.step % every == 0 and self.examples:
+            from crlab.train.collect import TABLE_COLUMNS
+
+            self.tracker.table("rollouts/samples", TABLE_COLUMNS, self.examples, self.step)
 
     def _write_metrics(self, run: Run, metrics: dict[str, float]) -> None:
         """The one write path of a step's metrics: rank 0, to the registry and W&B, finite values only."""
