@@ -162,10 +162,12 @@ def sweep(
             err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         _preflight(configs, db, sweep_spec.executor)
     if dry_run:
+        plans = _plans(cells)
         if json_out:
-            print_json({"sweep": sweep_spec.to_json(), "cells": [_cell_json(c) for c in cells]})
+            cells_json = [{**_cell_json(c), "plan": p} for c, p in zip(cells, plans, strict=True)]
+            print_json({"sweep": sweep_spec.to_json(), "cells": cells_json})
         else:
-            out.print(cells_table(sweep_spec, cells))
+            out.print(cells_table(sweep_spec, cells, plans))
         return
     from crlab.sweeps.runner import run_sweep
 
@@ -204,6 +206,14 @@ def _preflight(configs: list[Any], db: str | None, executor: Any = None) -> None
 
         make_executor(executor)  # no sbatch, a misspelt submitit parameter: said first, it is the cheapest
     require(preflight(configs, db))
+
+
+def _plans(cells: list[Any]) -> list[dict[str, int]]:
+    """Each cell's steps and rows (reads the data sources; no model)."""
+    from crlab import config as cfgmod
+    from crlab.train.setup import plan
+
+    return [plan(cfgmod.from_dict(c.config)) for c in cells]
 
 
 def _cell_json(cell: Any) -> dict[str, Any]:

@@ -131,13 +131,19 @@ def _chosen_cell(column: str, value: Any, wide: bool, now: datetime) -> str:
     return escape(str(value))
 
 
-def cells_table(spec: Any, cells: list[Any]) -> Table:
+def cells_table(spec: Any, cells: list[Any], plans: list[dict[str, int]] | None = None) -> Table:
+    """The cells of a sweep's dry run; with ``plans`` (``train.setup.plan`` per cell), the steps and rows
+    each will draw, so a difference in data budget shows before it costs anything."""
     table = Table(title=f"sweep {spec.name}: {len(cells)} cell(s), base {spec.base}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("cell key", no_wrap=True)
-    table.add_column("cell")
+    table.add_column("cell", overflow="fold", min_width=20)
+    for name in ("steps", "rows", "RL rows", "CRL rows") if plans else ():
+        table.add_column(name, justify="right")
     for i, cell in enumerate(cells):
-        table.add_row(str(i), cell.key, cell.label)
+        planned = plans[i] if plans else {}
+        extra = [str(planned[k]) for k in ("steps", "rows", "rl_rows", "crl_rows")] if planned else []
+        table.add_row(str(i), cell.key, cell.label, *extra)
     return table
 
 

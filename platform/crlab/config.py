@@ -50,6 +50,9 @@ class DataConfig:
         None  # labelled CRL rows (`platform data build-crl`); then crl_source/candidates unused
     )
     crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
+    # rows: every cell sees as many rows as the RL pool holds (one pass; the ratio decides how many are CRL),
+    # as the paper holds the data fixed; rl_rows: one pass over the RL rows (steps grow as 1/(1-ratio))
+    budget: str = "rows"
     max_prompt_length: int = 4096
     overlong_prompts: str = "keep"  # keep | filter (drop rows whose chat-templated prompt is longer; verl)
     crl_prompt: str = "platform"  # platform | paper (App. A, Table 6, as the authors' data has it)
@@ -223,6 +226,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reward.conclusion_parse": ("exact", "authors"),
     "data.overlong_prompts": ("keep", "filter"),
     "data.crl_prompt": ("platform", "paper"),
+    "data.budget": ("rows", "rl_rows"),
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
     "switch.policy": ("plateau", "fixed", "never"),

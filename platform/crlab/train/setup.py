@@ -6,6 +6,7 @@ Model path, data sources and the CRL rows are resolved here; a bad one raises a 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from pathlib import Path
@@ -183,6 +184,45 @@ def _load(source: str, key: str, seed: int) -> list[Any]:
         raise
     except (ValueError, OSError) as exc:  # DataFormatError and TestSpecError included: name the key
         raise ConfigError(f"{key}: {exc}") from None
+
+
+def planned_steps(cfg: Any, n_rl: int, n_crl: int) -> int:
+    """A run's steps: ``grpo.max_steps`` when set, else ``grpo.epochs`` passes over the data budget.
+
+    ``data.budget=rows`` (default, the paper's fixed budget): the budget is the RL pool's row count (the CRL
+    pool's when there is no RL pool), drawn ``prompts_per_step`` at a time whatever the ratio, so every
+    cell of a ratio sweep sees the same number of rows and a higher ratio means fewer RL rows, not more
+    steps. ``rl_rows``: one pass over the RL rows at ``rl_per_step`` a step (steps grow as 1/(1-ratio); a
+    100% CRL cell draws one "RL row" a step)."""
+    g = cfg.grpo
+    if g.max_steps:
+        return int(g.max_steps)
+    if cfg.data.budget == "rl_rows":
+        rl_per_step = max(1, g.prompts_per_step - round(cfg.data.crl_ratio * g.prompts_per_step))
+        return math.ceil(max(n_rl, 1) / rl_per_step) * g.epochs
+    rows = n_rl or n_crl
+    return math.ceil(max(rows, 1) / g.prompts_per_step) * g.epochs
+
+
+def plan(cfg: Any) -> dict[str, int]:
+    """What a run of ``cfg`` will draw, before it starts (a sweep's dry run shows it per cell): its steps,
+    and the rows they draw (all, RL, CRL), refills not counted. Reads the data sources (no model)."""
+    problems, crl_problems = load_sources(cfg)
+    steps = planned_steps(cfg, len(problems), len(crl_problems))
+    pps = cfg.grpo.prompts_per_step
+    crl_per_step = math.floor(cfg.data.crl_ratio * pps + 0.5)  # as MixSampler rounds it
+    return {
+        "steps": steps,
+        "rows": steps * pps,
+        "rl_rows": steps * (pps - crl_per_step),
+        "crl_rows": steps * crl_per_step,
+    }
+
+
+def budget_spent(cfg: Any, sampler: Any, planned: int) -> bool:
+    """``data.budget=rows`` without ``max_steps``: the pass is over once the sampler has drawn the budget's
+    batches. DAPO refills draw from the same pass, so a run that refills ends in fewer update steps."""
+    return cfg.data.budget == "rows" and not cfg.grpo.max_steps and sampler.steps >= planned
 
 
 def sandbox_workers(cfg: Any) -> int:

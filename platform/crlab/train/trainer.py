@@ -61,9 +61,8 @@ class Trainer:
             len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed
         )
         self.schedule = PhaseSchedule(cfg.phases, cfg.switch)
-        rl_per_step = max(1, g.prompts_per_step - round(cfg.data.crl_ratio * g.prompts_per_step))
-        epoch_steps = math.ceil(max(len(self.rl_rows), 1) / rl_per_step) * g.epochs
-        self.total_steps = g.max_steps or epoch_steps
+        self.planned_steps = setup.planned_steps(cfg, len(self.rl_rows), len(self.crl_rows))
+        self.total_steps = self.planned_steps
         self.engine: Any = None
         self.rollout: Any = None
         self.tracker: Any = None
@@ -189,11 +188,14 @@ class Trainer:
         self._evaluate_pending(run)
         every = self.cfg.checkpoint.every
         while self.step < self.total_steps:
+            if setup.budget_spent(self.cfg, self.sampler, self.planned_steps):
+                break  # resumed after the step that ended the data pass
             faults.at_step(self.step + 1)
             timings: dict[str, float] = {}
             with timed("step", timings):
                 metrics = self._one_step(timings)
                 self.step += 1
+                self._end_pass_early(run)
                 switch = self.schedule.observe(self.step, metrics)  # its metric is the same on every rank
                 if switch is not None:
                     self._record(run.id, "phase_switch", switch.to_payload(), self.step)
@@ -212,6 +214,13 @@ class Trainer:
                 self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
                 return "preempted"
         return "completed"
+
+    def _end_pass_early(self, run: Run) -> None:
+        """The data pass is over before the planned steps (DAPO refills drew from it): this step is the last
+        (it is evaluated and checkpointed as the last step is)."""
+        if setup.budget_spent(self.cfg, self.sampler, self.planned_steps) and self.step < self.total_steps:
+            self.total_steps = self.step
+            self._record(run.id, "data_pass_complete", {"batches": self.sampler.steps}, self.step)
 
     def _evaluate(self, timings: dict[str, float]) -> dict[str, float]:
         """Evaluate the policy as it is now (rank 0; the others wait for its metrics); track the best."""
