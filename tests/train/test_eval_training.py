@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.train.test_loop import SMALL  # the small run shape the loop tests use
 
 from crlab.config import load_config
 from crlab.registry import Registry
@@ -22,11 +23,6 @@ from crlab.train.loop import StopFlag, register_run
 from crlab.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = [
-    "data.rl_source=tiny:48", "grpo.prompts_per_step=4", "grpo.mini_batch_size=2", "grpo.group_size=4",
-    "grpo.micro_batch_size=8", "phases.0.max_response_length=48", "phases.1.max_response_length=64",
-    "grpo.max_refill_rounds=1", "reward.sandbox_workers=1",
-]  # fmt: skip
 # sampled, two samples a problem: the evaluation draws from the global RNGs, which must be put back
 SAMPLED_EVAL = [
     "eval.source=tiny-eval", "eval.every=2", "eval.max_problems=8", "eval.n=2", "eval.k=[1,2]",
