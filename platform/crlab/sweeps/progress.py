@@ -22,7 +22,7 @@ from crlab.registry import Registry
 from crlab.registry.entities import Run, RunStatus
 
 EVERY = 10  # steps between progress lines off a terminal
-HEADLINE = ("reward/rl_mean", "critique/accuracy")
+HEADLINE = ("reward/rl_mean", "critique/accuracy", "eval/pass@1")  # eval/pass@1 at the steps that evaluate
 
 
 @dataclass
