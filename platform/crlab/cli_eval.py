@@ -158,8 +158,6 @@ def load_policy(target: dict[str, Any], engine: str) -> Any:
     if engine == "hf":
         if on_gpu:
             model = model.cuda()
-        else:
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
         return HFRollout(model.eval(), tok, **sampling)
     if target["checkpoint"] is not None:  # vLLM loads weights from a folder: export the checkpoint's
         model_dir = str(Path(target["checkpoint"].path) / "hf")
