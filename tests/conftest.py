@@ -22,6 +22,9 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("CRLAB_HOME", str(tmp_path_factory.mktemp("crlab_home")))
     monkeypatch.delenv("CRLAB_DB_URL", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
+    # a W&B run in the test process exports WANDB_SERVICE; a later test's subprocesses would join that service,
+    # where a killed run's id stays in use: removed after each test (monkeypatch restores it as absent)
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
 
 
 DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")

@@ -45,7 +45,11 @@ def test_a_run_records_provenance_and_its_reproduction_matches_it(
         and made["git"]["commit"] == shown["git_commit"]
     )
     assert {"crlab", "torch", "transformers", "deepspeed", "wandb"} <= set(made["packages"])
-    assert made["data"] == {"data.rl_source": {"source": "tiny:48", "generator": "crlab", "version": "0.1.0"}}
+    generated = {"generator": "crlab", "version": "0.1.0"}  # the tiny task's sources are generated, not files
+    assert made["data"] == {
+        "data.rl_source": {"source": "tiny:48", **generated},
+        "eval.source": {"source": "tiny-eval", **generated},  # tiny_coder.yaml evaluates during training
+    }
     assert made["seed"] == 5 == shown["config"]["seed"] and made["host"] == shown["host"]
 
     # --force: other engineers' edits to this checkout may change the uncommitted diff between the two runs

@@ -43,6 +43,14 @@ FINAL_STATES = {
 
 
 @dataclass(frozen=True)
+def cell_env(db_url: str) -> dict[str, str]:
+    """A cell's environment: this process's, with the registry URL, and without ``WANDB_SERVICE`` (set by a
+    W&B run in this process: a cell that inherits it joins that W&B service, where a killed cell's run id
+    stays "in use" and its resume cannot start)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "CRLAB_DB_URL": db_url}
+
+
 class ExecutorConfig:
     """A sweep's ``executor:`` section (the only place its defaults live)."""
 
@@ -176,7 +184,7 @@ class LocalExecutor:
         self._free = list(self.gpus)
 
     def launch(self, run: Run, db_url: str) -> CellHandle:
-        env = {**os.environ, "CRLAB_DB_URL": db_url}
+        env = cell_env(db_url)
         gpus = [self._free.pop(0) for _ in range(self.nproc)] if len(self._free) >= self.nproc else []
         if gpus and self.nproc == 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[0]

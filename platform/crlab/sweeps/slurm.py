@@ -51,10 +51,14 @@ class CellJob:
         if job.num_tasks > 1:  # one task per data-parallel rank, on one or more nodes
             import torch
 
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=torch.cuda.is_available())
+            submitit.helpers.TorchDistributedEnvironment().export(
+                set_cuda_visible_devices=torch.cuda.is_available()
+            )
         if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0 and job.global_rank == 0:
             Registry(self.db_url).start_attempt(self.run_id, **owner())  # a requeued job takes the run again
-        env = {**os.environ, "CRLAB_DB_URL": self.db_url}
+        from crlab.sweeps.executors import cell_env
+
+        env = cell_env(self.db_url)
         self._proc = subprocess.Popen(cell_command(self.run_id), env=env)
         code = self._proc.wait()
         status = Registry(self.db_url).get_run(self.run_id).status
