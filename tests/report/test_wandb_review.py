@@ -54,17 +54,25 @@ def test_ablation_logged_to_the_sweeps_group_and_synced(tmp_path):
     assert "wandb sync failed: Error: No API key configured" in lines[0] and folder.exists()
 
 
-def test_tracker_defines_metrics_against_the_training_step(tmp_path, monkeypatch):
-    from crlab.tracking import STEP_KEY, Tracker
+TRACKER = """
+import sys
+from crlab.tracking import Tracker
+tracker = Tracker(enabled=True, mode="offline", project="p", entity=None, tags=[], run_id="t1", name="t",
+                  run_dir=sys.argv[1], config={})
+tracker.log({"eval/pass@1": 0.5, "reward/rl_mean": 0.1}, step=3)
+tracker.table("rollouts/samples", ["kind", "prompt", "response", "reward"], [["rl", "p", "r", 1.0]], step=3)
+tracker.finish()
+"""
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    tracker = Tracker(enabled=True, mode="offline", project="p", entity=None, tags=[], run_id="t1", name="t",
-                      run_dir=tmp_path, config={})  # fmt: skip
-    tracker.log({"eval/pass@1": 0.5, "reward/rl_mean": 0.1}, step=3)
-    tracker.table(
-        "rollouts/samples", ["kind", "prompt", "response", "reward"], [["rl", "p", "r", 1.0]], step=3
-    )
-    tracker.finish()
+
+def test_tracker_defines_metrics_against_the_training_step(tmp_path):
+    from crlab.tracking import STEP_KEY
+
+    # in its own process, as a trainer runs it (a W&B run in the test process would export WANDB_SERVICE)
+    env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", TRACKER, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
     blob = b"".join(p.read_bytes() for p in tmp_path.rglob("*.wandb"))
     assert STEP_KEY.encode() in blob and b"eval/*" in blob and b"rollouts/samples" in blob
 

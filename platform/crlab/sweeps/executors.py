@@ -42,7 +42,6 @@ FINAL_STATES = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
 def cell_env(db_url: str) -> dict[str, str]:
     """A cell's environment: this process's, with the registry URL, and without ``WANDB_SERVICE`` (set by a
     W&B run in this process: a cell that inherits it joins that W&B service, where a killed cell's run id
@@ -51,6 +50,7 @@ def cell_env(db_url: str) -> dict[str, str]:
     return {**env, "CRLAB_DB_URL": db_url}
 
 
+@dataclass(frozen=True)
 class ExecutorConfig:
     """A sweep's ``executor:`` section (the only place its defaults live)."""
 
