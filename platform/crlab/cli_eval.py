@@ -232,6 +232,30 @@ def _report_json(report: Any, label: str, records: Path, target: dict[str, Any] 
     return data
 
 
+def check_args(
+    target: str | None, samples: Path | None, engine: str, style: str, n: int, k: str
+) -> tuple[int, ...] | None:
+    """The arguments that can be checked before anything is read: the k of pass@k (None: a samples file's
+    default, decided from the file)."""
+    if engine not in ("auto", "hf", "vllm") or style not in ("auto", "qwen3", "tiny"):
+        raise CrlabError(
+            f"--engine {engine!r} / --style {style!r}: see `platform eval --help` for the choices"
+        )
+    if samples is not None and not samples.is_file():
+        raise CrlabError(f"--samples {samples}: no such file")
+    if samples is not None:  # a file brings its own n: its k are checked against it (default 1, 10, 100)
+        ks = parse_ks(k, 10**9) if k else None
+    else:
+        ks = parse_ks(k or (f"1,{n}" if n > 1 else "1"), n)
+    if samples is None and target is None:
+        raise CrlabError(
+            "give a run id or a model to evaluate, or --samples FILE to score samples made elsewhere"
+        )
+    if samples is not None and target is not None:
+        raise CrlabError("--samples scores a file; give no run or model with it")
+    return ks
+
+
 Opt = typer.Option
 
 
@@ -263,22 +287,7 @@ def eval_command(
     every test run in the sandbox; critique accuracy on labelled CRL rows (--on crl:FILE)."""
     from crlab.eval.sources import load_eval_set, subset
 
-    if engine not in ("auto", "hf", "vllm") or style not in ("auto", "qwen3", "tiny"):
-        raise CrlabError(
-            f"--engine {engine!r} / --style {style!r}: see `platform eval --help` for the choices"
-        )
-    if samples is not None and not samples.is_file():
-        raise CrlabError(f"--samples {samples}: no such file")
-    if samples is not None:  # a file brings its own n: its k are checked against it (default 1, 10, 100)
-        ks = parse_ks(k, 10**9) if k else None
-    else:
-        ks = parse_ks(k or (f"1,{n}" if n > 1 else "1"), n)
-    if samples is None and target is None:
-        raise CrlabError(
-            "give a run id or a model to evaluate, or --samples FILE to score samples made elsewhere"
-        )
-    if samples is not None and target is not None:
-        raise CrlabError("--samples scores a file; give no run or model with it")
+    ks = check_args(target, samples, engine, style, n, k)
     eval_set = load_eval_set(on, since, until, seed)  # bad input fails before any model loads
     if samples is None and max_problems:
         eval_set.problems = subset(eval_set.problems, max_problems, seed)
