@@ -15,6 +15,7 @@ table, ``crlab_alembic_version``, so Optuna's tables can share the database.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,10 +59,26 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - DB-API conne
     dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-    cur.execute("PRAGMA journal_mode = WAL")
+    _set_wal(cur)
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
+
+
+def _set_wal(cur) -> None:  # noqa: ANN001 - DB-API cursor
+    """Switch to WAL once per database. The switch takes an exclusive lock, and SQLite answers "database
+    is locked" at once, without its busy handler, when another process holds one (several processes
+    opening a new database together): wait for it, up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def make_engine(url: str) -> Engine:
