@@ -20,7 +20,7 @@ from crlab.cli_doctor import doctor_command
 from crlab.cli_eval import eval_command
 from crlab.cli_options import DbOpt, JsonOpt, OverridesArg, err, out, print_json
 from crlab.cli_report import ablation_command, sync_command
-from crlab.cli_runs import reproduce_command, runs_compare
+from crlab.cli_runs import reproduce_command, runs_compare, runs_sync
 from crlab.errors import CrlabError
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ app.command("eval")(eval_command)
 app.add_typer(data_app, name="data")
 app.command("reproduce")(reproduce_command)
 runs_app.command("compare")(runs_compare)
+runs_app.command("sync")(runs_sync)
 app.command("ablation")(ablation_command)
 app.command("sync")(sync_command)
 app.command("doctor")(doctor_command)

@@ -1,4 +1,5 @@
-"""`platform runs compare` and `platform reproduce`, registered in cli.py, with their Rich renderings."""
+"""`platform runs compare`, `platform runs sync` and `platform reproduce`, registered in cli.py, with their Rich
+renderings."""
 
 from __future__ import annotations
 
@@ -39,6 +40,29 @@ def runs_compare(
         print_json(found)
     else:
         out.print(compare_view(found))
+
+
+def runs_sync(
+    runs: Annotated[list[str], typer.Argument(help="Run ids (or unique prefixes) whose journals to send.")],
+    db: DbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send what a run's journal holds and the registry lacks (a run that ended while the registry was
+    unreachable). Safe to repeat: each record is applied once."""
+    from crlab.registry import Registry
+    from crlab.registry.journal import replay, unsent
+
+    sent: dict[str, dict[str, int]] = {}
+    with Registry(db, replay_journals=False) as reg:
+        for ref in runs:
+            run = reg.get_run(ref)
+            count = replay(reg.engine, run.id, run.run_dir)
+            sent[run.id] = {"sent": count, "unsent": unsent(run.run_dir, reg.get_run(run.id).journal_seq)}
+    if json_out:
+        print_json(sent)
+        return
+    for run_id, counts in sent.items():
+        out.print(f"run {run_id}: sent {counts['sent']} record(s); {counts['unsent']} left unsent")
 
 
 def _value(value: Any) -> str:

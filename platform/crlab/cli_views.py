@@ -11,6 +11,8 @@ from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 
+from crlab.registry.journal import unsent
+
 STATUS_STYLE = {
     "pending": "dim",
     "running": "cyan",
@@ -196,6 +198,8 @@ def run_panel(
         rows.append(("error", f"[red]{run.error}[/]"))
     if best:
         rows.append(("best checkpoint", f"step {best['step']} ({_best_text(best)})"))
+    if pending := unsent(run.run_dir, run.journal_seq):
+        rows.append(("unsent records", f"[yellow]{pending} in its journal: `platform runs sync {run.id}`[/]"))
     for key, value in rows:
         info.add_row(key, value)
     parts: list[Any] = [Panel(info, title=f"run {run.id}", title_align="left")]

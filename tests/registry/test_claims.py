@@ -33,6 +33,10 @@ def test_claim_decisions(reg: Registry) -> None:
     assert first.run.attempt == 1  # the attempt is counted by the claim, before anything can fail
     assert _claim(reg, sweep, "k", "r2").action == "running"  # fresh heartbeat: someone else runs it
     reg.update_run("r1", heartbeat_at=utcnow() - timedelta(seconds=120))
+    # a claimer that has not watched the registry healthy for a grace period does not believe an old
+    # heartbeat (it may be old only because the registry was away)
+    assert _claim(reg, sweep, "k", "r3").action == "running"
+    reg.reach.healthy_since -= 61  # now it has
     stale = _claim(reg, sweep, "k", "r3")
     assert (stale.action, stale.run.id, stale.run.attempt) == ("resume", "r1", 2)  # stale: taken over
     reg.finish_run("r1", "preempted")
@@ -57,6 +61,30 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(reg: Registry) -> Non
     assert _claim(reg, sweep, "k", "r3").action == "running"
     reg.start_attempt("r1", host="another-host", pid=dead_pid)  # elsewhere only the heartbeat tells
     assert _claim(reg, sweep, "k", "r4").action == "running"
+
+
+def test_an_old_heartbeat_elsewhere_is_believed_only_after_watching_a_whole_grace_period(reg: Registry) -> None:
+    """After an outage no heartbeat got through: a run elsewhere (its process cannot be checked) is taken
+    over only by a claimer that has since seen the registry healthy for a whole grace period."""
+    from sqlalchemy.exc import OperationalError
+
+    sweep = reg.create_sweep("s", {}).id
+    assert _claim(reg, sweep, "k", "r1").action == "start"
+    reg.start_attempt("r1", host="another-host", pid=123)
+    reg.update_run("r1", heartbeat_at=utcnow() - timedelta(seconds=120))
+    reg.reach.healthy_since -= 600  # watched for long before the outage
+    assert _claim(reg, sweep, "k", "r2").action == "resume"  # stale, and watched: dead
+    reg.update_run("r1", status="running", heartbeat_at=utcnow() - timedelta(seconds=120))
+
+    def refused() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    with pytest.raises(OperationalError):
+        reg.reach.call(refused)  # an outage (this registry does not retry: retry_s 0)
+    assert reg.reach.healthy_for() == 0.0
+    assert _claim(reg, sweep, "k", "r3").action == "running"  # back, but not watched a grace period yet
+    reg.reach.healthy_since -= 61
+    assert _claim(reg, sweep, "k", "r4").action == "resume"
 
 
 def test_failed_cells_are_retried_then_left_failed(reg: Registry) -> None:

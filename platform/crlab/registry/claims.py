@@ -33,11 +33,11 @@ class Claim:
         return self.action in ("start", "resume")
 
 
-def _decide(row: RunRow, grace_s: float, max_retries: int) -> str:
+def _decide(row: RunRow, grace_s: float, max_retries: int, watched_s: float) -> str:
     status = RunStatus(row.status)
     if status.final:
         return "completed"
-    if is_alive(status, row.host, row.pid, row.heartbeat_at, grace_s):
+    if is_alive(status, row.host, row.pid, row.heartbeat_at, grace_s, watched_s):
         return "running"
     if status == RunStatus.FAILED and row.attempt > max_retries:
         return "gave_up"
@@ -48,13 +48,18 @@ def claim_cell(
     registry: Registry, sweep_id: str, cell_key: str, new_run: dict[str, Any], *,
     grace_s: float, max_retries: int, owner: dict[str, Any] | None = None,
 ) -> Claim:  # fmt: skip
-    """Claim the cell for this process, or say why not. ``new_run`` holds the fields of a first row."""
+    """Claim the cell for this process, or say why not. ``new_run`` holds the fields of a first row. While
+    the registry is unreachable the claim is retried (``registry.reach``)."""
     for _ in range(2):  # a lost insert race is retried once, then the winner's row decides
         try:
-            return _claim_once(registry, sweep_id, cell_key, new_run, grace_s, max_retries, owner or {})
+            return registry.reach.call(
+                _claim_once, registry, sweep_id, cell_key, new_run, grace_s, max_retries, owner or {}
+            )
         except IntegrityError:
             continue
-    return _claim_once(registry, sweep_id, cell_key, new_run, grace_s, max_retries, owner or {})
+    return registry.reach.call(
+        _claim_once, registry, sweep_id, cell_key, new_run, grace_s, max_retries, owner or {}
+    )
 
 
 def _claim_once(
@@ -74,7 +79,7 @@ def _claim_once(
             s.add(row)
             action = "start"
         else:
-            action = _decide(row, grace_s, max_retries)
+            action = _decide(row, grace_s, max_retries, registry.reach.healthy_for())
         if action in ("start", "resume"):
             begin_attempt(row, owner)
         s.flush()

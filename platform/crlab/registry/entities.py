@@ -70,6 +70,7 @@ class RunFields(Record):
     reproduces: str | None = None  # the run this one reproduces (`platform reproduce`)
     wandb_run_id: str | None = None
     run_dir: str | None = None
+    journal_seq: int = 0  # the last record of the run's journal the registry has applied
     error: str | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None

@@ -9,9 +9,12 @@ attempt and no retry loop can go on for ever. The training process then says whe
 (:func:`mark_started`) and how it ended (``Registry.finish_run``, with the error text on failure). A process that
 dies without saying (SIGKILL, out of memory) is settled by whoever watched it (:func:`settle`).
 
-**Liveness** (:func:`is_alive`) is one rule: a ``running`` run whose process ran on this host and no longer
-exists is dead at once; otherwise it is alive while its heartbeat (refreshed every ``HEARTBEAT_S``) is
-younger than the grace period (``GRACE_S`` unless a sweep says otherwise).
+**Liveness** (:func:`is_alive`) is one rule: a ``running`` run whose process ran on this host is alive
+while that process exists, checked directly. Elsewhere it is alive while its heartbeat (refreshed every
+``HEARTBEAT_S``) is younger than the grace period (``GRACE_S`` unless a sweep says otherwise), and a stale
+heartbeat is believed only by a process that has itself seen the registry healthy for a whole grace period:
+during a registry outage no heartbeat gets through, and a run still training must not be taken over when the
+registry comes back (:mod:`crlab.registry.retry`).
 """
 
 from __future__ import annotations
@@ -27,23 +30,25 @@ from omegaconf import DictConfig
 from crlab import config as cfgmod
 from crlab.errors import RegistryError
 from crlab.registry.entities import Run, RunStatus
+from crlab.registry.journal import replay
 from crlab.registry.store import Registry, utcnow
 
 HEARTBEAT_S = 30.0
 GRACE_S = 300.0  # ten missed heartbeats
 
 
-def process_gone(host: str | None, pid: int | None) -> bool:
-    """True when ``pid`` ran on this host and no longer exists (elsewhere nothing can be told)."""
+def process_state(host: str | None, pid: int | None) -> bool | None:
+    """Whether ``pid`` of ``host`` exists, checked directly: True or False on this host, None elsewhere
+    (or with no pid), where nothing can be told."""
     if host != socket.gethostname() or not pid:
-        return False
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 def heartbeat_age(heartbeat_at: datetime | None) -> float | None:
@@ -55,11 +60,18 @@ def heartbeat_age(heartbeat_at: datetime | None) -> float | None:
 
 
 def is_alive(
-    status: str, host: str | None, pid: int | None, heartbeat_at: datetime | None, grace_s: float = GRACE_S
-) -> bool:
-    """The one liveness rule (see the module docstring)."""
-    if status != RunStatus.RUNNING or process_gone(host, pid):
+    status: str, host: str | None, pid: int | None, heartbeat_at: datetime | None,
+    grace_s: float = GRACE_S, watched_s: float = float("inf"),
+) -> bool:  # fmt: skip
+    """The one liveness rule (see the module docstring). ``watched_s``: how long the caller has seen the
+    registry healthy without a break (:meth:`Reachability.healthy_for`)."""
+    if status != RunStatus.RUNNING:
         return False
+    here = process_state(host, pid)
+    if here is not None:
+        return here  # checked directly: whatever its heartbeat says
+    if watched_s < grace_s:
+        return True  # its heartbeat may be old only because the registry was away: not judged yet
     age = heartbeat_age(heartbeat_at)
     return age is not None and age < grace_s
 
@@ -140,8 +152,11 @@ def error_line(exc: BaseException) -> str:
 
 
 def settle(registry: Registry, run_id: str, exit_code: int, log: str | None = None) -> Run:
-    """After a run's process exited: a run still ``running`` died before it could say how it ended."""
+    """After a run's process exited: what its journal holds and the registry lacks is sent first (it ended
+    while the registry was away); a run still ``running`` then died before it could say how it ended."""
     run = registry.get_run(run_id)
+    if run.status == RunStatus.RUNNING and replay(registry.engine, run.id, run.run_dir):
+        run = registry.get_run(run_id)
     if run.status != RunStatus.RUNNING:
         return run
     how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"

@@ -64,6 +64,8 @@ class RunRow(Base):
     reproduces: Mapped[str | None] = mapped_column(String(64))  # the run this one reproduces
     wandb_run_id: Mapped[str | None] = mapped_column(String(64))
     run_dir: Mapped[str | None] = mapped_column(Text)
+    # the last record of the run's journal applied here (crlab.registry.journal); 0 before any
+    journal_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)  # lists sort by it
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

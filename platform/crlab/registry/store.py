@@ -6,8 +6,10 @@ Every method opens one transaction through :func:`session_scope` and returns pla
 
 from __future__ import annotations
 
+import functools
+import inspect
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,6 +19,7 @@ from sqlalchemy.engine import Engine
 from crlab.errors import RegistryError
 from crlab.registry import db
 from crlab.registry.entities import Checkpoint, Event, Metric, MetricSummary, Run, RunStatus, Sweep
+from crlab.registry.journal import flag_best, replay_pending, upsert_checkpoint
 from crlab.registry.models import (
     RUN_STATUSES,
     CheckpointRow,
@@ -26,6 +29,7 @@ from crlab.registry.models import (
     RunRow,
     SweepRow,
 )
+from crlab.registry.retry import Reachability
 from crlab.registry.summaries import write_metrics
 
 _RUN_FIELDS = {c.name for c in RunRow.__table__.columns} - {"id", "created_at"}
@@ -62,6 +66,7 @@ def _run(row: RunRow) -> Run:
         provenance=row.provenance or {},
         wandb_run_id=row.wandb_run_id,
         run_dir=row.run_dir,
+        journal_seq=row.journal_seq or 0,
         error=row.error,
         created_at=_aware(row.created_at),
         started_at=_aware(row.started_at),
@@ -82,14 +87,19 @@ class Registry:
     """Open the registry at ``url`` (see :func:`crlab.registry.db.resolve_db_url`).
 
     The database must be reachable and at this code's schema revision; an empty database gets the schema
-    created (``create_if_empty``). Anything else raises :class:`~crlab.errors.RegistryError`.
+    created (``create_if_empty``). Anything else raises :class:`~crlab.errors.RegistryError`. Opening it
+    sends what the journals of runs still ``running`` here hold and it lacks (``replay_journals``; see
+    :mod:`crlab.registry.journal`): a run that ended during an outage is settled by the next command.
     """
 
-    def __init__(self, url: str | None = None, create_if_empty: bool = True) -> None:
+    def __init__(self, url: str | None = None, create_if_empty: bool = True, replay_journals: bool = True) -> None:
         self.url = db.resolve_db_url(url)
+        self.reach = Reachability()  # set its retry_s to ride out outages (a sweep does)
         self.engine: Engine = db.make_engine(self.url)
         db.check_reachable(self.engine)
         db.ensure_schema(self.engine, self.url, create_if_empty=create_if_empty)
+        if replay_journals:
+            replay_pending(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -276,17 +286,7 @@ class Registry:
     def record_checkpoint(self, run_id: str, step: int, path: str, complete: bool) -> Checkpoint:
         """Insert or update the checkpoint of ``run_id`` at ``step`` (its ``best`` flag is kept)."""
         with db.session_scope(self.engine) as s:
-            row = s.scalars(
-                select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
-            ).first()
-            if row is None:
-                row = CheckpointRow(
-                    run_id=run_id, step=step, path=path, complete=complete, created_at=utcnow(), best=False
-                )
-                s.add(row)
-            row.path, row.complete = path, complete
-            s.flush()
-            return _checkpoint(row)
+            return _checkpoint(upsert_checkpoint(s, run_id, step, path, complete, utcnow()))
 
     def delete_checkpoint(self, run_id: str, step: int) -> None:
         with db.session_scope(self.engine) as s:
@@ -305,16 +305,10 @@ class Registry:
     def set_best_checkpoint(self, run_id: str, step: int) -> Checkpoint:
         """Flag the checkpoint of ``run_id`` at ``step`` as its best, and no other (one transaction)."""
         with db.session_scope(self.engine) as s:
-            rows = {r.step: r for r in s.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id))}
-            if step not in rows:
+            row = flag_best(s, run_id, step)
+            if row is None:
                 raise RegistryError(f"run {run_id} has no checkpoint at step {step} to flag as best")
-            for row in rows.values():
-                if row.best and row.step != step:
-                    row.best = False
-            s.flush()  # the old best is cleared before the new one is set (one best per run, an index)
-            rows[step].best = True
-            s.flush()
-            return _checkpoint(rows[step])
+            return _checkpoint(row)
 
     def best_checkpoint(self, run_id: str) -> Checkpoint | None:
         """The run's best checkpoint (see :meth:`set_best_checkpoint`), or None."""
@@ -322,6 +316,19 @@ class Registry:
         with db.session_scope(self.engine) as s:
             row = s.scalars(query).first()
             return _checkpoint(row) if row is not None else None
+
+
+def _through_reach(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Registry, *args: Any, **kwargs: Any) -> Any:
+        return self.reach.call(method, self, *args, **kwargs)
+
+    return call
+
+
+for _name, _method in list(vars(Registry).items()):  # every call retries while the registry is away
+    if inspect.isfunction(_method) and not _name.startswith("_") and _name != "close":
+        setattr(Registry, _name, _through_reach(_method))
 
 
 def _summary(r: MetricSummaryRow) -> MetricSummary:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from crlab.errors import ConfigError, NotAvailable
 from crlab.registry.entities import Run
 from crlab.registry.lifecycle import GRACE_S
+from crlab.registry.retry import DEFAULT_RETRY_S
 from crlab.train.launch import cell_command, signal_ranks
 from crlab.yaml_lines import reject_unknown_keys
 
@@ -59,6 +60,7 @@ class ExecutorConfig:
     nproc_per_cell: int = 1  # data-parallel ranks per cell
     max_retries: int = 2  # a failed cell gets at most max_retries + 1 attempts, whatever the failure
     heartbeat_grace_s: float = GRACE_S  # a run elsewhere whose heartbeat is older is taken for dead
+    registry_retry_s: float = DEFAULT_RETRY_S  # how long the sweep rides out a registry outage, then stops
     slurm: dict[str, Any] = field(default_factory=dict)  # submitit parameters
 
     @classmethod
@@ -99,6 +101,11 @@ class ExecutorConfig:
             return (
                 "heartbeat_grace_s",
                 f"executor.heartbeat_grace_s must be > 0 seconds, got {self.heartbeat_grace_s!r}",
+            )
+        if not isinstance(self.registry_retry_s, (int, float)) or self.registry_retry_s < 0:
+            return (
+                "registry_retry_s",
+                f"executor.registry_retry_s must be >= 0 seconds, got {self.registry_retry_s!r}",
             )
         if not isinstance(self.slurm, dict):
             return "slurm", "executor.slurm must map submitit parameters to values (e.g. timeout_min: 60)"

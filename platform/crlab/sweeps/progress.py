@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
+from rich.text import Text
 
 from crlab.registry import Registry
 from crlab.registry.entities import Run, RunStatus
@@ -41,10 +42,13 @@ class SweepProgress:
         self.live_view = console.is_terminal
         self._live: Live | None = None
         self._seen: dict[str, _Seen] = {}
+        self._shown: Any = None  # the live table last drawn (kept on screen while the registry is away)
+        self._down_at: float | None = None
 
     def __enter__(self) -> SweepProgress:
         if self.live_view:
-            self._live = Live(self.table(), console=self.console, refresh_per_second=1, transient=True)
+            self._shown = self.table()
+            self._live = Live(self._shown, console=self.console, refresh_per_second=1, transient=True)
             self._live.__enter__()
         return self
 
@@ -91,7 +95,26 @@ class SweepProgress:
 
     def refresh(self) -> None:
         if self._live is not None:
-            self._live.update(self.table())
+            self._shown = self.table()
+            self._live.update(self._shown)
+
+    def watch(self, registry: Registry, retry_s: float) -> None:
+        """Ride out registry outages: retry every call for up to ``retry_s`` and say so."""
+        registry.reach.retry_s = retry_s
+        registry.reach.on_change = lambda why: self.registry_state(why, retry_s)
+
+    def registry_state(self, why: str | None, retry_s: float) -> None:
+        """The registry became unreachable (``why``) or reachable again (None)."""
+        if why is not None:
+            self._down_at = time.monotonic()
+            text = f"registry unreachable ({why}), retrying for up to {retry_s:.0f} s; the cells keep running"
+        else:
+            gone = time.monotonic() - (self._down_at or time.monotonic())
+            text = f"registry reachable again after {gone:.0f} s"
+        self.line(text)
+        if self._live is not None and self._shown is not None:
+            notice = [Text("registry unreachable, retrying", style="bold red")] if why is not None else []
+            self._live.update(Group(self._shown, *notice))
 
     def _step_line(self, label: str, run: Run, seen: _Seen) -> None:
         """One line per multiple of ``every`` reached since the last poll, with that step's values."""

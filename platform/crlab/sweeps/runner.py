@@ -169,6 +169,7 @@ def run_sweep(
     grid = GridCells(registry, url, ensure_sweep(registry, spec), spec, cells, executor)
     console = sweep_console(json_out)
     progress = SweepProgress(console, registry, grid.table, every)
+    progress.watch(registry, float(spec.executor.registry_retry_s))
     with stop_signals() as stopping, progress:
         try:
             schedule(registry, grid, executor, progress, stopping)
@@ -177,7 +178,8 @@ def run_sweep(
                 progress.line(
                     "stopped watching; the Slurm jobs go on: rerun the same command to watch them again"
                 )
-            _summary(grid, console, json_out)
+            if registry.reach.down_since is None:  # no summary from a registry that gave out
+                _summary(grid, console, json_out)
     return sum(state.startswith("failed") for state in grid.state.values())
 
 

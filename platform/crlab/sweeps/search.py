@@ -16,6 +16,8 @@ asked for until the study holds ``n_trials``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from crlab.registry import Registry, resolve_db_url
 from crlab.registry.claims import claim_cell
 from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
+from crlab.registry.retry import Reachability
 from crlab.sweeps import search_space
 from crlab.sweeps.executors import Executor, make_executor
 from crlab.sweeps.progress import EVERY, SweepProgress
@@ -44,14 +47,17 @@ class _Trial:
     pruned: bool = False
 
 
-def open_study(spec: SweepSpec, url: str) -> Any:
+def open_study(spec: SweepSpec, url: str, reach: Reachability | None = None) -> Any:
+    """The search's Optuna study, in the registry's database; with ``reach``, its storage calls ride out
+    registry outages as the registry's own do."""
     import optuna
 
     search = spec.search
     assert search is not None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = retrying_storage(url, reach) if reach is not None else optuna.storages.RDBStorage(url)
     return optuna.create_study(
-        study_name=spec.name, storage=optuna.storages.RDBStorage(url), load_if_exists=True,
+        study_name=spec.name, storage=storage, load_if_exists=True,
         direction=search.direction, sampler=search_space.sampler(search), pruner=search_space.pruner(search),
     )  # fmt: skip
 
@@ -63,14 +69,30 @@ def run_search(spec: SweepSpec, db_url: str | None = None, json_out: bool = Fals
         raise ConfigError("search sweeps run on the local executor in this version (executor.kind: local)")
     url = resolve_db_url(db_url)
     registry = Registry(url)
-    trials = SearchTrials(registry, url, ensure_sweep(registry, spec), spec, open_study(spec, url), executor)
+    study = open_study(spec, url, registry.reach)
+    trials = SearchTrials(registry, url, ensure_sweep(registry, spec), spec, study, executor)
     console = sweep_console(json_out)
-    with stop_signals() as stopping, SweepProgress(console, registry, trials.table, every) as progress:
+    progress = SweepProgress(console, registry, trials.table, every)
+    progress.watch(registry, float(spec.executor.registry_retry_s))
+    with stop_signals() as stopping, progress:
         try:
             schedule(registry, trials, executor, progress, stopping)
         finally:
-            _summary(trials.study, registry, console, json_out)
+            if registry.reach.down_since is None:  # no summary from a registry that gave out
+                _summary(trials.study, registry, console, json_out)
     return trials.failed
+
+
+def retrying_storage(url: str, reach: Reachability) -> Any:
+    """Optuna's RDBStorage of ``url`` whose every call goes through ``reach`` (retried while away)."""
+    from optuna.storages import BaseStorage, RDBStorage
+
+    def through(method: Any) -> Any:
+        return functools.wraps(method)(lambda self, *a, **k: reach.call(method, self, *a, **k))
+
+    names = {n for base in (BaseStorage, RDBStorage) for n in vars(base) if not n.startswith("_")}
+    methods = {n: through(getattr(RDBStorage, n)) for n in names if inspect.isfunction(getattr(RDBStorage, n))}
+    return type("RetryingRDBStorage", (RDBStorage,), methods)(url)
 
 
 class SearchTrials:

@@ -40,6 +40,9 @@ class StopFlag:
             signal.signal(sig, self)
 
 
+RETRY_S = 2.0  # heartbeats while the registry is unreachable
+
+
 class Heartbeat(threading.Thread):
     """Refreshes the run's heartbeat while a long step runs, so a live run is never taken for stale."""
 
@@ -49,11 +52,13 @@ class Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(HEARTBEAT_S):
+        wait = HEARTBEAT_S
+        while not self.done.wait(wait):
             try:
                 self.registry.heartbeat(self.run_id)
-            except Exception:  # a missed heartbeat is not worth killing the run for
-                continue
+                wait = HEARTBEAT_S
+            except Exception:  # the registry is away: not worth killing the run for; beat again as soon
+                wait = RETRY_S  # as it is back, so that nothing takes the run for dead
 
 
 def open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry:
@@ -114,7 +119,7 @@ def _train(make_trainer: Callable[[], Trainer], registry: Registry, run: Run, re
         raise
     finally:
         beat.done.set()
-        if main:
-            registry.finish_run(run.id, status, error=error)
+        if main and not (trainer is not None and trainer.finish(status, error)):
+            registry.finish_run(run.id, status, error=error)  # failed in set-up, before its journal
         if trainer is not None:
             trainer.close(exit_code=0 if status in (RunStatus.COMPLETED, RunStatus.PREEMPTED) else 1)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from crlab import faults
 from crlab.registry import Registry
 from crlab.registry.entities import Run
+from crlab.registry.writer import RunRecorder
 from crlab.train import dist, setup
 from crlab.train.collect import collect_groups
 from crlab.train.evaluation import TrainingEval
@@ -66,6 +67,7 @@ class Trainer:
         self.engine: Any = None
         self.rollout: Any = None
         self.tracker: Any = None
+        self.recorder: RunRecorder | None = None
         self.ref_model: Any = None
         self.step = 0
         self.examples: list[list] = []  # a table of the step's sampled rollouts (collect.example_rows)
@@ -94,6 +96,8 @@ class Trainer:
         rng = self._restore() if resume else None
         self.checkpoints.pinned = {self.evals.best.step} if self.evals.best else set()
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
+        if dist.is_main():  # rank 0 records for all: journal first, the registry in the background
+            self.recorder = RunRecorder(self.registry.engine, run.id, run.run_dir or "", run.attempt)
         if rng is not None:
             self._record(
                 run.id, "resume", {"from_step": self.step, "attempt": run.attempt}, self.step
@@ -164,21 +168,17 @@ class Trainer:
         best = self.evals.best
         self.checkpoints.pinned = {best.step} if best else set()  # keep-K never prunes the best
         path = self.checkpoints.save(self.engine, step=self.step, client_state=self._client_state())
-        if not dist.is_main():
+        if self.recorder is None:
             return
-        self.registry.record_checkpoint(run.id, self.step, str(path), complete=True)
-        if best is not None and best.step == self.step:
-            self.registry.set_best_checkpoint(run.id, self.step)
-        kept = {str(p) for p in self.checkpoints.complete()}
-        for ck in self.registry.checkpoints(run.id):
-            if ck.path not in kept:
-                self.registry.delete_checkpoint(run.id, ck.step)
+        kept = [str(p) for p in self.checkpoints.complete()]  # the registry forgets the pruned ones
+        is_best = best is not None and best.step == self.step
+        self.recorder.checkpoint(self.step, str(path), kept, best=self.step if is_best else None)
         self._record(run.id, "checkpoint", {"path": str(path)}, self.step)
 
     def _record(self, run_id: str, kind: str, payload: dict[str, Any], step: int | None) -> None:
-        if not dist.is_main():
+        if self.recorder is None:
             return
-        self.registry.log_event(run_id, kind, payload, step=step)
+        self.recorder.event(kind, payload, step)
         if self.tracker is not None:
             self.tracker.event(kind, payload, step)
 
@@ -240,8 +240,8 @@ class Trainer:
         values = self._evaluate(timings)
         self.evals.pending = None
         best = self.evals.best
-        if dist.is_main() and best is not None and best.step == self.step:
-            self.registry.set_best_checkpoint(run.id, self.step)
+        if self.recorder is not None and best is not None and best.step == self.step:
+            self.recorder.best(self.step)
             self.checkpoints.pinned = {self.step}
         self._write_metrics(run, {**values, "time/eval_s": timings["eval"]})
 
@@ -274,10 +274,11 @@ class Trainer:
             self.tracker.table("rollouts/samples", TABLE_COLUMNS, self.examples, self.step)
 
     def _write_metrics(self, run: Run, metrics: dict[str, float]) -> None:
-        """The one write path of a step's metrics: rank 0, to the registry and W&B, finite values only."""
-        if dist.is_main():
+        """The one write path of a step's metrics: rank 0, to the registry (through the run's journal) and
+        W&B, finite values only."""
+        if self.recorder is not None:
             finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-            self.registry.log_metrics(run.id, self.step, finite)
+            self.recorder.metrics(self.step, finite)
             self.tracker.log(finite, self.step)
 
     def _update(self, samples: Any, kept: list[int], timings: dict[str, float]) -> dict[str, float]:
@@ -314,7 +315,18 @@ class Trainer:
         ranks = dist.all_gather({k: sum(v) / len(v) for k, v in totals.items()})
         return {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
 
+    def finish(self, status: str, error: str | None) -> bool:
+        """Record how the attempt ended (rank 0); False when the trainer has no journal yet (it failed in
+        set-up): the caller then tells the registry itself."""
+        if self.recorder is None:
+            return False
+        self.recorder.status(status, error)
+        return True
+
     def close(self, exit_code: int = 0) -> None:
+        if self.recorder is not None:
+            self.recorder.close()  # sends the backlog, or leaves it in the journal (said)
+            self.recorder = None
         if self.tracker is not None:
             self.tracker.finish(exit_code)
             self.tracker = None
