@@ -37,3 +37,9 @@ class SchemaOutOfDate(RegistryError):
 
 class NotAvailable(CrlabError):
     """A feature that is not available in this build or on this machine."""
+
+
+class DiskFull(CrlabError):
+    """A checkpoint did not fit on its disk. Nothing was half-written: the temporary folder is gone and the
+    previous complete checkpoint is as it was. The message names the folder, the space needed and the space
+    free; the run resumes (``platform resume RUN``) once there is room."""

@@ -18,8 +18,18 @@ complete checkpoints are kept, older complete ones deleted (except the steps in 
 checkpoint, which keep-K never deletes), and leftover ``.tmp-*`` directories removed; broken ``step-N``
 directories are left in place (evidence) and keep being skipped.
 
+A full disk (:mod:`crlab.train.diskspace`). Before writing, the free space under the root is compared with
+what the checkpoint needs: the size of the newest complete checkpoint, or the size of the engine's weights,
+optimizer state and master weights where that is larger (the first checkpoint, or a grown optimizer state).
+Too little raises :class:`~crlab.errors.DiskFull` with nothing written. A disk that fills during the save
+(another process writing) fails the write with ENOSPC, or with torch's stream-writer error; then the
+``.tmp-*`` directory is removed and DiskFull raised. Either way the previous complete checkpoints are as they
+were, and the error is one line: the step, the folder, the space needed and free, and how to go on.
+
 With several ranks every rank calls :meth:`CheckpointManager.save` / :meth:`CheckpointManager.load`
-(DeepSpeed's save and load are collective); the root must be on a filesystem all ranks share.
+(DeepSpeed's save and load are collective); the root must be on a filesystem all ranks share. The ranks
+agree after each stage of a save (space check, temporary folder, writes, commit), so a full disk on any rank
+raises the same DiskFull on every rank instead of leaving the others waiting at a barrier.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from crlab.errors import DiskFull
+from crlab.train.diskspace import estimate_bytes, free_bytes, human, is_no_space
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +112,49 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _gather(obj: Any, world: int) -> list[Any]:
+    """Every rank's ``obj`` in rank order (a barrier too); ``[obj]`` alone."""
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _first(failures: list[str | None]) -> str | None:
+    return next((failure for failure in failures if failure is not None), None)
+
+
+def _why(exc: BaseException, rank: int) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"rank {rank}: {type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _guarded(doing: bool, tmp: Path, write: Any, rank: int = 0) -> str | None:
+    """Run ``write()`` when ``doing``; None, or why not when the disk is full (other errors propagate)."""
+    if not doing:
+        return None
+    try:
+        write()
+    except Exception as exc:
+        if not is_no_space(exc, tmp):
+            raise
+        return _why(exc, rank)
+    return None
+
+
+def _manifest_bytes(path: Path) -> int:
+    """The bytes of a complete checkpoint: its listed files and the manifest."""
+    manifest = path / MANIFEST
+    return sum(json.loads(manifest.read_text())["files"].values()) + manifest.stat().st_size
+
+
+def _intact(complete: list[tuple[int, Path]]) -> str:
+    return f"newest checkpoint {complete[-1][1].name} intact" if complete else "no checkpoint yet"
+
+
 def _rng_file(rank: int) -> str:
     return f"rng_state_rank{rank:05d}.pt"
 
@@ -144,12 +200,14 @@ class CheckpointManager:
     """Saves, finds, loads and prunes checkpoints under ``root``; ``keep`` newest complete ones (None: all),
     plus those of the steps in ``pinned`` (the trainer pins its best checkpoint)."""
 
-    def __init__(self, root: Path | str, keep: int | None = 3) -> None:
+    def __init__(self, root: Path | str, keep: int | None = 3, run_id: str | None = None) -> None:
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be >= 1 (or None to keep every checkpoint); got {keep}")
         self.root = Path(root)
         self.keep = keep
         self.pinned: set[int] = set()  # steps whose checkpoints pruning leaves alone
+        self.run_id = run_id  # named in a DiskFull's message (default: the run folder above ``root``)
+        self.check_space = True  # False: no free-space check before a save (a full disk is still handled)
 
     def path_for(self, step: int) -> Path:
         return self.root / f"step-{step:06d}"
@@ -185,7 +243,8 @@ class CheckpointManager:
         return found[-1][1] if found else None
 
     def save(self, engine: Any, step: int, client_state: dict[str, Any] | None = None) -> Path:
-        """Save ``engine`` (a TrainEngine) at ``step`` atomically; returns the final ``step-N`` path."""
+        """Save ``engine`` (a TrainEngine) at ``step`` atomically; returns the final ``step-N`` path. A full
+        disk raises :class:`~crlab.errors.DiskFull` on every rank, with nothing half-written (module doc)."""
         if step < 0:
             raise ValueError(f"step must be >= 0; got {step}")
         try:
@@ -195,31 +254,78 @@ class CheckpointManager:
                 f"client_state must be JSON-serialisable (numbers, strings, lists, dicts): {exc}"
             ) from exc
         rank, world = _rank_world()
+        name, needed = self._check_space(engine, step, world)
         rng = capture_rng_state()
-        tmp = self._shared_tmp_dir(step, rank, world)
-        engine.ds_engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-        torch.save(rng, tmp / _rng_file(rank))
-        if rank == 0:
-            (tmp / CLIENT_STATE).write_text(client_json)
-        _barrier(world)
-        final = self.path_for(step)
-        if rank == 0:
-            self._commit(tmp, final, step, world)
+        tmp, final = self.root / name, self.path_for(step)
+        failed = _first(_gather(_guarded(rank == 0, tmp, lambda: tmp.mkdir(parents=True)), world))
+        if failed is None:
+            failed = _first(_gather(self._write(engine, tmp, rank, world, rng, client_json), world))
+        if failed is None:  # rank 0 commits and prunes; the others wait for how that went
+            committed = _guarded(rank == 0, tmp, lambda: self._commit(tmp, final, step, world))
+            failed = _first(_gather(committed, world))
+        if failed is None and rank == 0:
             self._prune()
+        if failed is not None:
+            raise self._abandon(tmp, step, needed, rank, world, failed)
         _barrier(world)
         return final
 
-    def _shared_tmp_dir(self, step: int, rank: int, world: int) -> Path:
-        name = [f".tmp-step-{step:06d}-{secrets.token_hex(4)}"]
-        if world > 1:
-            import torch.distributed as dist
+    def _check_space(self, engine: Any, step: int, world: int) -> tuple[str, int]:
+        """The temporary folder's name (rank 0's, on every rank) and the space the checkpoint needs: the size
+        of the newest complete checkpoint, or the estimate from the engine's tensors where that is larger (or
+        there is none). DiskFull on every rank alike when rank 0 sees less free (unless ``check_space`` is
+        off)."""
+        newest = self._scan(warn=False)
+        newest_bytes = _manifest_bytes(newest[-1][1]) if newest else 0
+        name = f".tmp-step-{step:06d}-{secrets.token_hex(4)}"
+        views = _gather((estimate_bytes(engine), free_bytes(self.root), newest_bytes, name), world)
+        needed = max(sum(view[0] for view in views), views[0][2])
+        free = views[0][1]
+        if self.check_space and free is not None and free < needed:
+            what = f"does not fit in {self.root}: needs {human(needed)}, {human(free)} free"
+            raise DiskFull(self._full_line(step, f"{what} (nothing written; {_intact(newest)})"))
+        return views[0][3], needed
 
-            dist.broadcast_object_list(name, src=0)
-        tmp = self.root / name[0]
+    def _write(
+        self, engine: Any, tmp: Path, rank: int, world: int, rng: dict[str, Any], client: str
+    ) -> str | None:
+        """This rank's files into ``tmp``; None, or why not when the disk is full (other errors propagate)."""
+        try:
+            engine.ds_engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        except Exception as exc:
+            if not is_no_space(exc, tmp):
+                raise
+            # DeepSpeed's save writes between two barriers, and the error skipped the second, where the other
+            # ranks wait (on ZeRO stages 0-2 no other collective follows the first write): meet them there
+            _barrier(world)
+            return _why(exc, rank)
+
+        def mine() -> None:
+            torch.save(rng, tmp / _rng_file(rank))
+            if rank == 0:
+                (tmp / CLIENT_STATE).write_text(client)
+
+        return _guarded(True, tmp, mine, rank)
+
+    def _abandon(self, tmp: Path, step: int, needed: int, rank: int, world: int, why: str) -> DiskFull:
+        """Remove the partial save (rank 0; the others wait for it); the DiskFull that every rank raises."""
+        written = 0
         if rank == 0:
-            tmp.mkdir(parents=True)
+            written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else 0
+            shutil.rmtree(tmp, ignore_errors=True)
         _barrier(world)
-        return tmp
+        logger.error("checkpoint of step %d: the disk filled while saving (%s); removed %s", step, why, tmp)
+        return DiskFull(self._full_line(
+            step, f"ran out of space in {self.root}: needs at least {human(max(needed, written))}, "
+            f"{human(free_bytes(self.root))} free (partial save removed; {_intact(self._scan(warn=False))})",
+        ))  # fmt: skip
+
+    def _full_line(self, step: int, what: str) -> str:
+        run = self.run_id
+        if run is None and (self.root.parent / "config.yaml").is_file():
+            run = self.root.parent.name  # a run's folder: runs/<id>/checkpoints
+        then = f"`platform resume {run or 'RUN'}`"
+        return f"checkpoint {self.path_for(step).name} {what}; free space there, then {then}"
 
     def _commit(self, tmp: Path, final: Path, step: int, world: int) -> None:
         files = _list_files(tmp)
