@@ -1,0 +1,115 @@
+"""SIGKILL of one process of a running sweep, the others left alone (real sweeps of the tiny coder).
+
+- The cell's training process alone: the sweep settles the run ``failed`` ("killed by signal 9") and runs it
+  again, from its newest checkpoint, to the end; the sweep exits 0.
+- The sweep process alone: its cell is not its child in any way that kills it; it trains on to the end and
+  records itself completed, in one attempt; a rerun of the sweep meanwhile leaves it alone (its process is
+  alive on this host) and starts nothing twice.
+(SIGKILL of both at once, a machine crash, is tests/sweeps/test_runner.py.)
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from crlab.registry import Registry
+
+REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = (
+    "{{grpo.max_steps: {steps}, checkpoint.every: 2, data.rl_source: 'tiny:16', grpo.prompts_per_step: 2, "
+    "grpo.mini_batch_size: 1, reward.sandbox_workers: 1}}"
+)
+
+
+def _sweep(tmp_path: Path, env: dict[str, str], steps: int) -> list[str]:
+    """The command of a one-cell sweep of ``steps`` steps."""
+    spec = tmp_path / "one.yaml"
+    spec.write_text(
+        f"name: kills\nbase: {REPO}/experiments/tiny_coder.yaml\ngrid:\n  data.crl_ratio: [0.2]\n"
+        f"overrides:\n  paths.runs_dir: {tmp_path / 'runs'}\n"
+    )
+    return [sys.executable, "-m", "crlab", "sweep", str(spec), f"overrides={OVERRIDES.format(steps=steps)}"]
+
+
+@pytest.fixture
+def env(tiny_cache: str, tmp_path: Path, child_env: dict[str, str]) -> dict[str, str]:
+    return {**child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}"}
+
+
+def _cell_after_first_checkpoint(url: str, sweep: subprocess.Popen) -> tuple[str, psutil.Process]:
+    """The run id and training process of the sweep's cell, once it has a complete checkpoint."""
+    deadline = time.time() + 600
+    with Registry(url) as reg:
+        while time.time() < deadline and sweep.poll() is None:
+            runs = reg.list_runs()
+            if runs and reg.checkpoints(runs[0].id, complete_only=True):
+                (cell,) = [p for p in psutil.Process(sweep.pid).children() if "resume" in p.cmdline()]
+                return runs[0].id, cell
+            time.sleep(0.2)
+    raise AssertionError("the cell saved no checkpoint while the sweep ran")
+
+
+def _one_row_per_step(reg: Registry, run_id: str, steps: int) -> None:
+    rows = collections.Counter((m.key, m.step) for m in reg.metrics(run_id))
+    assert set(rows.values()) == {1} and max(step for _, step in rows) == steps
+
+
+def _alive(process: psutil.Process) -> bool:
+    return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+def test_a_cell_killed_alone_is_run_again_from_its_checkpoint(env: dict[str, str], tmp_path: Path) -> None:
+    cmd = _sweep(tmp_path, env, steps=6)
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            run_id, cell = _cell_after_first_checkpoint(env["CRLAB_DB_URL"], proc)
+            cell.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=900) == 0, (tmp_path / "out.txt").read_text()[-3000:]
+        finally:
+            proc.kill()
+    assert "killed by signal 9" in (tmp_path / "out.txt").read_text()
+    with Registry(env["CRLAB_DB_URL"]) as reg:
+        run = reg.get_run(run_id)
+        assert (run.status, run.attempt) == ("completed", 2)
+        (event,) = reg.events(run_id, kind="resume")
+        assert event.payload["from_step"] >= 2  # from its checkpoint, not from scratch
+        _one_row_per_step(reg, run_id, 6)
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_alone_leaves_its_cell_training_once(env: dict[str, str], tmp_path: Path) -> None:
+    cmd = _sweep(tmp_path, env, steps=40)  # long enough to outlast the rerun
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, **quiet)
+    try:
+        run_id, cell = _cell_after_first_checkpoint(env["CRLAB_DB_URL"], proc)
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone
+        proc.wait()
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "running elsewhere" in again.stdout
+        assert _alive(cell), "the rerun finished only after the cell: it tested nothing"
+        with Registry(env["CRLAB_DB_URL"]) as reg:
+            assert reg.get_run(run_id).attempt == 1  # the rerun did not take the live cell over
+        cell.wait(timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the first sweep's session
+    with Registry(env["CRLAB_DB_URL"]) as reg:
+        run = reg.get_run(run_id)
+        assert (run.status, run.attempt) == ("completed", 1)
+        _one_row_per_step(reg, run_id, 40)
+    last = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert last.returncode == 0 and "nothing to do" in last.stdout
