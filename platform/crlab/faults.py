@@ -2,12 +2,14 @@
 
 ``CRLAB_FAULT=step:N`` makes a training process raise :class:`InjectedFault` as step ``N`` begins, after
 ``N - 1`` good steps (and their checkpoints): a crash in the middle of a run, as a bug or a lost device
-would cause, that a sweep must retry from the checkpoint and then give up on.
+would cause, that a sweep must retry from the checkpoint and then give up on. ``CRLAB_FAULT=sleep:S``
+makes every step last ``S`` seconds longer: a slow run, for tests that must act while it still trains.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 
 class InjectedFault(RuntimeError):
@@ -19,3 +21,5 @@ def at_step(step: int) -> None:
     kind, _, value = os.environ.get("CRLAB_FAULT", "").partition(":")
     if kind == "step" and value.strip() == str(step):
         raise InjectedFault(f"fault injected at step {step} (CRLAB_FAULT=step:{step})")
+    if kind == "sleep":
+        time.sleep(float(value))
