@@ -172,3 +172,44 @@ def test_an_outage_longer_than_the_grace_period_does_not_make_a_cell_run_twice(
         (run,) = reg.list_runs()
         assert (run.status, run.attempt) == ("completed", 1)  # trained once, by the first sweep
         assert _steps_of(reg, run.id) == list(range(1, 21))
+
+
+@pytest.mark.slow
+def test_a_sweep_gives_up_after_registry_retry_s_and_its_cell_carries_on(
+    pg_server, tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """PostgreSQL stopped for 15 minutes, scaled down: the sweep retries for ``executor.registry_retry_s``
+    (10 s here, 600 s by default), then stops with one line; its cell trains on, and its records reach the
+    registry when it is back. Rerunning the sweep finds the cell completed (trained once)."""
+    env = {**_env(child_env, tiny_cache, pg_server.url), "CRLAB_FAULT": "sleep:1"}
+    spec = _sweep_spec(tmp_path, "gives-up", "0.2", steps=15, executor="executor: {registry_retry_s: 10}\n")
+    sweep = subprocess.Popen(
+        _cli("sweep", str(spec)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_step(tmp_path / "runs", 2, sweep)
+    pg_server.stop()
+    try:
+        out, err = sweep.communicate(timeout=120)
+    finally:
+        pg_server.start()
+    assert sweep.returncode == 2, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.strip()]
+    assert "registry unreachable for" in line and "running cells carry on" in line
+    assert "registry unreachable (" in out and _journal_step(tmp_path / "runs") < 15  # gave up mid-run
+    deadline = time.monotonic() + 300
+    while True:
+        with Registry(pg_server.url) as reg:
+            (run,) = reg.list_runs()
+        if run.status == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert (run.status, run.attempt) == ("completed", 1)  # the cell finished without its sweep
+    again = subprocess.run(
+        _cli("sweep", str(spec), "--json"), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert (
+        again.returncode == 0
+        and json.loads(again.stdout)["cells"][0]["this_invocation"] == "already completed"
+    )
+    with Registry(pg_server.url) as reg:
+        assert _steps_of(reg, run.id) == list(range(1, 16))
