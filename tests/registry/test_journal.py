@@ -3,6 +3,7 @@ registry that is locked or away, and what it could not send is sent by the next 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -133,3 +134,32 @@ def test_what_a_run_could_not_send_is_sent_by_the_next_command_that_opens_the_re
     with Registry(url) as reg:  # any command
         done = reg.get_run(run.id)
         assert (done.status, done.journal_seq, len(reg.metrics(run.id))) == ("completed", 4, 6)
+
+
+def test_runs_sync_sends_a_journal_and_runs_show_says_what_is_unsent(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from rich.console import Console
+
+    from crlab.cli_views import run_panel
+
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    with Registry(url) as reg:
+        run = _run(reg, tmp_path)
+    journal = _write(run.run_dir, 1, range(1, 4))
+    journal.append("status", status="completed", error=None)
+    journal.close()
+    with Registry(url, replay_journals=False) as reg:
+        console = Console(record=True, width=200)
+        console.print(run_panel(reg.get_run(run.id), {}, [], []))
+        assert f"4 in its journal: `platform runs sync {run.id}`" in console.export_text()
+    cmd = [sys.executable, "-c", "from crlab.cli import main; main()", "runs", "sync", run.id, "--json"]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "CRLAB_DB_URL": url}, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {run.id: {"sent": 4, "unsent": 0}}
+    with Registry(url, replay_journals=False) as reg:
+        assert reg.get_run(run.id).status == "completed"
