@@ -339,8 +339,8 @@ class TrainEngine:
         schedule, and zeroes the gradients.
 
         Returned: ``loss`` (the sum of the micro-batch losses, i.e. the mini-batch loss), each stats key
-        averaged over the micro-batches, ``grad_norm`` (total norm before clipping), ``lr`` (the LR this
-        step used) and ``n_micro_batches``.
+        averaged over the micro-batches that report it (a padding micro-batch reports none), ``grad_norm``
+        (total norm before clipping), ``lr`` (the LR this step used) and ``n_micro_batches``.
         """
         if not micro_batches:
             raise ValueError("update() needs at least one micro-batch")
@@ -350,6 +350,7 @@ class TrainEngine:
         self._own_norm = None
         total_loss = 0.0
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for mb in micro_batches:
             out = loss_fn(ds, mb)
             loss, mb_stats = out if isinstance(out, tuple) else (out, {})
@@ -357,9 +358,10 @@ class TrainEngine:
             total_loss += _as_float(loss)
             for key, value in mb_stats.items():
                 sums[key] = sums.get(key, 0.0) + _as_float(value)
+                counts[key] = counts.get(key, 0) + 1
         ds.step()
         n = len(micro_batches)
-        stats = {key: value / n for key, value in sums.items()}
+        stats = {key: value / counts[key] for key, value in sums.items()}
         stats.update(loss=total_loss, grad_norm=self._grad_norm(), lr=lr, n_micro_batches=float(n))
         return stats
 

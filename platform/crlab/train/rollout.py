@@ -49,7 +49,9 @@ def _strip_after_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
 
 class HFRollout:
     """Sampling from a transformers model with a KV cache (:func:`crlab.train.sampling.sample`: each
-    prompt encoded once, finished rows leave the batch); ``batch_size`` prompts (times ``n``) per batch."""
+    prompt encoded once, finished rows leave the batch); ``batch_size`` prompts (times ``n``) per batch.
+    ``synced``: every rank decodes in step with the others (ZeRO-3 on several ranks); then every rank must
+    call :meth:`generate` with as many prompts."""
 
     def __init__(
         self,
@@ -60,8 +62,9 @@ class HFRollout:
         top_p: float,
         top_k: int,
         batch_size: int = 16,
+        synced: bool = False,
     ) -> None:
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.synced = model, tokenizer, synced
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.batch_size = batch_size
         eos = tokenizer.eos_token_id
@@ -100,7 +103,7 @@ class HFRollout:
         device = next(self.model.parameters()).device
         sequences, chosen = sampling.sample(
             self.model, input_ids.to(device), attention.to(device), n, max_new_tokens,
-            **settings, eos_ids=self.eos_ids, pad_id=self.pad_id,
+            **settings, eos_ids=self.eos_ids, pad_id=self.pad_id, synced=self.synced,
         )  # fmt: skip  # (P*n, R) each
         append_samples(out, encoded, sequences, chosen, n, self.eos_ids, tok)
 
@@ -155,9 +158,19 @@ class VLLMRollout:
         self._asleep = False
 
     def sync_weights(self, model: Any) -> None:
+        """Copy ``model``'s weights into vLLM. Under ZeRO-3 (partitioned parameters) each parameter is
+        gathered whole in turn and loaded alone (a collective call: every rank makes it), as TRL does."""
         self.wake()
-        state = {k: v.detach() for k, v in model.state_dict().items()}
-        self.llm.apply_model(lambda m: m.load_weights(state.items()))
+        if any(hasattr(p, "ds_id") for p in model.parameters()):
+            import deepspeed
+
+            for name, param in model.named_parameters():
+                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                    weight = param.detach()
+                    self.llm.apply_model(lambda m, pair=(name, weight): m.load_weights([pair]))
+        else:
+            state = {k: v.detach() for k, v in model.state_dict().items()}
+            self.llm.apply_model(lambda m: m.load_weights(state.items()))
         if hasattr(self.llm, "reset_prefix_cache"):
             self.llm.reset_prefix_cache()
 

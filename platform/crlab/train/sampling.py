@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from crlab.train import qwen3_decode
+from crlab.train import dist, qwen3_decode
 
 
 def _warpers(temperature: float, top_p: float, top_k: int) -> list[Any]:
@@ -99,35 +99,49 @@ def make_decoder(model: Any) -> Any:
 @torch.no_grad()
 def sample(
     model: Any, input_ids: torch.Tensor, attention: torch.Tensor, n: int, max_new_tokens: int, *,
-    temperature: float, top_p: float, top_k: int, eos_ids: set[int], pad_id: int,
+    temperature: float, top_p: float, top_k: int, eos_ids: set[int], pad_id: int, synced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """``n`` samples per left-padded prompt (``input_ids``, ``attention``: (P, L)), grouped contiguously.
 
     Returns (tokens (P*n, R), log-probs (P*n, R)) with R <= ``max_new_tokens``: each row's tokens up to and
     including its first EOS, then ``pad_id`` (log-prob 0); the log-probs are those of the distribution
     sampled from (after temperature, top-k and top-p).
+
+    ``synced`` (ZeRO-3 on several ranks, where every forward gathers parameters from all ranks, as
+    transformers' ``generate(synced_gpus=True)``): every rank keeps decoding until all ranks are done; a
+    rank whose rows have all finished decodes one dummy row whose tokens are dropped.
     """
     warpers = _warpers(temperature, top_p, top_k)
     eos = torch.tensor(sorted(eos_ids), device=input_ids.device)
     decoder = make_decoder(model)
     logits = decoder.prefill(input_ids, attention, n, max_new_tokens)  # (B, V)
-    rows = torch.arange(logits.shape[0])  # the rows still running
+    rows = torch.arange(logits.shape[0])  # the output rows of the decoder's rows; -1: a dummy row
     tokens = torch.full((logits.shape[0], max_new_tokens), pad_id, dtype=torch.long)  # (B, R)
     logprobs = torch.zeros((logits.shape[0], max_new_tokens))  # (B, R)
     steps = 0
     for t in range(max_new_tokens):
-        steps = t + 1
         for warp in warpers:
             logits = warp(None, logits)
         chosen = draw(logits.softmax(-1)) if temperature > 0 else logits.argmax(-1, keepdim=True)  # (b, 1)
-        tokens[rows, t] = chosen[:, 0].cpu()
-        logprobs[rows, t] = logits.log_softmax(-1).gather(-1, chosen)[:, 0].float().cpu()
-        running = ~torch.isin(chosen[:, 0], eos)  # (b,)
-        if t + 1 == max_new_tokens or not bool(running.any()):
+        real = rows >= 0  # (b,)
+        if bool(real.any()):
+            steps = t + 1
+            tokens[rows[real], t] = chosen[real.to(chosen.device), 0].cpu()
+            chosen_lp = logits.log_softmax(-1).gather(-1, chosen)[:, 0].float().cpu()  # (b,)
+            logprobs[rows[real], t] = chosen_lp[real]
+        running = ~torch.isin(chosen[:, 0], eos) & real.to(chosen.device)  # (b,)
+        done = t + 1 == max_new_tokens or not bool(running.any())
+        if synced:
+            done = dist.all_reduce(float(done), "min") == 1.0  # every rank is done
+        if done:
             break
         if not bool(running.all()):
             keep = running.nonzero()[:, 0]
+            if len(keep) == 0:  # this rank is done, another is not: a dummy row keeps the forwards in step
+                keep, rows = keep.new_zeros(1), torch.tensor([-1])
+            else:
+                rows = rows[keep.cpu()]
             decoder.keep(keep)
-            rows, chosen = rows[keep.cpu()], chosen[keep]
+            chosen = chosen[keep]
         logits = decoder.step(chosen)
     return tokens[:, :steps], logprobs[:, :steps]

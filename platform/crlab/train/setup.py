@@ -240,8 +240,19 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
+def rollout_engine(cfg: Any) -> str:
+    """``rollout.engine`` as this machine resolves it: ``auto`` is vLLM where CUDA and vLLM are, else hf."""
+    import importlib.util
+
+    engine = cfg.rollout.engine
+    if engine == "auto":
+        engine = "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+    return engine
+
+
 def check_world(cfg: Any, world: int) -> None:
-    """Refuse a data-parallel run whose batch does not split evenly over its ranks."""
+    """Refuse a data-parallel run whose batch does not split evenly over its ranks, or that would deadlock
+    (held-out evaluation on rank 0 alone, with the HF engine, while ZeRO-3 partitions the parameters)."""
     from crlab.errors import ConfigError
 
     if world <= 1:
@@ -255,8 +266,11 @@ def check_world(cfg: Any, world: int) -> None:
             raise ConfigError(
                 f"{key}={value} does not split over {world} data-parallel ranks; use a multiple"
             )
-    if cfg.deepspeed.zero_stage == 3:
+    evals = [key for key in ("eval.source", "eval.crl_source") if cfg.eval.get(key.split(".")[1])]
+    if cfg.deepspeed.zero_stage == 3 and evals and rollout_engine(cfg) == "hf":
         raise ConfigError(
-            "ZeRO stage 3 with several data-parallel ranks is not supported yet (generation and log-prob "
-            "passes differ in length per rank); use deepspeed.zero_stage=2"
+            f"{' and '.join(evals)} with deepspeed.zero_stage=3 on {world} ranks and rollout.engine=hf: the "
+            "held-out evaluation runs on rank 0 alone, and each HF forward under ZeRO-3 gathers parameters "
+            "from every rank; use rollout.engine=vllm, deepspeed.zero_stage=2, or evaluate after training "
+            "(platform eval)"
         )

@@ -18,6 +18,7 @@ import torch
 from crlab.rewards.code import score_code_responses
 from crlab.rewards.critique import critique_reward, parse_conclusion
 from crlab.train import grpo
+from crlab.train.logprobs import model_logprobs
 from crlab.train.rollout import Rollouts
 
 
@@ -141,16 +142,18 @@ def pack(
     return Packed(input_ids, attention, input_ids[:, 1:], mask, advantages[rows])
 
 
-def sequence_logprobs(model: Any, batch: Packed, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probs of the targets (B, L-1), logits (B, L-1, V)) under ``model`` at the sampling temperature."""
+def sequence_logprobs(
+    model: Any, batch: Packed, temperature: float, *, entropy: bool = False, entropy_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs of the targets (B, L-1), entropies (B, L-1)) under ``model`` at the sampling temperature,
+    at the response positions (``batch.mask``; 0 elsewhere). The LM head runs chunk by chunk over the
+    tokens (:mod:`crlab.train.logprobs`): the full-vocabulary logits never exist. The entropy is computed
+    only with ``entropy`` (zeros without), and differentiated only with ``entropy_grad``."""
     device = next(model.parameters()).device
-    out = model(
-        input_ids=batch.input_ids.to(device), attention_mask=batch.attention.to(device), use_cache=False
-    )
-    logits = out.logits[:, :-1, :]  # (B, L-1, V)
-    if temperature > 0:
-        logits = logits / temperature
-    return grpo.token_logprobs(logits, batch.targets.to(device)), logits
+    return model_logprobs(
+        model, batch.input_ids.to(device), batch.attention.to(device), batch.targets.to(device),
+        batch.mask.to(device), temperature, entropy=entropy, entropy_grad=entropy_grad,
+    )  # fmt: skip
 
 
 # What one forward costs beyond its tokens, in padded tokens (the tiny coder on CPU: a forward and backward
@@ -185,11 +188,16 @@ def micro_batches(lengths: list[int], rows: range, max_rows: int) -> list[list[i
 
 @torch.no_grad()
 def fill_logprobs(
-    model: Any, packed: Packed, temperature: float, chunks: list[list[int]], ref: Any = None
-) -> None:
+    model: Any, packed: Packed, temperature: float, chunks: list[list[int]], ref: Any = None,
+    forwards: int = 0,
+) -> None:  # fmt: skip
     """Compute the pre-update policy's log-probs (``old_logp``) and, with ``ref``, the reference's, one
     forward per chunk of rows (the update's micro-batches, so that its first forward sees the same tensors);
-    zero past each chunk's longest row."""
+    zero past each chunk's longest row and outside the response tokens.
+
+    ``forwards`` > ``len(chunks)``: as many policy forwards in all, the extra ones on this rank's shortest
+    row, their results dropped (ZeRO-3 gathers the parameters in every forward, a collective call: every
+    rank must make the same number of them)."""
     olds = torch.zeros_like(packed.mask)  # (B, L-1)
     refs = torch.zeros_like(packed.mask) if ref is not None else None  # (B, L-1)
     for rows in chunks:
@@ -198,7 +206,15 @@ def fill_logprobs(
         olds[rows, :width] = sequence_logprobs(model, part, temperature)[0].cpu()
         if refs is not None:
             refs[rows, :width] = sequence_logprobs(ref, part, temperature)[0].cpu()
+    for _ in range(forwards - len(chunks)):
+        sequence_logprobs(model, padding_batch(packed, chunks), temperature)
     packed.old_logp, packed.ref_logp = olds, refs
+
+
+def padding_batch(packed: Packed, chunks: list[list[int]]) -> Packed:
+    """A micro-batch that only keeps a collective count: this rank's shortest row of ``chunks`` (the last
+    row of the last chunk: :func:`micro_batches` puts the longest first), trimmed."""
+    return packed.select([chunks[-1][-1]]).trimmed()
 
 
 def micro_loss(
@@ -206,7 +222,8 @@ def micro_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch's loss, weighted by its share of the mini-batch (tokens or sequences)."""
     device = next(model.parameters()).device
-    logp, logits = sequence_logprobs(model, mb, temperature)  # (B, T), (B, T, V)
+    bonus = grpo_cfg.entropy_coef > 0
+    logp, ent = sequence_logprobs(model, mb, temperature, entropy=True, entropy_grad=bonus)  # (B, T) each
     mask, old = mb.mask.to(device), mb.old_logp.to(device)  # type: ignore[union-attr]
     loss, stats = grpo.policy_loss(
         logp,
@@ -223,8 +240,8 @@ def micro_loss(
         kl = grpo.aggregate(grpo.kl_penalty(logp, mb.ref_logp.to(device), mask), mask, grpo_cfg.loss_agg)
         loss = loss + grpo_cfg.kl_coef * kl
         out["kl"] = float(kl.detach())
-    entropy = grpo.aggregate(grpo.entropy_from_logits(logits), mask, "token-mean")
-    if grpo_cfg.entropy_coef > 0:
+    entropy = grpo.aggregate(ent, mask, "token-mean")
+    if bonus:
         loss = loss - grpo_cfg.entropy_coef * entropy
     out["entropy"] = float(entropy.detach())
     return loss * weight, out
@@ -237,3 +254,24 @@ def micro_weights(packed: Packed, chunks: list[list[int]], agg: str) -> list[tup
     shares = [float(p.mask.sum()) if agg == "token-mean" else float(len(p)) for p in parts]
     total = sum(shares)
     return [(part, share / max(total, 1.0)) for part, share in zip(parts, shares, strict=True)]
+
+
+def pad_micro_weights(
+    parts: list[tuple[Packed, float]], count: int, packed: Packed, chunks: list[list[int]]
+) -> list[tuple[Packed, float] | tuple[Packed, float, bool]]:
+    """``parts`` (:func:`micro_weights`) followed by padding micro-batches up to ``count``: each is
+    :func:`padding_batch` with weight 0 and a third field marking it (:func:`update_loss` drops its stats).
+    Under ZeRO-2 and 3 every backward reduces gradients across the ranks (and under ZeRO-3 every forward
+    gathers parameters), so every rank must run as many micro-batches in an update; a padding one adds
+    exactly zero to the gradient."""
+    pad = (padding_batch(packed, chunks), 0.0, True)
+    return [*parts, *[pad] * (count - len(parts))]
+
+
+def update_loss(
+    model: Any, item: tuple[Packed, float] | tuple[Packed, float, bool], grpo_cfg: Any, temperature: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`micro_loss` of a ``(micro-batch, weight)`` item; a padding item's stats are left out."""
+    part, weight, *padding = item
+    loss, stats = micro_loss(model, part, weight=weight, grpo_cfg=grpo_cfg, temperature=temperature)
+    return loss, ({} if padding else stats)

@@ -32,7 +32,15 @@ from crlab.registry.writer import RunRecorder
 from crlab.train import dist, setup
 from crlab.train.collect import collect_groups
 from crlab.train.evaluation import TrainingEval
-from crlab.train.step import Packed, fill_logprobs, micro_batches, micro_loss, micro_weights, pack
+from crlab.train.step import (
+    Packed,
+    fill_logprobs,
+    micro_batches,
+    micro_weights,
+    pack,
+    pad_micro_weights,
+    update_loss,
+)
 from crlab.train.timing import time_metrics, timed
 from crlab.train.tiny_model import TINY_URI
 
@@ -114,9 +122,7 @@ class Trainer:
         from crlab.train.rollout import HFRollout, VLLMRollout
 
         cfg = self.cfg
-        engine = cfg.rollout.engine
-        if engine == "auto":
-            engine = "vllm" if torch.cuda.is_available() and _has_vllm() else "hf"
+        engine = setup.rollout_engine(cfg)
         if engine == "vllm":
             return VLLMRollout(
                 self.model_dir, self.tokenizer, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
@@ -128,8 +134,13 @@ class Trainer:
             )  # fmt: skip
         return HFRollout(
             self.engine.module, self.tokenizer, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, synced=self._zero3_ranks(),
         )  # fmt: skip
+
+    def _zero3_ranks(self) -> bool:
+        """ZeRO-3 on several ranks: every forward gathers parameters from all ranks, so every rank must run
+        as many forwards (in generation, in the log-prob pass and in each update)."""
+        return self.cfg.deepspeed.zero_stage == 3 and dist.world() > 1
 
     def _make_tracker(self, run: Run) -> Any:
         from crlab.tracking import Tracker
@@ -298,15 +309,18 @@ class Trainer:
                 for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
             ]  # one list of micro-batches (rows) per optimizer update
             chunks = [rows for mini in minis for rows in mini]
-            fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model)
+            forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
+            fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards)
         totals: dict[str, list[float]] = {}
+        # ZeRO-2/3 reduce gradients in every backward: as many micro-batches on every rank (zero-weight padding)
+        pad = self.engine.zero_stage >= 2 and world > 1
+        counts = dist.all_gather([len(mini) for mini in minis]) if pad else [[len(m) for m in minis]]
         with timed("update", timings):
-            for mini in minis:
+            for i, mini in enumerate(minis):
+                parts = micro_weights(packed, mini, g.loss_agg)
                 out = self.engine.update(
-                    micro_weights(packed, mini, g.loss_agg),
-                    lambda model, item: micro_loss(
-                        model, item[0], weight=item[1], grpo_cfg=g, temperature=cfg.rollout.temperature
-                    ),
+                    pad_micro_weights(parts, max(c[i] for c in counts), packed, mini),
+                    lambda model, item: update_loss(model, item, g, cfg.rollout.temperature),
                 )
                 for key, value in out.items():
                     totals.setdefault(key, []).append(float(value))
@@ -351,9 +365,3 @@ def _pin_intra_op_threads(model: Any) -> None:
         return
     if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
         torch.set_num_threads(1)
-
-
-def _has_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
