@@ -76,7 +76,7 @@ def run(
     overrides: OverridesArg = None,
     db: DbOpt = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check and print the resolved config only.")
+        bool, typer.Option("--dry-run", help="Check and print the resolved config and its memory per GPU only.")
     ] = False,
     json_out: JsonOpt = False,
     nproc: NprocOpt = 1,
@@ -89,10 +89,13 @@ def run(
     for warning in config_warnings(cfg):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if dry_run:
+        from crlab.train.memory import dry_run_report
+
+        text, memory = dry_run_report(cfg, nproc)  # memory per GPU at the config's shapes
         if json_out:
-            print_json(cfgmod.to_dict(cfg))
+            print_json({**cfgmod.to_dict(cfg), "memory_per_gpu": memory})
         else:
-            sys.stdout.write(cfgmod.to_yaml(cfg))
+            sys.stdout.write(cfgmod.to_yaml(cfg) + text)
         return
     _preflight([cfg], db)
     if nproc > 1:
