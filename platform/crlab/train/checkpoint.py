@@ -296,7 +296,7 @@ class CheckpointManager:
             if not is_no_space(exc, tmp):
                 raise
             # DeepSpeed's save writes between two barriers, and the error skipped the second, where the other
-            # ranks wait (on ZeRO stages 0-2 no other collective follows the first write): meet them there
+            # ranks wait (no other collective follows its first write, on any ZeRO stage): meet them there
             _barrier(world)
             return _why(exc, rank)
 
