@@ -220,7 +220,7 @@ def test_run_many_rejects_non_specs(sandbox):
         sandbox.run_many([("print(1)", {"kind": "stdin"})])
 
 
-def test_worker_killed_mid_run_gives_runtime_error_and_is_replaced(sandbox):
+def test_workers_killed_mid_run_are_replaced_and_their_programs_run_again(sandbox):
     spec = TestSpec(kind="stdin", inputs=("",), outputs=("done\n",))
     slow = "import time\ntime.sleep(0.8)\nprint('done')"
     out = {}
@@ -230,8 +230,7 @@ def test_worker_killed_mid_run_gives_runtime_error_and_is_replaced(sandbox):
     for worker in list(sandbox._pool):  # the host kills both fork servers (bwrap) mid-test
         worker.proc.kill()
     thread.join(30)
-    assert [r.results[0].verdict for r in out["r"]] == [RE, RE]
-    assert "worker" in out["r"][0].results[0].detail
+    assert [r.results[0].verdict for r in out["r"]] == [Verdict.PASSED, Verdict.PASSED]  # run again
     assert [r.pass_rate for r in sandbox.run_many([("print('done')", spec)] * 4)] == [1.0] * 4
 
 

@@ -1,5 +1,5 @@
 """A sandbox worker (one bwrap fork server) killed from the host in the middle of a batch (the OOM killer, an
-operator): only the program it was running is lost, as a runtime error that says so; every other program
+operator) costs nothing but time: the program it was running is run again on a fresh worker, every program
 of the batch gets the verdict it deserves, the worker is replaced, and the next batch is all right."""
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import time
 import pytest
 
 from crlab.rewards import Sandbox, TestSpec, Verdict
-
-DIED = "sandbox worker died or misbehaved; restarted"
 
 
 def _batch() -> tuple[list[tuple[str, TestSpec]], list[Verdict]]:
@@ -27,7 +25,7 @@ def _batch() -> tuple[list[tuple[str, TestSpec]], list[Verdict]]:
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not on PATH")
-def test_a_worker_killed_mid_batch_costs_only_its_program() -> None:
+def test_a_worker_killed_mid_batch_costs_no_verdict() -> None:
     jobs, expected = _batch()
     with Sandbox(workers=2, time_limit_s=2.0, memory_mb=512) as sandbox:
         victim = sandbox._pool[0]
@@ -40,11 +38,7 @@ def test_a_worker_killed_mid_batch_costs_only_its_program() -> None:
         thread.join(60)
         assert not thread.is_alive(), "the batch never finished"
         verdicts = [r.results[0].verdict for r in out["results"]]
-        lost = [i for i, r in enumerate(out["results"]) if r.results[0].detail == DIED]
-        assert len(lost) == 1 and verdicts[lost[0]] is Verdict.RUNTIME_ERROR
-        assert [v for i, v in enumerate(verdicts) if i not in lost] == [
-            v for i, v in enumerate(expected) if i not in lost
-        ]
+        assert verdicts == expected  # the killed worker's program was run again, on its replacement
         again = [r.results[0].verdict for r in sandbox.run_many(jobs)]
         assert again == expected
         assert len(sandbox._pool) == 2 and victim.proc.pid != old_pid  # replaced, in place

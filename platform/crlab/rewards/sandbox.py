@@ -292,16 +292,26 @@ class Sandbox:
         problem, program = self._precheck(program)
         if problem or n == 0:
             return ProgramResult(tuple(TestResult(Verdict.RUNTIME_ERROR, 0.0, problem) for _ in range(n)))
-        req = {"id": os.urandom(8).hex(), **job_request(program, spec, n)}
-        worker = self._idle.get()
-        try:
-            raw = worker.call(req, n, n * (self.time_limit_s + 1.0) + 10.0, _VERDICTS)
-        finally:
-            self._idle.put(worker)
-        if raw is None:
-            dead = TestResult(Verdict.RUNTIME_ERROR, 0.0, "sandbox worker died or misbehaved; restarted")
+        request = job_request(program, spec, n)
+        raw = self._call(request, n)
+        if raw is None:  # its worker died (the OOM killer, an operator): once more, on a fresh worker
+            raw = self._call(request, n)
+        if raw is None:  # twice: the program itself brings its worker down
+            dead = TestResult(
+                Verdict.RUNTIME_ERROR, 0.0, "sandbox worker died or misbehaved twice; restarted"
+            )
             return ProgramResult((dead,) * n)
         return ProgramResult(tuple(_finish(r, spec, i) for i, r in enumerate(raw)))
+
+    def _call(self, request: dict, n: int) -> list | None:
+        """One run of a program on an idle worker; None when the worker died or misbehaved (it is replaced)."""
+        worker = self._idle.get()
+        try:
+            return worker.call(
+                {"id": os.urandom(8).hex(), **request}, n, n * (self.time_limit_s + 1.0) + 10.0, _VERDICTS
+            )
+        finally:
+            self._idle.put(worker)
 
 
 def _finish(raw: dict, spec: TestSpec, i: int) -> TestResult:
