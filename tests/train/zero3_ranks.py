@@ -1,7 +1,8 @@
 """One rank of tests/train/test_zero3.py's two-rank check (run as a script, RANK/WORLD_SIZE/MASTER_* set).
 
-Both ranks hold the same small Qwen3 model, partitioned by a ZeRO-3 TrainEngine, and a plain copy. Each
-rank does what a trainer's step does, with work of a different size on each rank:
+Both ranks hold the same small Qwen3 model (tied embeddings, as Qwen3-4B), partitioned by a ZeRO-3
+TrainEngine, and a plain copy. Each rank does what a trainer's step does, with work of a different size on
+each rank:
 
 - samples greedily with ``synced=True``, rank 0's rows ending at their first token (every token is an
   end-of-sequence token there), rank 1's running to the limit; the plain copy samples the same alone;
@@ -78,7 +79,7 @@ def main(out: Path) -> None:
     torch.manual_seed(0)
     cfg = Qwen3Config(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=128,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=128, tie_word_embeddings=True,
     )  # fmt: skip
     model = Qwen3ForCausalLM(cfg)
     plain = copy.deepcopy(model)
