@@ -67,9 +67,7 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_completes_it(
     with Registry(url) as reg:
         (run,) = reg.list_runs()
     folder = Path(run.run_dir) / "checkpoints"
-    message = (
-        f"checkpoint step-000004 does not fit in {folder}: needs "  # then the sizes, e.g. 10.0 MiB, 4.0 MiB free
-    )
+    message = f"checkpoint step-000004 does not fit in {folder}: needs "  # then the sizes, e.g. 10.0 MiB, 4.0 MiB free
     assert printed.startswith(f"error: {message}"), printed
     assert printed.endswith(f"(nothing written; newest checkpoint step-000002 intact); free space there, "
                             f"then `platform resume {run.id}`")  # fmt: skip
@@ -91,3 +89,35 @@ def test_a_full_disk_fails_the_run_in_one_line_and_resume_completes_it(
         assert [c.step for c in reg.checkpoints(run.id, complete_only=True)] == [6]
     assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
     assert os.path.isdir(folder / "step-000006")
+
+
+@pytest.mark.slow
+def test_a_sweep_cell_that_fills_the_disk_stops_the_sweep_instead_of_retrying(
+    small_disk, tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
+) -> None:
+    """Each retry would train again from the newest checkpoint and fail at the same save: the sweep stops at
+    once with the cell's one line (exit 2), its attempts unspent."""
+    small_disk.resize(GIB + 64 * MIB)
+    runs = small_disk.path / "runs"
+    spec = tmp_path / "full.yaml"
+    spec.write_text(
+        f"name: full\nbase: {REPO}/experiments/tiny_coder.yaml\ngrid:\n  seed: [1]\n"
+        f"executor: {{max_retries: 2}}\noverrides:\n  paths.runs_dir: {runs}\n"
+        + "".join(f"  {a.replace('=', ': ')}\n" for a in SMALL)
+    )
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    env = {**child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": url, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(
+        _cli("sweep", str(spec)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _shrink_after_first_checkpoint(small_disk, runs, proc)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err[-3000:]
+    (line,) = [x for x in err.splitlines() if x.strip()]
+    assert "DiskFull: checkpoint step-000004 does not fit in" in line and "the sweep stops" in line
+    with Registry(url) as reg:
+        (run,) = reg.list_runs()
+    assert (run.status, run.attempt) == ("failed", 1)

@@ -21,6 +21,8 @@ applied once.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -31,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from crlab.errors import DiskFull
 from crlab.registry import db
 from crlab.registry.entities import RunStatus
 from crlab.registry.models import CheckpointRow, EventRow, RunRow
@@ -75,17 +78,33 @@ class Journal:
         if self._file.tell() and not _ends_with_newline(self.path):
             self._file.write("\n")  # a line cut short by a kill stays on its own
 
-    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def record(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """The next record, numbered, not yet written (:meth:`append` writes it)."""
         self.seq += 1
-        record = {"seq": self.seq, "kind": kind, "attempt": self.attempt, "time": _now_iso(), **fields}
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
+        return {"seq": self.seq, "kind": kind, "attempt": self.attempt, "time": _now_iso(), **fields}
+
+    def append(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Write the next record; a full disk is :class:`~crlab.errors.DiskFull`, one line."""
+        record = self.record(kind, **fields)
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self._file = self.path.open("a", encoding="utf-8")  # what reached the file is a cut line
+            raise DiskFull(
+                f"no space left for the journal {self.path}: free space there, then "
+                f"`platform resume {self.path.parent.name}` (its newest checkpoint is intact)"
+            ) from None
         return record
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with contextlib.suppress(OSError):  # a full disk: what could be written is written
+                self._file.flush()
+                os.fsync(self._file.fileno())
             self._file.close()
 
 

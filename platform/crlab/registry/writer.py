@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from crlab.errors import DiskFull
 from crlab.registry.journal import Journal, apply_records
 from crlab.registry.retry import BACKOFF_S, reason
 
@@ -140,7 +141,10 @@ class RunRecorder:
         self._put("best", step=step)
 
     def status(self, status: str, error: str | None) -> None:
-        self._put("status", status=status, error=error)
+        try:
+            self._put("status", status=status, error=error)
+        except DiskFull:  # the registry still learns how the run ended, if it is reachable
+            self.writer.put(self.journal.record("status", status=status, error=error))
 
     def close(self, flush_s: float = FLUSH_S) -> int:
         """Flush for up to ``flush_s``; returns the number of records left unsent (said, with the fix)."""

@@ -7,8 +7,9 @@ it has attempts left; a search: tell the study). The loop claims nothing itself:
 saying how (:func:`~crlab.registry.lifecycle.settle`), and reports progress.
 
 When the first attempts of two cells fail with the same error before their first step, the cause is the
-environment (a missing tool, a model that cannot load, a full disk), not bad luck: the loop stops the other
-cells and raises :class:`EnvironmentFailure` with that one line, instead of spending every cell's retries.
+environment (a missing tool, a model that cannot load), not bad luck: the loop stops the other cells and
+raises :class:`EnvironmentFailure` with that one line, instead of spending every cell's retries. A cell that
+fails for a full disk (:class:`~crlab.errors.DiskFull`) stops the sweep the same way at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from crlab.errors import CrlabError
+from crlab.errors import CrlabError, DiskFull
 from crlab.registry import Registry
 from crlab.registry.entities import Run, RunStatus
 from crlab.registry.lifecycle import settle
@@ -106,7 +107,10 @@ def _ended(registry: Registry, item: Active) -> Run | None:
 def _environment_failure(
     registry: Registry, item: Active, run: Run, first_failures: dict[str, str]
 ) -> str | None:
-    """The one line that stops the sweep, when this is the second cell to fail alike before step 1."""
+    """The one line that stops the sweep: a full disk (every retry would fail at the same save), or the second
+    cell to fail alike before step 1."""
+    if run.status == RunStatus.FAILED and (run.error or "").startswith(f"{DiskFull.__name__}:"):
+        return f"[{item.label}] {run.error}; the sweep stops (a retry would fail the same way): free space, then rerun the same command"
     if run.status != RunStatus.FAILED or run.attempt != 1 or not run.error or registry.metric_count(run.id):
         return None
     error = run.error.replace(run.id, "<run>")
