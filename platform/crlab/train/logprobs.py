@@ -110,7 +110,7 @@ def head_logprobs(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
     temperature: float, *, entropy: bool = False, entropy_grad: bool = False, chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Log-probs of ``targets`` (N,) and entropies (N,) under ``softmax(hidden @ weight.T + bias) / T``
+    """Log-probs of ``targets`` (N,) and entropies (N,) under ``softmax((hidden @ weight.T + bias) / T)``
     for hidden states (N, H), chunk by chunk (``chunk`` tokens, default :func:`chunk_tokens`); fp32 out.
     ``temperature`` <= 0 means 1 (no scaling), as the sampler's greedy decoding."""
     scale = 1.0 / temperature if temperature > 0 else 1.0
