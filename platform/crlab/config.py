@@ -78,6 +78,7 @@ class GRPOConfig:
         3.0  # verl's clip_ratio_c: negative-advantage tokens lose at most -A*c; null = off
     )
     loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum
+    micro_weight: str = "exact"  # exact: the mini-batch loss | verl: micro-batch mean x row share
     kl_coef: float = 0.0  # > 0 loads a frozen reference model
     entropy_coef: float = 0.0
     norm_adv_by_std: bool = True
@@ -220,6 +221,7 @@ class ExperimentConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+    "grpo.micro_weight": ("exact", "verl"),
     "rollout.engine": ("auto", "hf", "vllm"),
     "reward.code_mode": ("pass_rate", "all_or_nothing"),
     "reward.code_extraction": ("last", "joined"),

@@ -83,6 +83,20 @@ def test_the_split_leaves_the_loss_and_its_gradient_alone(model, agg: str) -> No
     )
 
 
+def test_verl_micro_weights_are_row_shares_of_each_micro_batch_mean() -> None:
+    """Rows 0 and 4 have 40 and 35 response tokens, the rest 2-6 (15 in all): by tokens the long micro-batch weighs
+    75/90 of the update, as verl weighs it 2/6 (its rows), its own token mean inside."""
+    packed = _packed()
+    chunks = [[0, 4], [1, 2, 3, 5]]
+    tokens = [float(packed.select(c).mask.sum()) for c in chunks]
+    assert tokens == [75.0, 15.0]
+    exact = [w for _, w in micro_weights(packed, chunks, "token-mean")]
+    verl = [w for _, w in micro_weights(packed, chunks, "token-mean", "verl")]
+    assert exact == pytest.approx([75 / 90, 15 / 90]) and verl == pytest.approx([2 / 6, 4 / 6])
+    seq = [w for _, w in micro_weights(packed, chunks, "seq-mean-token-mean", "verl")]
+    assert seq == [w for _, w in micro_weights(packed, chunks, "seq-mean-token-mean")]  # rows either way
+
+
 def test_fill_logprobs_by_chunks_matches_one_forward(model) -> None:  # noqa: ANN001
     whole, split = _packed(), _packed()
     with torch.no_grad():

@@ -247,11 +247,17 @@ def micro_loss(
     return loss * weight, out
 
 
-def micro_weights(packed: Packed, chunks: list[list[int]], agg: str) -> list[tuple[Packed, float]]:
+def micro_weights(
+    packed: Packed, chunks: list[list[int]], agg: str, how: str = "exact"
+) -> list[tuple[Packed, float]]:
     """The micro-batches of one mini-batch (``chunks`` of rows, see :func:`micro_batches`), each trimmed to
-    its longest row, with its share of the mini-batch's normaliser (tokens for token-mean, else rows)."""
+    its longest row, with its share of the mini-batch's normaliser (tokens for token-mean, else rows), so
+    the update is the mini-batch's own loss (``how="exact"``). ``how="verl"`` (``grpo.micro_weight``):
+    always its share of the rows, as verl's dp_actor scales each micro-batch's loss (its own token mean
+    under token-mean) by n_seq(micro) / n_seq(mini-batch); the token mean then depends on the split."""
     parts = [packed.select(rows).trimmed() for rows in chunks]
-    shares = [float(p.mask.sum()) if agg == "token-mean" else float(len(p)) for p in parts]
+    by_tokens = agg == "token-mean" and how == "exact"
+    shares = [float(p.mask.sum()) if by_tokens else float(len(p)) for p in parts]
     total = sum(shares)
     return [(part, share / max(total, 1.0)) for part, share in zip(parts, shares, strict=True)]
 

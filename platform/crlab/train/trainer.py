@@ -317,7 +317,7 @@ class Trainer:
         counts = dist.all_gather([len(mini) for mini in minis]) if pad else [[len(m) for m in minis]]
         with timed("update", timings):
             for i, mini in enumerate(minis):
-                parts = micro_weights(packed, mini, g.loss_agg)
+                parts = micro_weights(packed, mini, g.loss_agg, g.micro_weight)
                 out = self.engine.update(
                     pad_micro_weights(parts, max(c[i] for c in counts), packed, mini),
                     lambda model, item: update_loss(model, item, g, cfg.rollout.temperature),
