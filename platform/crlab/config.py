@@ -70,6 +70,7 @@ class GRPOConfig:
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
     lr: float = 1e-6
     warmup_steps: int = 10
+    warmup_unit: str = "optimizer_step"  # optimizer_step | training_step (verl: the first step at lr 0)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     clip_low: float = 0.2
@@ -222,6 +223,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
     "grpo.micro_weight": ("exact", "verl"),
+    "grpo.warmup_unit": ("optimizer_step", "training_step"),
     "rollout.engine": ("auto", "hf", "vllm"),
     "reward.code_mode": ("pass_rate", "all_or_nothing"),
     "reward.code_extraction": ("last", "joined"),

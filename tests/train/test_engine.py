@@ -209,6 +209,26 @@ def test_update_runs_on_each_zero_stage_with_warmup(stage):
 
 
 @pytest.mark.parametrize("stage", [0, 2])
+def test_warmup_by_training_step_as_verl(stage):
+    """verl steps the schedule once per training step: every optimizer step of training step i (0-based)
+    runs at lr * min(1, i / warmup), the first training step at lr 0 (its updates change nothing)."""
+    engine = make_engine(stage, lr=1e-3, warmup_steps=4, warmup_unit="training_step", precision="fp32")
+    torch.manual_seed(1)
+    ids = torch.randint(0, VOCAB, (4, 8))
+    before = engine.full_parameters()
+    lrs = []
+    for step in range(3):
+        engine.begin_training_step(step)
+        lrs += [engine.update(split(ids, [2, 2]), token_mean_loss)["lr"] for _ in range(2)]  # 2 updates
+        if step == 0:
+            same = engine.full_parameters()
+            assert all(torch.equal(before[k], same[k]) for k in before)  # lr 0: no step at all
+    assert lrs == pytest.approx([0.0, 0.0, 2.5e-4, 2.5e-4, 5e-4, 5e-4])
+    with pytest.raises(ValueError, match="warmup_unit"):
+        make_engine(warmup_unit="epoch")
+
+
+@pytest.mark.parametrize("stage", [0, 2])
 def test_two_micro_batches_give_the_one_batch_gradient(stage):
     # fp32: this checks the accumulation arithmetic, which bf16 (the GPU default) rounds at 2^-8
     engine = make_engine(stage, lr=0.0, max_grad_norm=0.0, precision="fp32")  # lr 0: weights stay put

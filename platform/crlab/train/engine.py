@@ -19,8 +19,11 @@ Decisions worth knowing:
   verl does.
 - LR schedule: a ``LambdaLR`` on the optimizer, stepped by DeepSpeed after each applied optimizer step and
   saved in its checkpoints. Optimizer step ``k`` (1-based) uses ``lr * min(1, k / warmup_steps)``: linear
-  warm-up reaching ``lr`` on step ``warmup_steps``, then constant (the paper's schedule). ``total_steps``
-  is validated and kept for the record; a constant schedule does not need it.
+  warm-up reaching ``lr`` on step ``warmup_steps``, then constant (the paper's schedule). With
+  ``warmup_unit="training_step"`` (verl, the authors' run) the schedule counts training steps instead:
+  every optimizer step of training step ``i`` (0-based, set by :meth:`TrainEngine.begin_training_step`)
+  uses ``lr * min(1, i / warmup_steps)``, so the first training step runs at lr 0. ``total_steps`` is
+  validated and kept for the record; a constant schedule does not need it.
 - Precision ``auto`` is bf16 on CUDA and fp32 elsewhere. An explicit precision that the accelerator does
   not support is refused with a ValueError (on CPU: fp16 is refused; bf16 works and is allowed).
 - Gradient clipping and the reported ``grad_norm`` (the total norm before clipping): DeepSpeed clips and
@@ -224,8 +227,9 @@ def _as_float(value: Any) -> float:
 
 
 def _initialize(
-    model: torch.nn.Module, config: dict[str, Any], lr: float, weight_decay: float, warmup_steps: int
-) -> tuple[Any, torch.optim.lr_scheduler.LRScheduler]:
+    model: torch.nn.Module, config: dict[str, Any], lr: float, weight_decay: float,
+    factor: Callable[[int], float],
+) -> tuple[Any, torch.optim.lr_scheduler.LRScheduler]:  # fmt: skip
     """``deepspeed.initialize`` with a torch AdamW (unless the config names an optimizer) and the LR schedule."""
     import deepspeed
 
@@ -235,7 +239,6 @@ def _initialize(
         client_optimizer = torch.optim.AdamW(
             trainable, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=weight_decay
         )
-    factor = warmup_then_constant(warmup_steps)
     ds_engine, _, _, scheduler = deepspeed.initialize(
         model=model,
         model_parameters=trainable if client_optimizer is None else None,
@@ -268,7 +271,10 @@ class TrainEngine:
         offload_optimizer: bool,
         offload_params: bool,
         ds_overrides: Mapping[str, Any] | None = None,
+        warmup_unit: str = "optimizer_step",
     ) -> None:
+        if warmup_unit not in ("optimizer_step", "training_step"):
+            raise ValueError(f"warmup_unit must be optimizer_step or training_step, got {warmup_unit!r}")
         if lr < 0 or warmup_steps < 0 or total_steps < 1:
             raise ValueError(
                 f"need lr >= 0, warmup_steps >= 0 and total_steps >= 1; got lr={lr}, "
@@ -294,7 +300,10 @@ class TrainEngine:
         self.ds_config = config
         self._own_norm: float | None = None
         init_distributed()
-        self.ds_engine, self.scheduler = _initialize(model, config, lr, weight_decay, warmup_steps)
+        self.warmup_unit, self.training_step = warmup_unit, 0
+        by_step = warmup_unit == "optimizer_step"
+        factor = warmup_then_constant(warmup_steps) if by_step else self._training_factor
+        self.ds_engine, self.scheduler = _initialize(model, config, lr, weight_decay, factor)
         if self._own_clip is not None:
             self.ds_engine.basic_optimizer.register_step_pre_hook(self._clip_before_step)
 
@@ -310,6 +319,17 @@ class TrainEngine:
     def global_steps(self) -> int:
         """Optimizer steps taken so far (restored by a checkpoint load)."""
         return int(self.ds_engine.global_steps)
+
+    def _training_factor(self, _optimizer_step: int) -> float:
+        return 1.0 if self.warmup_steps <= 0 else min(1.0, self.training_step / self.warmup_steps)
+
+    def begin_training_step(self, index: int) -> None:
+        """Training step ``index`` (0-based) begins: under ``warmup_unit="training_step"`` its LR is set."""
+        self.training_step = index
+        if self.warmup_unit == "training_step":
+            groups = self.scheduler.optimizer.param_groups
+            for group, base in zip(groups, self.scheduler.base_lrs, strict=True):
+                group["lr"] = base * self._training_factor(0)
 
     def current_lr(self) -> float:
         """The LR the next optimizer step will use."""

@@ -94,7 +94,7 @@ class Trainer:
             weight_decay=cfg.grpo.weight_decay, max_grad_norm=cfg.grpo.max_grad_norm,
             zero_stage=cfg.deepspeed.zero_stage, precision=cfg.deepspeed.precision,
             offload_optimizer=cfg.deepspeed.offload_optimizer, offload_params=cfg.deepspeed.offload_params,
-            ds_overrides=dict(cfg.deepspeed.overrides),
+            ds_overrides=dict(cfg.deepspeed.overrides), warmup_unit=cfg.grpo.warmup_unit,
         )  # fmt: skip
         self.checkpoints = CheckpointManager(f"{run.run_dir}/checkpoints", keep=cfg.checkpoint.keep)
         self.rollout = self._make_rollout()
@@ -295,6 +295,7 @@ class Trainer:
     def _update(self, samples: Any, kept: list[int], timings: dict[str, float]) -> dict[str, float]:
         cfg, g = self.cfg, self.cfg.grpo
         n_groups, world = len(kept) // g.group_size, dist.world()
+        self.engine.begin_training_step(self.step)  # this step's index: its LR under grpo.warmup_unit
         # as many updates as every rank can make (DeepSpeed's step is collective)
         n_updates = int(dist.all_reduce(min(g.prompts_per_step // g.mini_batch_size, n_groups), "min"))
         if n_updates == 0:
