@@ -50,6 +50,7 @@ class DataConfig:
         None  # labelled CRL rows (`platform data build-crl`); then crl_source/candidates unused
     )
     crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
+    crl_mix: str = "exact"  # exact: that share every step | shuffled: both kinds shuffled together (authors)
     # rows: every cell sees as many rows as the RL pool holds (one pass; the ratio decides how many are CRL),
     # as the paper holds the data fixed; rl_rows: one pass over the RL rows (steps grow as 1/(1-ratio))
     budget: str = "rows"
@@ -231,6 +232,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.overlong_prompts": ("keep", "filter"),
     "data.crl_prompt": ("platform", "paper"),
     "data.budget": ("rows", "rl_rows"),
+    "data.crl_mix": ("exact", "shuffled"),
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
     "switch.policy": ("plateau", "fixed", "never"),

@@ -95,3 +95,31 @@ def test_validation(kwargs, message):
 
 def test_zero_ratio_needs_no_crl_rows():
     assert MixSampler(n_rl=5, n_crl=0, prompts_per_step=4, crl_ratio=0.0, seed=0).next_batch().crl == []
+
+
+def test_shuffled_mix_draws_a_random_share_each_step_and_the_exact_ratio_over_a_pass():
+    """64 RL rows, 8 a step: a pass of 8 steps, 64 slots, 16 of them CRL (ratio 0.25), in a seeded order."""
+    sampler = MixSampler(n_rl=64, n_crl=40, prompts_per_step=8, crl_ratio=0.25, seed=4, mix="shuffled")
+    counts = [len(sampler.next_batch().crl) for _ in range(8)]
+    assert sum(counts) == 16 and len(set(counts)) > 1  # the ratio over the pass; not 2 every step
+    again = MixSampler(n_rl=64, n_crl=40, prompts_per_step=8, crl_ratio=0.25, seed=4, mix="shuffled")
+    assert [len(again.next_batch().crl) for _ in range(8)] == counts  # seeded
+    state = sampler.state_dict()
+    expected = [sampler.next_batch() for _ in range(5)]  # into the next pass
+    resumed = MixSampler(n_rl=64, n_crl=40, prompts_per_step=8, crl_ratio=0.25, seed=4, mix="shuffled")
+    resumed.load_state_dict(state)
+    assert [resumed.next_batch() for _ in range(5)] == expected
+    assert all(len(b.rl) + len(b.crl) == 8 for b in expected)
+    with pytest.raises(ValueError, match="mix"):
+        MixSampler(n_rl=64, n_crl=40, prompts_per_step=8, crl_ratio=0.25, seed=4).load_state_dict(state)
+
+
+def test_shuffled_mix_at_the_ends_and_its_checks():
+    only_rl = MixSampler(n_rl=8, n_crl=0, prompts_per_step=4, crl_ratio=0.0, seed=0, mix="shuffled")
+    only_crl = MixSampler(n_rl=0, n_crl=8, prompts_per_step=4, crl_ratio=1.0, seed=0, mix="shuffled")
+    assert [len(only_rl.next_batch().crl) for _ in range(3)] == [0, 0, 0]
+    assert [len(only_crl.next_batch().crl) for _ in range(3)] == [4, 4, 4]
+    with pytest.raises(ValueError, match="asks for CRL rows but there are no CRL rows"):
+        MixSampler(n_rl=8, n_crl=0, prompts_per_step=4, crl_ratio=0.1, seed=0, mix="shuffled")
+    with pytest.raises(ValueError, match="data.crl_mix"):
+        MixSampler(n_rl=8, n_crl=0, prompts_per_step=4, crl_ratio=0.0, seed=0, mix="random")

@@ -6,6 +6,14 @@ is drawn without replacement within an epoch, independently of the other: epoch 
 is the permutation drawn by ``numpy.random.default_rng([seed, s, e])``, so the epoch counter and the
 position inside it are all the state needed to resume the identical sequence. When a step needs more
 rows than remain in the current epoch it finishes the epoch and continues in the next one.
+
+``mix="shuffled"`` (``data.crl_mix``; the authors' run, whose loader shuffles the RL and CRL rows together)
+draws each step's *share* at random instead: a pass of ``S = ceil(n / prompts_per_step)`` steps (``n``: the
+RL rows, or the CRL rows without any) has ``L = S * prompts_per_step`` slots, of which exactly
+``round(crl_ratio * L)`` are CRL, in an order drawn by ``numpy.random.default_rng([seed, 2, pass])``; step
+``i`` of the pass takes the kinds of slots ``i*pps .. (i+1)*pps``, as a batch of a shuffled union would
+(hypergeometric counts, the ratio exact over the pass). The rows themselves come from the same two streams.
+The step count is all the state it needs.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 import numpy as np
 
 RL, CRL = 0, 1
+MIXES = ("exact", "shuffled")
 
 
 @dataclass
@@ -70,21 +79,29 @@ class _Stream:
 class MixSampler:
     """Draw each step's RL and CRL row indices (see the module docstring for the exact rule)."""
 
-    def __init__(self, n_rl: int, n_crl: int, prompts_per_step: int, crl_ratio: float, seed: int) -> None:
+    def __init__(
+        self, n_rl: int, n_crl: int, prompts_per_step: int, crl_ratio: float, seed: int, mix: str = "exact"
+    ) -> None:
+        if mix not in MIXES:
+            raise ValueError(f"data.crl_mix must be one of {', '.join(MIXES)}, got {mix!r}")
         if not 0.0 <= crl_ratio <= 1.0:
             raise ValueError(f"data.crl_ratio must be in [0, 1], got {crl_ratio}")
         if prompts_per_step < 1:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
         self.crl_per_step = int(math.floor(crl_ratio * prompts_per_step + 0.5))
         self.rl_per_step = prompts_per_step - self.crl_per_step
-        if self.crl_per_step > 0 and n_crl < 1:
+        self.mix = mix
+        shuffled = mix == "shuffled"  # any step may then draw either kind
+        crl_step = f"{self.crl_per_step} CRL rows per step" if not shuffled else "CRL rows"
+        rl_step = f"{self.rl_per_step} RL rows per step" if not shuffled else "RL rows"
+        if (crl_ratio > 0 if shuffled else self.crl_per_step > 0) and n_crl < 1:
             raise ValueError(
-                f"data.crl_ratio={crl_ratio} asks for {self.crl_per_step} CRL rows per step but there are no "
+                f"data.crl_ratio={crl_ratio} asks for {crl_step} but there are no "
                 "CRL rows to draw from: provide CRL rows or set data.crl_ratio=0"
             )
-        if self.rl_per_step > 0 and n_rl < 1:
+        if (crl_ratio < 1 if shuffled else self.rl_per_step > 0) and n_rl < 1:
             raise ValueError(
-                f"data.crl_ratio={crl_ratio} leaves {self.rl_per_step} RL rows per step but there are no RL "
+                f"data.crl_ratio={crl_ratio} leaves {rl_step} but there are no RL "
                 "rows: give RL problems or set data.crl_ratio=1"
             )
         self.n_rl, self.n_crl = n_rl, n_crl
@@ -98,11 +115,25 @@ class MixSampler:
         """Full passes over the RL rows (over the CRL rows when the mix has no RL share)."""
         return self._rl.epoch if self.rl_per_step > 0 else self._crl.epoch
 
+    def _crl_count(self) -> int:
+        """How many of this step's rows are CRL."""
+        if self.mix == "exact":
+            return self.crl_per_step
+        pps = self.prompts_per_step
+        per_pass = max(1, math.ceil((self.n_rl or self.n_crl) / pps))
+        length = per_pass * pps
+        n_pass, i = divmod(self.steps, per_pass)
+        kinds = np.zeros(length, dtype=np.int8)
+        kinds[: int(math.floor(self.crl_ratio * length + 0.5))] = CRL
+        kinds = np.random.default_rng([self.seed, 2, n_pass]).permutation(kinds)
+        return int(kinds[i * pps : (i + 1) * pps].sum())
+
     def next_batch(self) -> MixBatch:
         epoch_rl, epoch_crl = self._rl.epoch, self._crl.epoch
+        n_crl = self._crl_count()
         batch = MixBatch(
-            rl=self._rl.take(self.rl_per_step),
-            crl=self._crl.take(self.crl_per_step),
+            rl=self._rl.take(self.prompts_per_step - n_crl),
+            crl=self._crl.take(n_crl),
             epoch_rl=epoch_rl,
             epoch_crl=epoch_crl,
         )
@@ -115,6 +146,7 @@ class MixSampler:
             "seed": self.seed,
             "prompts_per_step": self.prompts_per_step,
             "crl_ratio": self.crl_ratio,
+            "mix": self.mix,
             "steps": self.steps,
             "rl": self._rl.state(),
             "crl": self._crl.state(),
@@ -122,8 +154,8 @@ class MixSampler:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the settings and source sizes must be the saved ones."""
-        for key in ("seed", "prompts_per_step", "crl_ratio"):
-            if state[key] != getattr(self, key):
+        for key in ("seed", "prompts_per_step", "crl_ratio", "mix"):
+            if state.get(key, "exact") != getattr(self, key):  # checkpoints before data.crl_mix: exact
                 raise ValueError(
                     f"mix sampler {key} differs from the checkpoint: saved {state[key]}, now {getattr(self, key)}"
                 )

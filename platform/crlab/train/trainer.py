@@ -67,7 +67,8 @@ class Trainer:
             self.evals.label(self.sandbox)  # held-out critique rows from problems: labelled once, here
         g = cfg.grpo
         self.sampler = MixSampler(
-            len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed
+            len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed,
+            mix=cfg.data.crl_mix,
         )
         self.schedule = PhaseSchedule(cfg.phases, cfg.switch)
         self.planned_steps = setup.planned_steps(cfg, len(self.rl_rows), len(self.crl_rows))
