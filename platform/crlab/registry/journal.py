@@ -93,7 +93,9 @@ class Journal:
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            self._file = self.path.open("a", encoding="utf-8")  # what reached the file is a cut line
+            broken, self._file = self._file, self.path.open("a", encoding="utf-8")  # a cut line reached it
+            with contextlib.suppress(OSError):
+                broken.close()
             raise DiskFull(
                 f"no space left for the journal {self.path}: free space there, then "
                 f"`platform resume {self.path.parent.name}` (its newest checkpoint is intact)"
