@@ -138,3 +138,13 @@ def test_warning_when_a_reward_scale_would_cancel_out() -> None:
         config_warnings(load_config(overrides=["phases.0.scale_on=rewards", "grpo.norm_adv_by_std=false"]))
         == []
     )
+
+
+def test_a_plateau_switch_on_the_rl_reward_warns_when_no_prompt_is_rl() -> None:
+    def warned(*overrides: str) -> bool:
+        cfg = load_config(REPO / "experiments/tiny_coder.yaml", list(overrides))
+        return any("the phase never switches" in w for w in config_warnings(cfg))
+
+    assert warned("data.crl_ratio=1.0")
+    assert not warned("data.crl_ratio=0.5")
+    assert not warned("data.crl_ratio=1.0", "switch.metric=reward/crl_mean")

@@ -157,13 +157,13 @@ def sweep(
         _search(sweep_spec, db, dry_run, json_out, every)
         return
     cells = expand(sweep_spec)
-    if not dry_run:
-        from crlab import config as cfgmod
-        from crlab.config_checks import config_warnings
+    from crlab import config as cfgmod
+    from crlab.config_checks import config_warnings
 
-        configs = [cfgmod.from_dict(c.config) for c in cells]
-        for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):  # each once
-            err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    configs = [cfgmod.from_dict(c.config) for c in cells]
+    for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):  # each once
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if not dry_run:
         _preflight(configs, db, sweep_spec.executor)
     if dry_run:
         plans = _plans(cells)

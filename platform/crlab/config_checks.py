@@ -195,6 +195,14 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             f"data.crl_ratio={cfg.data.crl_ratio} x grpo.prompts_per_step={cfg.grpo.prompts_per_step} "
             "rounds to 0 CRL prompts per step"
         )
+    sw, pps = cfg.switch, cfg.grpo.prompts_per_step
+    no_rl = round(cfg.data.crl_ratio * pps) >= pps and cfg.data.crl_mix == "exact" or cfg.data.crl_ratio >= 1
+    if sw.policy == "plateau" and len(cfg.phases) > 1 and sw.metric.startswith("reward/rl") and no_rl:
+        out.append(
+            f"switch.metric={sw.metric} is never logged when every prompt is a critique (data.crl_ratio="
+            f"{cfg.data.crl_ratio}): the phase never switches; set switch.metric=reward/crl_mean, or "
+            "switch.policy=fixed with switch.at_steps"
+        )
     ev = cfg.eval
     if (ev.source or ev.crl_source) and ev.n > 1 and ev.temperature == 0:
         out.append(

@@ -113,6 +113,8 @@ def _train(make_trainer: Callable[[], Trainer], registry: Registry, run: Run, re
     try:
         trainer = make_trainer()
         status = RunStatus(trainer.train(run, resume=resume, stop=stop))
+        if main:
+            print(f"run {run.id}: {status} at step {trainer.step} (platform runs show {run.id})", flush=True)
     except BaseException as exc:
         error = error_line(exc)
         status = RunStatus.KILLED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED

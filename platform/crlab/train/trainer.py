@@ -276,6 +276,8 @@ class Trainer:
         train_s = metrics["time/step_s"] - metrics.get("time/eval_s", 0.0)
         metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(train_s, 1e-9)
         self._write_metrics(run, metrics)
+        if self.recorder is not None:  # rank 0: one plain line a step (a sweep cell's train.log has them)
+            print(step_line(self.step, self.total_steps, self.schedule.current.name, metrics), flush=True)
 
     def _log_examples(self) -> None:
         """Every ``tracking.rollout_table_every`` steps, a W&B table of this step's sampled rollouts (rank 0's)."""
@@ -352,6 +354,13 @@ class Trainer:
 
 
 SMALL_MODEL_PARAMS = 50_000_000
+STEP_LINE_KEYS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")
+
+
+def step_line(step: int, total: int, phase: str, metrics: dict[str, float]) -> str:
+    """``step 3/12 [short]: reward/rl_mean 0.605, critique/accuracy 1.000 (2.4 s)``."""
+    values = ", ".join(f"{k} {metrics[k]:.3f}" for k in STEP_LINE_KEYS if k in metrics)
+    return f"step {step}/{total} [{phase}]: {values or 'no rewards'} ({metrics.get('time/step_s', 0.0):.1f} s)"
 
 
 def _pin_intra_op_threads(model: Any) -> None:
