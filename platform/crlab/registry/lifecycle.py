@@ -113,7 +113,7 @@ def register_run(registry: Registry, cfg: DictConfig, reproduces: dict[str, Any]
         fields["reproduces"] = reproduces["run"]
     run = registry.create_run(
         fields.pop("name"), fields.pop("config"), run_id=fields.pop("id"), status=RunStatus.RUNNING,
-        attempt=1, heartbeat_at=utcnow(), **owner(), **fields,
+        attempt=1, heartbeat_at=utcnow(), started_at=utcnow(), **owner(), **fields,
     )  # fmt: skip
     if reproduces is not None:
         registry.log_event(run.id, "reproduces", reproduces, step=0)
