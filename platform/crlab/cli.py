@@ -161,10 +161,10 @@ def sweep(
     from crlab.config_checks import config_warnings
 
     configs = [cfgmod.from_dict(c.config) for c in cells]
+    if not dry_run:
+        _preflight(configs, db, sweep_spec.executor)  # a sweep that cannot start says one line only
     for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):  # each once
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    if not dry_run:
-        _preflight(configs, db, sweep_spec.executor)
     if dry_run:
         plans = _plans(cells)
         if json_out:
