@@ -46,7 +46,6 @@ class RegistryWriter(threading.Thread):
         self.stopping = threading.Event()
         self.down_since: float | None = None
         self.deadline = float("inf")  # set when the run finishes: retry until then
-        self.sent = 0
 
     def put(self, record: dict[str, Any]) -> None:
         with self.lock:
@@ -93,7 +92,6 @@ class RegistryWriter(threading.Thread):
             return False
         with self.lock:
             del self.pending[: len(batch)]
-        self.sent += len(batch)
         if self.down_since is not None:
             self.say(
                 f"registry reachable again after {time.monotonic() - self.down_since:.0f} s: sent the backlog"
