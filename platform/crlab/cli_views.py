@@ -144,7 +144,8 @@ def cells_table(spec: Any, cells: list[Any], plans: list[dict[str, int]] | None 
         table.add_column(name, justify="right")
     for i, cell in enumerate(cells):
         planned = plans[i] if plans else {}
-        extra = [str(planned[k]) for k in ("steps", "rows", "rl_rows", "crl_rows")] if planned else []
+        bound = "" if planned.get("exact", True) else "≤ "  # a plateau switch with switch.restart=fresh
+        extra = [bound + str(planned[k]) for k in ("steps", "rows", "rl_rows", "crl_rows")] if planned else []
         table.add_row(str(i), cell.key, cell.label, *extra)
     return table
 

@@ -145,6 +145,7 @@ class SwitchConfig:
     patience: int = 3
     min_steps: int = 20
     at_steps: list[int] = field(default_factory=list)  # fixed policy: one step per phase transition
+    restart: str = "keep"  # keep: optimizer, warm-up, data go on | fresh: as a new run (the authors)
 
 
 @dataclass
@@ -236,6 +237,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
     "switch.policy": ("plateau", "fixed", "never"),
+    "switch.restart": ("keep", "fresh"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
     "tracking.mode": ("offline", "online", "disabled"),
 }

@@ -1,13 +1,18 @@
-"""A small disk of a chosen size: a tmpfs mounted for the test (root only; skipped where mount is refused)."""
+"""Fixtures of the training tests: ``env``, the environment of a `platform` subprocess on the tiny coder
+(its own registry, W&B offline); ``small_disk``, a small disk of a chosen size, a tmpfs mounted for the
+test (root only; skipped where mount is refused)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class SmallDisk:
@@ -51,3 +56,13 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     finally:
         if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)  # still busy: detach it
+
+
+@pytest.fixture
+def env(tiny_cache: str, tmp_path: Path, child_env: dict[str, str]) -> dict[str, str]:
+    out = dict(child_env)
+    out.update(
+        CRLAB_CACHE=tiny_cache, CRLAB_DB_URL=f"sqlite:///{tmp_path / 'reg.db'}", WANDB_MODE="offline",
+        TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
+    )  # fmt: skip
+    return out

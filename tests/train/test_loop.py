@@ -27,16 +27,6 @@ SMALL = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def env(tiny_cache: str, tmp_path: Path, child_env: dict[str, str]) -> dict[str, str]:
-    out = dict(child_env)
-    out.update(
-        CRLAB_CACHE=tiny_cache, CRLAB_DB_URL=f"sqlite:///{tmp_path / 'reg.db'}", WANDB_MODE="offline",
-        TORCH_EXTENSIONS_DIR=os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
-    )  # fmt: skip
-    return out
-
-
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from crlab.cli import main; main()", *args]
 

@@ -35,7 +35,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import socket
@@ -45,6 +44,7 @@ from typing import Any
 import torch
 
 from crlab.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from crlab.train.ds_config import ADAM_BETAS, ADAM_EPS, build_ds_config, resolve_precision
 
 __all__ = [
     "CheckpointManager",
@@ -57,9 +57,6 @@ __all__ = [
     "warmup_then_constant",
 ]
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-ADAM_BETAS = (0.9, 0.999)
-ADAM_EPS = 1e-8
 
 LossFn = Callable[[Any, Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, Any]]"]
 
@@ -106,102 +103,6 @@ def _skip_shm_comm_op() -> None:
     compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
     if isinstance(compatible, dict):
         compatible["deepspeed_shm_comm"] = False
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere; an unsupported explicit precision is a ValueError."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "fp32"
-    if precision == "fp32":
-        return precision
-    from deepspeed.accelerator import get_accelerator
-
-    accel = get_accelerator()
-    supported = accel.is_bf16_supported() if precision == "bf16" else accel.is_fp16_supported()
-    if not supported:
-        raise ValueError(
-            f"precision {precision!r} is not supported by DeepSpeed on this machine's accelerator "
-            f"({accel.device_name()}); use precision='fp32' (or 'auto') here, or run on a GPU"
-        )
-    return precision
-
-
-def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _zero_section(zero_stage: int, offload_optimizer: bool, offload_params: bool) -> dict[str, Any]:
-    if zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero_stage must be 0, 1, 2 or 3; got {zero_stage!r}")
-    if offload_optimizer and zero_stage == 0:
-        raise ValueError(
-            "offload_optimizer needs zero_stage 1, 2 or 3 (got 0); raise zero_stage or turn it off"
-        )
-    if offload_params and zero_stage != 3:
-        raise ValueError(
-            f"offload_params needs zero_stage 3 (got {zero_stage}); set zero_stage=3 or turn it off"
-        )
-    pin = torch.cuda.is_available()
-    zero: dict[str, Any] = {"stage": zero_stage}
-    if offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
-    if offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
-    return zero
-
-
-def build_ds_config(
-    *,
-    lr: float,
-    weight_decay: float,
-    max_grad_norm: float,
-    zero_stage: int,
-    precision: str,
-    offload_optimizer: bool,
-    offload_params: bool,
-    ds_overrides: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The DeepSpeed config dict for these arguments, with ``ds_overrides`` deep-merged last.
-
-    ``precision`` is resolved here (``auto`` -> bf16/fp32). An ``optimizer`` section appears only with
-    ``offload_optimizer`` (DeepSpeed then builds ``DeepSpeedCPUAdam``); otherwise the engine passes a
-    torch AdamW. A ``scheduler`` key in the overrides is refused: the engine owns the LR schedule.
-    """
-    if max_grad_norm < 0:
-        raise ValueError(f"max_grad_norm must be >= 0 (0 turns clipping off); got {max_grad_norm}")
-    overrides = dict(ds_overrides or {})
-    if "scheduler" in overrides:
-        raise ValueError(
-            "ds_overrides['scheduler'] is not supported: the engine owns the LR schedule; "
-            "set lr and warmup_steps instead"
-        )
-    resolved = resolve_precision(precision)
-    config: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": 1,
-        "gradient_accumulation_steps": 1,
-        "managed_gradient_accumulation": False,
-        "gradient_clipping": float(max_grad_norm),
-        "zero_optimization": _zero_section(zero_stage, offload_optimizer, offload_params),
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": resolved == "bf16"},
-        "fp16": {"enabled": resolved == "fp16"},
-        "steps_per_print": 2**62,
-        "wall_clock_breakdown": False,
-    }
-    if offload_optimizer:
-        config["optimizer"] = {
-            "type": "AdamW",
-            "params": {"lr": lr, "betas": list(ADAM_BETAS), "eps": ADAM_EPS, "weight_decay": weight_decay},
-        }
-    return _deep_merge(config, overrides)
 
 
 def warmup_then_constant(warmup_steps: int) -> Callable[[int], float]:
@@ -301,8 +202,10 @@ class TrainEngine:
         self._own_norm: float | None = None
         init_distributed()
         self.warmup_unit, self.training_step = warmup_unit, 0
+        self._warmup = warmup_then_constant(warmup_steps)
+        self.origin = (0, 0)  # the warm-up counts from here: (optimizer steps, training step); see restart
         by_step = warmup_unit == "optimizer_step"
-        factor = warmup_then_constant(warmup_steps) if by_step else self._training_factor
+        factor = self._step_factor if by_step else self._training_factor
         self.ds_engine, self.scheduler = _initialize(model, config, lr, weight_decay, factor)
         if self._own_clip is not None:
             self.ds_engine.basic_optimizer.register_step_pre_hook(self._clip_before_step)
@@ -320,8 +223,31 @@ class TrainEngine:
         """Optimizer steps taken so far (restored by a checkpoint load)."""
         return int(self.ds_engine.global_steps)
 
+    def _step_factor(self, optimizer_step: int) -> float:
+        return self._warmup(optimizer_step - self.origin[0])
+
     def _training_factor(self, _optimizer_step: int) -> float:
-        return 1.0 if self.warmup_steps <= 0 else min(1.0, self.training_step / self.warmup_steps)
+        index = max(0, self.training_step - self.origin[1])
+        return 1.0 if self.warmup_steps <= 0 else min(1.0, index / self.warmup_steps)
+
+    def restart(self, training_step: int) -> None:
+        """Go on as a new run from these weights would (``switch.restart=fresh``): AdamW's moments and step
+        counts are dropped, so its next step starts them again as a first step does (every stage builds
+        them lazily, on its first step), and the warm-up starts again: from the next optimizer step, or
+        from training step ``training_step`` (0-based) under ``warmup_unit="training_step"``. A collective
+        call under ZeRO (every rank clears its own partition)."""
+        self.ds_engine.basic_optimizer.state.clear()
+        self.set_origin(int(self.scheduler.last_epoch), training_step)
+
+    def set_origin(self, optimizer_steps: int, training_step: int) -> None:
+        """Count the warm-up from ``optimizer_steps`` optimizer steps and from training step ``training_step``
+        (:meth:`restart`, and a resumed run whose checkpoint is past a restart); sets the next step's LR."""
+        self.origin = (optimizer_steps, training_step)
+        sched = self.scheduler
+        for group, base, factor in zip(
+            sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(sched.last_epoch)
 
     def begin_training_step(self, index: int) -> None:
         """Training step ``index`` (0-based) begins: under ``warmup_unit="training_step"`` its LR is set."""

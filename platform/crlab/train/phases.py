@@ -175,7 +175,7 @@ class PhaseSchedule:
         self.phases = list(phases)
         self.switch = switch
         self.index = 0
-        self._at_steps = _transition_steps(switch, len(self.phases)) if switch.policy == "fixed" else []
+        self._at_steps = transition_steps(switch, len(self.phases)) if switch.policy == "fixed" else []
         self._monitor = self._new_monitor()
 
     @property
@@ -214,6 +214,13 @@ class PhaseSchedule:
             return None
         return self._advance(step, None, {"at_step": self._at_steps[self.index]})
 
+    def end_of_pass(self, step: int, batches: int) -> SwitchEvent | None:
+        """The phase's data pass is over (``switch.restart=fresh``: each phase is a run of one pass): move to
+        the next phase, before the policy would; None in the last phase and under ``never``."""
+        if self.is_last or self.switch.policy == "never":
+            return None
+        return self._advance(step, None, {"data_pass_complete": int(batches)})
+
     def _advance(self, step: int, metric: str | None, details: dict[str, Any]) -> SwitchEvent:
         event = SwitchEvent(
             step=int(step),
@@ -250,7 +257,7 @@ class PhaseSchedule:
             self._monitor.load_state_dict(state["monitor"])
 
 
-def _transition_steps(switch: Any, n_phases: int) -> list[int]:
+def transition_steps(switch: Any, n_phases: int) -> list[int]:
     """The fixed policy's switch steps, one per transition, from ``at_steps`` or ``at_step``."""
     if n_phases == 1:
         return []

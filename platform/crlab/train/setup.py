@@ -208,7 +208,7 @@ def plan(cfg: Any) -> dict[str, int]:
     """What a run of ``cfg`` will draw, before it starts (a sweep's dry run shows it per cell): its steps,
     and the rows they draw (all, RL, CRL), refills not counted. Reads the data sources (no model)."""
     problems, crl_problems = load_sources(cfg)
-    steps = planned_steps(cfg, len(problems), len(crl_problems))
+    steps, exact = run_steps(cfg, planned_steps(cfg, len(problems), len(crl_problems)))
     pps = cfg.grpo.prompts_per_step
     crl_per_step = math.floor(cfg.data.crl_ratio * pps + 0.5)  # as MixSampler rounds it
     return {
@@ -216,7 +216,27 @@ def plan(cfg: Any) -> dict[str, int]:
         "rows": steps * pps,
         "rl_rows": steps * (pps - crl_per_step),
         "crl_rows": steps * crl_per_step,
+        "exact": exact,
     }
+
+
+def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
+    """A run's steps for ``planned`` steps a pass, and whether the count is exact (else: at most).
+
+    ``switch.restart=fresh`` makes each phase a pass of its own, which its switch may cut short: the fixed
+    policy's steps are known (a phase ends at its switch step or at its pass's end, whichever comes first),
+    the plateau's are not (at most a whole pass a phase). ``grpo.max_steps`` bounds the whole run."""
+    sw = cfg.switch
+    if cfg.grpo.max_steps or sw.restart != "fresh" or sw.policy == "never" or len(cfg.phases) == 1:
+        return planned, True
+    if sw.policy == "plateau":
+        return planned * len(cfg.phases), False
+    from crlab.train.phases import transition_steps
+
+    start = 0
+    for at in transition_steps(sw, len(cfg.phases)):
+        start = min(at, start + planned)
+    return start + planned, True
 
 
 def budget_spent(cfg: Any, sampler: Any, planned: int) -> bool:
@@ -274,3 +294,21 @@ def check_world(cfg: Any, world: int) -> None:
             "from every rank; use rollout.engine=vllm, deepspeed.zero_stage=2, or evaluate after training "
             "(platform eval)"
         )
+
+
+SMALL_MODEL_PARAMS = 50_000_000
+
+
+def pin_intra_op_threads(model: Any) -> None:
+    """One intra-op thread for a small model on CPU, unless OMP_NUM_THREADS says otherwise.
+
+    A small model's ops are too small to gain from splitting over cores, and a split op waits for its
+    slowest thread: on a busy machine (sandbox workers, another cell, anything else) a descheduled thread
+    stalls every op, and a tiny-coder step took 10.8 s with 2 threads against 1.6 s with one
+    (benchmarks/step_time.py). The thread count is fixed here, not by the load, so a run stays
+    deterministic. Larger models and GPU runs keep torch's default.
+    """
+    if "OMP_NUM_THREADS" in os.environ or torch.cuda.is_available():
+        return
+    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)

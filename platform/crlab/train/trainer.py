@@ -19,17 +19,15 @@ them from its checkpoint at the same point.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from crlab import faults
 from crlab.registry import Registry
 from crlab.registry.entities import Run
 from crlab.registry.writer import RunRecorder
-from crlab.train import dist, setup
+from crlab.train import dist, restart, setup
 from crlab.train.collect import collect_groups
 from crlab.train.evaluation import TrainingEval
 from crlab.train.step import (
@@ -47,7 +45,6 @@ from crlab.train.tiny_model import TINY_URI
 
 class Trainer:
     def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
-        from crlab.data.mix import MixSampler
         from crlab.train.phases import PhaseSchedule
 
         self.cfg, self.registry = cfg, registry
@@ -58,19 +55,16 @@ class Trainer:
         self.evals = TrainingEval(cfg, style)  # so does a bad eval source
         model_dir = setup.resolve_model(cfg)
         self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
-        _pin_intra_op_threads(self.model)
+        setup.pin_intra_op_threads(self.model)
         self.model_dir = model_dir
         self.sandbox = setup.make_sandbox(cfg)
         rows = setup.make_rows(cfg, problems, crl_problems, self.sandbox, style)
         self.rl_rows, self.crl_rows = setup.filter_overlong(cfg, self.tokenizer, *rows)
         if setup.launched_rank() == 0:
             self.evals.label(self.sandbox)  # held-out critique rows from problems: labelled once, here
-        g = cfg.grpo
-        self.sampler = MixSampler(
-            len(self.rl_rows), len(self.crl_rows), g.prompts_per_step, cfg.data.crl_ratio, cfg.seed,
-            mix=cfg.data.crl_mix,
-        )
+        self.sampler = self._new_sampler()
         self.schedule = PhaseSchedule(cfg.phases, cfg.switch)
+        self.phase_start: dict[str, int] | None = None  # switch.restart=fresh: where the phase's run began
         self.planned_steps = setup.planned_steps(cfg, len(self.rl_rows), len(self.crl_rows))
         self.total_steps = self.planned_steps
         self.engine: Any = None
@@ -80,6 +74,16 @@ class Trainer:
         self.ref_model: Any = None
         self.step = 0
         self.examples: list[list] = []  # a table of the step's sampled rollouts (collect.example_rows)
+
+    def _new_sampler(self) -> Any:
+        """The data sampler at the start of its first pass (seeded: the same order every time)."""
+        from crlab.data.mix import MixSampler
+
+        cfg = self.cfg
+        return MixSampler(
+            len(self.rl_rows), len(self.crl_rows), cfg.grpo.prompts_per_step, cfg.data.crl_ratio, cfg.seed,
+            mix=cfg.data.crl_mix,
+        )  # fmt: skip
 
     # -- set-up that needs the run --------------------------------------------------------------
     def _start(self, run: Run, resume: bool) -> None:
@@ -102,7 +106,7 @@ class Trainer:
         if cfg.grpo.kl_coef > 0:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
-        rng = self._restore() if resume else None
+        rng = self._restore(run) if resume else None
         self.checkpoints.pinned = {self.evals.best.step} if self.evals.best else set()
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
         if dist.is_main():  # rank 0 records for all: journal first, the registry in the background
@@ -155,7 +159,7 @@ class Trainer:
             group=sweep, job_type=run.cell_key, prior_events=prior,
         )  # fmt: skip
 
-    def _restore(self) -> dict[str, Any] | None:
+    def _restore(self, run: Run) -> dict[str, Any] | None:
         """Load the newest complete checkpoint; returns its RNG states (None: there is none)."""
         from crlab.train.checkpoint import capture_rng_state
 
@@ -167,13 +171,18 @@ class Trainer:
         self.sampler.load_state_dict(state["sampler"])
         self.schedule.load_state_dict(state["schedule"])
         self.evals.load_state_dict(state.get("eval"))
+        if state.get("phase_start"):  # past a fresh restart: its warm-up, step budget and reference
+            self.phase_start = dict(state["phase_start"])
+            self.engine.set_origin(self.phase_start["optimizer_steps"], self.phase_start["step"])
+            self.total_steps = self._phase_total()
+            restart.load_reference(self.ref_model, run.run_dir or "", self.phase_start["step"])
         return capture_rng_state()
 
     def _client_state(self) -> dict[str, Any]:
         return {
             "step": self.step, "sampler": self.sampler.state_dict(), "schedule": self.schedule.state_dict(),
             "phase": self.schedule.current.name, "wandb_run_id": getattr(self.tracker, "run_id", None),
-            "eval": self.evals.state_dict(),
+            "eval": self.evals.state_dict(), "phase_start": self.phase_start,
         }  # fmt: skip
 
     def _save(self, run: Run) -> None:
@@ -207,10 +216,12 @@ class Trainer:
             with timed("step", timings):
                 metrics = self._one_step(timings)
                 self.step += 1
-                self._end_pass_early(run)
                 switch = self.schedule.observe(self.step, metrics)  # its metric is the same on every rank
+                if switch is None and self.cfg.switch.restart == "fresh" and self._pass_over():
+                    switch = self.schedule.end_of_pass(self.step, self.sampler.steps)  # a phase: a pass
                 if switch is not None:
-                    self._record(run.id, "phase_switch", switch.to_payload(), self.step)
+                    self._switch_phase(run, switch)
+                self._end_pass_early(run)
                 stopping = dist.all_reduce(float(stop.signum is not None), "max") > 0  # any rank: all stop
                 evaluating = self.evals.due(self.step, self.total_steps)
                 if evaluating and not stopping:
@@ -226,6 +237,29 @@ class Trainer:
                 self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
                 return "preempted"
         return "completed"
+
+    def _switch_phase(self, run: Run, switch: Any) -> None:
+        """Record a phase switch. ``switch.restart=fresh``: the new phase goes on as a new run from these
+        weights would (the authors' 32k run): a fresh optimizer and warm-up, the data from its start, a pass
+        of steps more (``grpo.max_steps`` still bounds the whole run) and, with KL, these weights as the
+        reference."""
+        payload = {**switch.to_payload(), "restart": self.cfg.switch.restart}
+        if self.cfg.switch.restart == "fresh":
+            self.engine.restart(self.step)
+            self.phase_start = {"step": self.step, "optimizer_steps": self.engine.origin[0]}
+            self.sampler = self._new_sampler()
+            self.total_steps = self._phase_total()
+            restart.reference_from_policy(self.ref_model, self.engine, run.run_dir or "", self.step)
+            payload["total_steps"] = self.total_steps
+        self._record(run.id, "phase_switch", payload, self.step)
+
+    def _pass_over(self) -> bool:
+        return restart.pass_over(self.cfg, self.step, self.phase_start, self.sampler, self.planned_steps)
+
+    def _phase_total(self) -> int:
+        """The run's steps after a fresh restart: ``grpo.max_steps``, or the phase's start plus a pass."""
+        start = self.phase_start["step"] if self.phase_start else 0
+        return int(self.cfg.grpo.max_steps or start + self.planned_steps)
 
     def _end_pass_early(self, run: Run) -> None:
         """The data pass is over before the planned steps (DAPO refills drew from it): this step is the last
@@ -314,7 +348,9 @@ class Trainer:
             ]  # one list of micro-batches (rows) per optimizer update
             chunks = [rows for mini in minis for rows in mini]
             forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
-            fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards)
+            fill_logprobs(
+                self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards
+            )
         totals: dict[str, list[float]] = {}
         # ZeRO-2/3 reduce gradients in every backward: as many micro-batches on every rank (zero-weight padding)
         pad = self.engine.zero_stage >= 2 and world > 1
@@ -353,26 +389,12 @@ class Trainer:
             self.sandbox = None
 
 
-SMALL_MODEL_PARAMS = 50_000_000
 STEP_LINE_KEYS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")
 
 
 def step_line(step: int, total: int, phase: str, metrics: dict[str, float]) -> str:
     """``step 3/12 [short]: reward/rl_mean 0.605, critique/accuracy 1.000 (2.4 s)``."""
     values = ", ".join(f"{k} {metrics[k]:.3f}" for k in STEP_LINE_KEYS if k in metrics)
-    return f"step {step}/{total} [{phase}]: {values or 'no rewards'} ({metrics.get('time/step_s', 0.0):.1f} s)"
-
-
-def _pin_intra_op_threads(model: Any) -> None:
-    """One intra-op thread for a small model on CPU, unless OMP_NUM_THREADS says otherwise.
-
-    A small model's ops are too small to gain from splitting over cores, and a split op waits for its
-    slowest thread: on a busy machine (sandbox workers, another cell, anything else) a descheduled thread
-    stalls every op, and a tiny-coder step took 10.8 s with 2 threads against 1.6 s with one
-    (benchmarks/step_time.py). The thread count is fixed here, not by the load, so a run stays
-    deterministic. Larger models and GPU runs keep torch's default.
-    """
-    if "OMP_NUM_THREADS" in os.environ or torch.cuda.is_available():
-        return
-    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
-        torch.set_num_threads(1)
+    return (
+        f"step {step}/{total} [{phase}]: {values or 'no rewards'} ({metrics.get('time/step_s', 0.0):.1f} s)"
+    )
