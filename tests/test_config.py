@@ -148,3 +148,7 @@ def test_a_plateau_switch_on_the_rl_reward_warns_when_no_prompt_is_rl() -> None:
     assert warned("data.crl_ratio=1.0")
     assert not warned("data.crl_ratio=0.5")
     assert not warned("data.crl_ratio=1.0", "switch.metric=reward/crl_mean")
+    fresh = config_warnings(
+        load_config(REPO / "experiments/tiny_coder.yaml", ["data.crl_ratio=1.0", "switch.restart=fresh"])
+    )
+    assert any("switches only when its data pass ends" in w for w in fresh)

@@ -200,7 +200,9 @@ def config_warnings(cfg: DictConfig) -> list[str]:
     if sw.policy == "plateau" and len(cfg.phases) > 1 and sw.metric.startswith("reward/rl") and no_rl:
         out.append(
             f"switch.metric={sw.metric} is never logged when every prompt is a critique (data.crl_ratio="
-            f"{cfg.data.crl_ratio}): the phase never switches; set switch.metric=reward/crl_mean, or "
+            f"{cfg.data.crl_ratio}): the plateau never fires, so the phase "
+            + ("switches only when its data pass ends" if sw.restart == "fresh" else "never switches")
+            + "; set switch.metric=reward/crl_mean, or "
             "switch.policy=fixed with switch.at_steps"
         )
     ev = cfg.eval

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from tests.train.test_engine import VOCAB, make_engine, split, tiny_model, token_mean_loss
-from tests.train.test_loop import _cli, _final_weights, _only_run, _run_args
+from tests.train.test_loop import REPO, _cli, _final_weights, _only_run, _run_args
 
+from crlab.config import load_config
 from crlab.registry import Registry
+from crlab.train.setup import run_steps
 
 
 def _batches(n: int) -> list[list[dict]]:
@@ -118,3 +120,18 @@ def test_a_fresh_phase_is_a_new_run_and_resumes_bitwise(env: dict[str, str], tmp
     final, expected = _final_weights(resumed_cks[-1].path), _final_weights(cks[-1].path)
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in final)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], (4, True)),  # keep: one pass for the whole run
+        (["switch.restart=fresh"], (8, False)),  # plateau: at most a pass a phase
+        (["switch.restart=fresh", "switch.policy=fixed", "switch.at_steps=[2]"], (6, True)),
+        (["switch.restart=fresh", "switch.policy=fixed", "switch.at_steps=[9]"], (8, True)),  # pass ends first
+        (["switch.restart=fresh", "switch.policy=never"], (4, True)),
+    ],
+)
+def test_the_dry_run_counts_a_pass_per_fresh_phase(overrides: list[str], expected: tuple[int, bool]) -> None:
+    cfg = load_config(REPO / "experiments/tiny_coder.yaml", ["grpo.max_steps=null", *overrides])
+    assert run_steps(cfg, 4) == expected

@@ -311,7 +311,8 @@ class Trainer:
         metrics["perf/tokens_per_s"] = metrics.pop("_tokens", 0.0) / max(train_s, 1e-9)
         self._write_metrics(run, metrics)
         if self.recorder is not None:  # rank 0: one plain line a step (a sweep cell's train.log has them)
-            print(step_line(self.step, self.total_steps, self.schedule.current.name, metrics), flush=True)
+            phase = self.schedule.phases[int(metrics.get("phase/index", self.schedule.index))].name  # it ran in
+            print(step_line(self.step, self.total_steps, phase, metrics), flush=True)
 
     def _log_examples(self) -> None:
         """Every ``tracking.rollout_table_every`` steps, a W&B table of this step's sampled rollouts (rank 0's)."""
