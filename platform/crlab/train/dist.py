@@ -9,6 +9,8 @@ on rank 0 alone; the others wait for its metrics (:func:`from_main`).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +18,15 @@ import torch
 
 _GROUP: dict[str, Any] = {}
 WAIT_S = 24 * 3600  # how long the other ranks wait for rank 0 working alone (an evaluation)
+
+
+def import_deepspeed() -> None:
+    """Import DeepSpeed with its log lines on stderr. Its logger writes to stdout, so its start-up lines
+    ("Setting accelerator to CPU ...") would land among a run's step lines and a script's ``--json``; the
+    handler keeps the stream it was created with, so creating it under a redirect moves all its lines."""
+    if "deepspeed" not in sys.modules:
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
 
 
 def _dist() -> Any:

@@ -48,6 +48,7 @@ class Trainer:
         from crlab.train.phases import PhaseSchedule
 
         self.cfg, self.registry = cfg, registry
+        dist.import_deepspeed()  # first, so that its log lines go to stderr
         setup.check_world(cfg, setup.launched_world())
         setup.check_model_path(cfg.model.path)
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
