@@ -3,7 +3,8 @@
 The trainer (trainer.py) calls these in order: :func:`score` the samples, :func:`advantages_for` them
 (the CRL scale applied where the phase says), keep the groups with reward spread (dynamic sampling), then
 :func:`pack` the kept samples into padded tensors, split them into mini-batches (one optimizer update
-each) and micro-batches of rows of similar length (:func:`micro_batches`, one forward/backward each),
+each) and micro-batches of rows of similar length (:func:`micro_batches`, one forward/backward each; with
+``grpo.micro_batch_tokens``, by a token budget as verl does: :mod:`crlab.train.token_batches`),
 :func:`fill_logprobs` over those micro-batches, and :func:`micro_loss` gives each micro-batch its share of
 the mini-batch's loss.
 """
@@ -212,9 +213,11 @@ def fill_logprobs(
 
 
 def padding_batch(packed: Packed, chunks: list[list[int]]) -> Packed:
-    """A micro-batch that only keeps a collective count: this rank's shortest row of ``chunks`` (the last
-    row of the last chunk: :func:`micro_batches` puts the longest first), trimmed."""
-    return packed.select([chunks[-1][-1]]).trimmed()
+    """A micro-batch that only keeps a collective count: this rank's shortest row of ``chunks`` (the first
+    of the shortest, in the chunks' order), trimmed."""
+    rows = [row for chunk in chunks for row in chunk]
+    lengths = packed.attention[rows].sum(-1).tolist()
+    return packed.select([rows[lengths.index(min(lengths))]]).trimmed()
 
 
 def micro_loss(
