@@ -187,3 +187,61 @@ def test_a_tiny_run_splits_each_update_by_the_budget(
             flat = [i for part in parts for i in part]
             assert len(flat) == len(set(flat)) == 8  # each row once
         assert metric[step] == sum(counts) / 2, (step, counts, [u[0] for u in updates])
+
+
+TWO_RANKS = """
+import json, os, sys
+from types import SimpleNamespace
+import torch.distributed as dist
+from crlab.config import load_config
+from crlab.errors import ConfigError
+from crlab.train.trainer import Trainer
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+cfg = load_config(None, ["grpo.micro_batch_tokens=" + sys.argv[1]])
+# rank 0: a mini-batch of 40 tokens (2 micro-batches at 25), rank 1: of 130 tokens (6), in 8 rows each
+lengths = [[5] * 8, [20, 20, 20, 20, 20, 10, 10, 10]][rank]
+try:
+    out = Trainer._micro_batches(SimpleNamespace(cfg=cfg), lengths, [0, 8])
+except ConfigError as exc:
+    out = str(exc)
+print(json.dumps(out))
+dist.destroy_process_group()
+"""
+
+
+def _two_ranks(budget: int) -> list:  # noqa: ANN202
+    """Each rank's ``Trainer._micro_batches`` (or its error) at ``budget``, two gloo ranks on this machine."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    cmd = [sys.executable, "-c", TWO_RANKS, str(budget)]
+    procs = [subprocess.Popen(cmd, env={**base, "RANK": str(r)}, **pipes) for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+
+
+@pytest.mark.slow
+def test_two_ranks_split_into_the_most_micro_batches_of_either() -> None:
+    """Rank 0 alone would make 2 micro-batches (40 tokens at 25), rank 1 makes 6 (130 tokens): both make 6,
+    rank 0's rows balanced over them (5+5 | 5+5 | 5 | 5 | 5 | 5). A row over the budget on one rank stops
+    both with the same error (no rank left waiting in a collective)."""
+    mine, theirs = _two_ranks(25)
+    assert len(mine) == len(theirs) == 1  # one mini-batch each
+    assert [len(m) for m in mine[0]] == [2, 2, 1, 1, 1, 1] and len(theirs[0]) == 6
+    assert sorted(i for m in mine[0] for i in m) == list(range(8))
+    rank1 = [20, 20, 20, 20, 20, 10, 10, 10]
+    assert [sum(rank1[i] for i in m) for m in theirs[0]] == [30, 20, 20, 20, 20, 20]  # 20+10, four 20s, 10+10
+    errors = _two_ranks(15)  # rank 1's rows of 20 are over 15; rank 0's are not
+    assert errors[0] == errors[1] and errors[0].startswith("grpo.micro_batch_tokens: a row of 20 tokens")
