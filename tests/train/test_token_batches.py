@@ -14,6 +14,7 @@ import torch
 from crlab.config import load_config
 from crlab.config_checks import config_warnings
 from crlab.errors import ConfigError
+from crlab.train import step as step_module
 from crlab.train import trainer as trainer_module
 from crlab.train.rollout import Rollouts
 from crlab.train.step import pack, padding_batch
@@ -165,7 +166,7 @@ def test_a_tiny_run_splits_each_update_by_the_budget(
         seen.setdefault(trainer.step + 1, []).append(([lengths[i] for i in rows], out))  # the step it updates
         return out
 
-    monkeypatch.setattr(trainer_module, "token_micro_batches", spy)
+    monkeypatch.setattr(step_module, "token_micro_batches", spy)
     overrides = [*SMALL, f"grpo.micro_batch_tokens={BUDGET}", f"paths.runs_dir={tmp_path / 'runs'}"]
     cfg = load_config(REPO / "experiments/tiny_coder.yaml", overrides)
     registry = Registry(f"sqlite:///{tmp_path / 'reg.db'}")
@@ -191,11 +192,10 @@ def test_a_tiny_run_splits_each_update_by_the_budget(
 
 TWO_RANKS = """
 import json, os, sys
-from types import SimpleNamespace
 import torch.distributed as dist
 from crlab.config import load_config
 from crlab.errors import ConfigError
-from crlab.train.trainer import Trainer
+from crlab.train.step import split_mini_batches
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -203,7 +203,7 @@ cfg = load_config(None, ["grpo.micro_batch_tokens=" + sys.argv[1]])
 # rank 0: a mini-batch of 40 tokens (2 micro-batches at 25), rank 1: of 130 tokens (6), in 8 rows each
 lengths = [[5] * 8, [20, 20, 20, 20, 20, 10, 10, 10]][rank]
 try:
-    out = Trainer._micro_batches(SimpleNamespace(cfg=cfg), lengths, [0, 8])
+    out = split_mini_batches(lengths, [0, 8], cfg.grpo)
 except ConfigError as exc:
     out = str(exc)
 print(json.dumps(out))
@@ -212,7 +212,7 @@ dist.destroy_process_group()
 
 
 def _two_ranks(budget: int) -> list:  # noqa: ANN202
-    """Each rank's ``Trainer._micro_batches`` (or its error) at ``budget``, two gloo ranks on this machine."""
+    """Each rank's ``split_mini_batches`` (or its error) at ``budget``, two gloo ranks on this machine."""
     import json
     import os
     import socket

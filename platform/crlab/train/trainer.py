@@ -35,15 +35,14 @@ from crlab.train.evaluation import TrainingEval
 from crlab.train.step import (
     Packed,
     fill_logprobs,
-    micro_batches,
     micro_weights,
     pack,
     pad_micro_weights,
+    split_mini_batches,
     update_loss,
 )
 from crlab.train.timing import time_metrics, timed
 from crlab.train.tiny_model import TINY_URI
-from crlab.train.token_batches import check_longest, micro_batch_count, token_micro_batches
 
 
 class Trainer:
@@ -308,7 +307,7 @@ class Trainer:
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
         with timed("logprob", timings):
             packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id, g.train_eos)
-            minis = self._micro_batches(packed.lengths(), bounds)  # one list of micro-batches per update
+            minis = split_mini_batches(packed.lengths(), bounds, g)  # one list of micro-batches per update
             chunks = [rows for mini in minis for rows in mini]
             forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
             fill_logprobs(self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards)
@@ -329,20 +328,6 @@ class Trainer:
                 self.rollout.sync_weights(self.engine.module)
         ranks = dist.all_gather({k: sum(v) / len(v) for k, v in totals.items()})
         return {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
-
-    def _micro_batches(self, lengths: list[int], bounds: list[int]) -> list[list[list[int]]]:
-        """Each mini-batch (rows ``bounds[i]:bounds[i + 1]``) split into micro-batches: of at most
-        ``grpo.micro_batch_size`` rows of similar length, or with ``grpo.micro_batch_tokens`` as verl's
-        ``use_dynamic_bsz`` splits it: as many as its tokens need (the most over the ranks), balanced."""
-        g = self.cfg.grpo
-        spans = [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-        if g.micro_batch_tokens is None:
-            return [micro_batches(lengths, rows, g.micro_batch_size) for rows in spans]
-        budget = g.micro_batch_tokens
-        check_longest(int(dist.all_reduce(max(lengths), "max")), budget)  # on every rank alike
-        counts = [micro_batch_count([lengths[i] for i in rows], budget) for rows in spans]
-        counts = [int(dist.all_reduce(c, "max")) for c in counts]  # as verl: the most over the ranks
-        return [token_micro_batches(lengths, rows, c) for rows, c in zip(spans, counts, strict=True)]
 
     def finish(self, status: str, error: str | None) -> bool:
         """Record how the attempt ended (rank 0); False when the trainer has no journal yet (it failed in
