@@ -29,6 +29,7 @@ KNOBS = {
     "grpo.dual_clip_c": (3.0, 3.0),
     "grpo.max_refill_rounds": (3, None),
     "grpo.train_eos": (True, False),
+    "grpo.micro_batch_tokens": (None, 48000),
     "phases.0.crl_reward_scale": (0.8, 1.0),
     "phases.1.crl_reward_scale": (1.0, 1.0),
     "phases.0.max_response_length": (16384, 16384),

@@ -69,6 +69,7 @@ class GRPOConfig:
         64  # prompts per optimizer update; prompts_per_step / mini_batch_size updates a step
     )
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation inside a mini-batch)
+    micro_batch_tokens: int | None = None  # null: rows by micro_batch_size | N: a token budget (verl)
     lr: float = 1e-6
     warmup_steps: int = 10
     warmup_unit: str = "optimizer_step"  # optimizer_step | training_step (verl: the first step at lr 0)

@@ -49,6 +49,7 @@ def _check_grpo(cfg: DictConfig) -> None:
     _check_range(cfg, "grpo.prompts_per_step", 1)
     _check_range(cfg, "grpo.mini_batch_size", 1)
     _check_range(cfg, "grpo.micro_batch_size", 1)
+    _check_range(cfg, "grpo.micro_batch_tokens", 1)
     if g.prompts_per_step % g.mini_batch_size:
         _fail(
             "grpo.mini_batch_size",
@@ -205,6 +206,7 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             + "; set switch.metric=reward/crl_mean, or "
             "switch.policy=fixed with switch.at_steps"
         )
+    out += _budget_warnings(cfg)
     ev = cfg.eval
     if (ev.source or ev.crl_source) and ev.n > 1 and ev.temperature == 0:
         out.append(
@@ -212,3 +214,18 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             "equals pass@1; raise eval.temperature (e.g. 0.6) for pass@k > 1, or set eval.n=1"
         )
     return out
+
+
+def _budget_warnings(cfg: DictConfig) -> list[str]:
+    """A token budget below the longest row a phase allows: the run stops on the first such row."""
+    budget = cfg.grpo.micro_batch_tokens
+    if budget is None:
+        return []
+    longest = max(cfg.data.max_prompt_length + p.max_response_length for p in cfg.phases)
+    if longest <= budget:
+        return []
+    return [
+        f"grpo.micro_batch_tokens={budget} is below data.max_prompt_length + the longest phase's "
+        f"max_response_length ({longest} tokens): the run stops with an error on the first row over the "
+        f"budget (verl refuses such a budget at its first update); raise it to {longest} or more"
+    ]

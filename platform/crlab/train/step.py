@@ -3,7 +3,8 @@
 The trainer (trainer.py) calls these in order: :func:`score` the samples, :func:`advantages_for` them
 (the CRL scale applied where the phase says), keep the groups with reward spread (dynamic sampling), then
 :func:`pack` the kept samples into padded tensors, split them into mini-batches (one optimizer update
-each) and micro-batches of rows of similar length (:func:`micro_batches`, one forward/backward each),
+each) and micro-batches of rows of similar length (:func:`micro_batches`, one forward/backward each; with
+``grpo.micro_batch_tokens``, by a token budget as verl does: :mod:`crlab.train.token_batches`),
 :func:`fill_logprobs` over those micro-batches, and :func:`micro_loss` gives each micro-batch its share of
 the mini-batch's loss.
 """
@@ -17,9 +18,10 @@ import torch
 
 from crlab.rewards.code import score_code_responses
 from crlab.rewards.critique import critique_reward, parse_conclusion
-from crlab.train import grpo
+from crlab.train import dist, grpo
 from crlab.train.logprobs import model_logprobs
 from crlab.train.rollout import Rollouts
+from crlab.train.token_batches import check_longest, micro_batch_count, token_micro_batches
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,21 @@ def micro_batches(lengths: list[int], rows: range, max_rows: int) -> list[list[i
     return chunks
 
 
+def split_mini_batches(lengths: list[int], bounds: list[int], grpo_cfg: Any) -> list[list[list[int]]]:
+    """Each mini-batch (rows ``bounds[i]:bounds[i + 1]``) split into micro-batches: of at most
+    ``grpo.micro_batch_size`` rows of similar length (:func:`micro_batches`), or with
+    ``grpo.micro_batch_tokens`` as verl's ``use_dynamic_bsz`` splits it (:mod:`crlab.train.token_batches`):
+    as many as its tokens need, the most over the data-parallel ranks, balanced by Karmarkar–Karp."""
+    spans = [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    budget = grpo_cfg.micro_batch_tokens
+    if budget is None:
+        return [micro_batches(lengths, rows, grpo_cfg.micro_batch_size) for rows in spans]
+    check_longest(int(dist.all_reduce(max(lengths), "max")), budget)  # on every rank alike
+    counts = [micro_batch_count([lengths[i] for i in rows], budget) for rows in spans]
+    counts = [int(dist.all_reduce(c, "max")) for c in counts]  # as verl: the most over the ranks
+    return [token_micro_batches(lengths, rows, c) for rows, c in zip(spans, counts, strict=True)]
+
+
 @torch.no_grad()
 def fill_logprobs(
     model: Any, packed: Packed, temperature: float, chunks: list[list[int]], ref: Any = None,
@@ -212,9 +229,11 @@ def fill_logprobs(
 
 
 def padding_batch(packed: Packed, chunks: list[list[int]]) -> Packed:
-    """A micro-batch that only keeps a collective count: this rank's shortest row of ``chunks`` (the last
-    row of the last chunk: :func:`micro_batches` puts the longest first), trimmed."""
-    return packed.select([chunks[-1][-1]]).trimmed()
+    """A micro-batch that only keeps a collective count: this rank's shortest row of ``chunks`` (the first
+    of the shortest, in the chunks' order), trimmed."""
+    rows = [row for chunk in chunks for row in chunk]
+    lengths = packed.attention[rows].sum(-1).tolist()
+    return packed.select([rows[lengths.index(min(lengths))]]).trimmed()
 
 
 def micro_loss(

@@ -33,10 +33,10 @@ from crlab.train.evaluation import TrainingEval
 from crlab.train.step import (
     Packed,
     fill_logprobs,
-    micro_batches,
     micro_weights,
     pack,
     pad_micro_weights,
+    split_mini_batches,
     update_loss,
 )
 from crlab.train.timing import time_metrics, timed
@@ -343,11 +343,7 @@ class Trainer:
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
         with timed("logprob", timings):
             packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id, g.train_eos)
-            lengths = packed.lengths()
-            minis = [
-                micro_batches(lengths, range(lo, hi), g.micro_batch_size)
-                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
-            ]  # one list of micro-batches (rows) per optimizer update
+            minis = split_mini_batches(packed.lengths(), bounds, g)  # one list of micro-batches per update
             chunks = [rows for mini in minis for rows in mini]
             forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
             fill_logprobs(
