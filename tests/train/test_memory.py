@@ -82,6 +82,11 @@ def test_stages_offload_and_checkpointing_move_the_rows() -> None:
     full = estimate(load_config(None, [*SHAPES, "model.gradient_checkpointing=false"]), SMALL, world=1)
     assert _gib(full, "activations") == 8192 * (10 * 24_320 + 1024) * 2
     assert any(r.name == "vLLM" and r.gpu_bytes is None for r in full)  # rollout.engine auto: a note
+    # a token budget of 20,000 holds four rows of 4,096 tokens: twice micro_batch_size=2
+    budget = estimate(load_config(None, [*SHAPES, "grpo.micro_batch_tokens=20000"]), SMALL, world=4)
+    assert _gib(budget, "activations") == 2 * 8192 * 35_584 * 2
+    small = estimate(load_config(None, [*SHAPES, "grpo.micro_batch_tokens=1000"]), SMALL, world=4)
+    assert _gib(small, "activations") == 4096 * 35_584 * 2  # at least one row, whatever the budget
 
 
 def test_the_tiny_coder_config_is_read_without_weights() -> None:

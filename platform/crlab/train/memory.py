@@ -8,8 +8,8 @@
   state per parameter (the fp32 master copy and Adam's two moments); fp32 keeps 4, 4 and 8. ZeRO-1 splits
   the optimizer states over the ranks, ZeRO-2 the gradients too, ZeRO-3 the parameters too. Offloaded
   optimizer states or parameters live in CPU memory (the row says how much, per rank).
-- **activations**: one micro-batch of ``grpo.micro_batch_size`` rows at the longest shapes (prompt plus
-  the longest phase's response), the tensors a Qwen3/Llama-style decoder layer keeps for its backward
+- **activations**: one micro-batch of ``grpo.micro_batch_size`` rows (or of the rows a
+  ``grpo.micro_batch_tokens`` budget holds) at the longest shapes (prompt plus the longest phase's response), the tensors a Qwen3/Llama-style decoder layer keeps for its backward
   (:func:`layer_elements`, with SDPA/flash attention: no attention matrix). With gradient checkpointing
   (``model.gradient_checkpointing``) each layer keeps its input, and one layer at a time is recomputed.
   Rough: real rows are shorter than the longest, and kernels keep small extras not counted here.
@@ -132,9 +132,12 @@ def model_state_rows(cfg: Any, params: int, world: int) -> list[Row]:
 
 
 def step_tokens(cfg: Any) -> tuple[int, int]:
-    """(rows, tokens per row) of the largest micro-batch: prompt plus the longest phase's response."""
-    longest = max(int(p.max_response_length) for p in cfg.phases)
-    return int(cfg.grpo.micro_batch_size), int(cfg.data.max_prompt_length) + longest
+    """(rows, tokens per row) of the largest micro-batch: prompt plus the longest phase's response, and
+    ``grpo.micro_batch_size`` rows, or under ``grpo.micro_batch_tokens`` as many rows of that length as
+    the budget holds (at least one)."""
+    length = int(cfg.data.max_prompt_length) + max(int(p.max_response_length) for p in cfg.phases)
+    budget = cfg.grpo.get("micro_batch_tokens")
+    return (max(1, int(budget) // length) if budget else int(cfg.grpo.micro_batch_size)), length
 
 
 def activation_row(cfg: Any, shape: ModelShape) -> Row:
