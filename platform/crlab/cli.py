@@ -247,7 +247,7 @@ def runs_list(
         str | None,
         typer.Option(help="Order by KEY or KEY:desc (comma-separated keys); default oldest first."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many runs.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many runs: the newest, unless --sort.")] = None,
     wide: Annotated[
         bool, typer.Option("--wide", help="Every column, with full timestamps, however narrow the terminal.")
     ] = False,

@@ -32,3 +32,5 @@ def test_improves(key: str, value: float, best: float | None, expected: bool) ->
 def test_direction() -> None:
     assert not lower_is_better("eval/pass@1") and not lower_is_better("reward/rl_mean")
     assert lower_is_better("loss") and lower_is_better("actor/pg_loss")
+    assert lower_is_better("actor/kl") and lower_is_better("actor/ppo_kl") and lower_is_better("time/step_s")
+    assert not lower_is_better("actor/entropy") and not lower_is_better("critique/accuracy")

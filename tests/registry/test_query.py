@@ -127,6 +127,8 @@ def test_sort_limit_and_columns(reg: Registry) -> None:
     assert [r.id for r in by_ratio] == ["r3", "r2", "r1"]
     best = find_runs(reg, None, sort="metrics.reward/rl_mean.last:desc", limit=3)
     assert [r.id for r in best] == ["r4", "r2", "r1"]
+    oldest_first = [r.id for r in find_runs(reg, None)]
+    assert len(oldest_first) == 6 and [r.id for r in find_runs(reg, None, limit=2)] == oldest_first[-2:]
     missing_last = find_runs(reg, None, sort="metrics.reward/rl_mean.last")  # no value: last either way
     assert [r.id for r in missing_last] == ["r3", "r1", "r2", "r4", "r5", "r6"]
     assert [r.id for r in find_runs(reg, None, sort="name")] == ["r5", "r6", "r1", "r2", "r3", "r4"]

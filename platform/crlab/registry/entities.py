@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -116,10 +117,12 @@ SELECTS = ("best", "last")  # which value of a run's metric judges it: its best,
 
 
 def lower_is_better(key: str) -> bool:
-    """Which end of a metric is its best: the lowest for losses (the last ``/``-part of the key contains
-    ``loss``: ``loss``, ``train/pg_loss``), the highest for everything else (rewards, accuracy,
-    ``eval/pass@1``, the paper's "best checkpoint")."""
-    return "loss" in key.rsplit("/", 1)[-1]
+    """Which end of a metric is its best: the lowest for losses and divergences (a word of the key's last
+    ``/``-part is or ends in ``loss`` or ``kl``: ``loss``, ``actor/pg_loss``, ``actor/kl``, ``actor/ppo_kl``)
+    and for times (``time/...``), the highest for everything else (rewards, accuracy, ``eval/pass@1``, the
+    paper's "best checkpoint")."""
+    words = re.split(r"[^a-z0-9]+", key.rsplit("/", 1)[-1].lower())
+    return key.startswith("time/") or any(w.endswith(("loss", "kl")) for w in words)
 
 
 def improves(key: str, value: float, best: float | None) -> bool:

@@ -53,7 +53,7 @@ def find_runs(
     columns: Sequence[str] = (), sweep_id: str | None = None, status: str | None = None,
 ) -> list[ListedRun]:  # fmt: skip
     """The runs matching ``where``, ordered by ``sort`` (``KEY[:desc]``, comma-separated; oldest first
-    when none), at most ``limit``, each with the values of ``columns``. Whole configs are not read (a
+    when none), at most ``limit`` (without ``sort``: the newest ones), each with the values of ``columns``. Whole configs are not read (a
     config is the bulk of a run's row): config keys come as columns."""
     sql = Compiler(registry.engine.dialect.name)
     conditions = [sql.where(where)] if where is not None else []
@@ -69,11 +69,13 @@ def find_runs(
     )
     for key, summary in sql.summaries.items():
         query = query.outerjoin(summary, and_(summary.c.run_id == RunRow.id, summary.c.key == key))
-    query = query.where(*conditions).order_by(*order, RunRow.created_at, RunRow.id).limit(limit)
+    newest = limit is not None and not sort  # --limit alone: the newest runs, still listed oldest first
+    age = (RunRow.created_at.desc(), RunRow.id.desc()) if newest else (RunRow.created_at, RunRow.id)
+    query = query.where(*conditions).order_by(*order, *age).limit(limit)
     with db.session_scope(registry.engine) as s:
         sql.check_metrics(s)
         rows = s.execute(query).all()
-    return [_listed(row, fields) for row in rows]
+    return [_listed(row, fields) for row in (rows[::-1] if newest else rows)]
 
 
 def _listed(row: Any, fields: list[Field]) -> ListedRun:
