@@ -38,6 +38,7 @@ def seeded(tmp_path: Path) -> str:
         reg.log_metrics(run.id, 3, {"reward/rl_mean": 0.625})
         reg.log_event(run.id, "phase_switch", {"to": "long"}, step=3)
         reg.record_checkpoint(run.id, 3, "/ck/3", complete=True)
+        reg.log_event(run.id, "checkpoint", {"path": "/ck/3"}, step=3)
         reg.create_run("other", {}, run_id="ffff0000")
     return url
 
@@ -74,6 +75,9 @@ def test_runs_list_and_show_json(seeded: str) -> None:
     assert shown["events"][0]["kind"] == "phase_switch" and shown["checkpoints"][0]["complete"] is True
     table = platform("runs", "show", "abcd1234", db=seeded)
     assert table.returncode == 0 and "phase_switch" in table.stdout and "0.625" in table.stdout
+    assert "to=long" in table.stdout and f"crl-ratio ({shown['sweep_id']}) / k0" in table.stdout
+    events = table.stdout[table.stdout.index("events (") : table.stdout.index("\ncheckpoints\n")]
+    assert "phase_switch" in events and "checkpoint " not in events  # checkpoints are listed in their table
 
 
 def test_runs_list_fits_the_terminal(seeded: str) -> None:

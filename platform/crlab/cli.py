@@ -302,6 +302,7 @@ def runs_show(
         events = reg.events(r.id)
         checkpoints = reg.checkpoints(r.id)
         best = best_checkpoint_json(reg, r)
+        sweep = f"{reg.get_sweep(r.sweep_id).name} ({r.sweep_id})" if r.sweep_id else None
     if json_out:
         print_json(
             {
@@ -313,7 +314,7 @@ def runs_show(
             }
         )
     else:
-        out.print(run_panel(r, latest, events, checkpoints, best))
+        out.print(run_panel(r, latest, events, checkpoints, best, sweep))
 
 
 @db_app.command("upgrade")

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+
+def _console(stderr: bool = False) -> Console:
+    """Off a terminal (a pipe, a file) and without $COLUMNS, tables get 160 columns rather than rich's 80,
+    so that `platform runs list | less` and a log file keep whole cells."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 160)
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 DbOpt = Annotated[
     str | None,

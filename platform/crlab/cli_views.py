@@ -180,14 +180,14 @@ def best_checkpoint_json(registry: Any, run: Any) -> dict[str, Any] | None:
 
 def run_panel(
     run: Any, latest: dict[str, tuple[int, float]], events: list[Any], checkpoints: list[Any],
-    best: dict[str, Any] | None = None,
+    best: dict[str, Any] | None = None, sweep: str | None = None,
 ) -> Group:  # fmt: skip
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
     rows = [
         ("name", run.name), ("status", _status(run.status)), ("attempt", str(run.attempt)),
-        ("sweep / cell", f"{run.sweep_id or '-'} / {run.cell_key or '-'}"),
+        ("sweep / cell", f"{sweep or run.sweep_id or '-'} / {run.cell_key or '-'}"),
         ("host / pid / job", f"{run.host or '-'} / {run.pid or '-'} / {run.job_id or '-'}"),
         ("git", f"{run.git_commit or '-'}{' (dirty)' if run.git_dirty else ''}"),
         ("W&B run", run.wandb_run_id or "-"), ("run dir", run.run_dir or "-"),
@@ -203,7 +203,7 @@ def run_panel(
         rows.append(("unsent records", f"[yellow]{pending} in its journal: `platform runs sync {run.id}`[/]"))
     for key, value in rows:
         info.add_row(key, value)
-    parts: list[Any] = [Panel(info, title=f"run {run.id}", title_align="left")]
+    parts: list[Any] = [Panel(info, title=f"run {run.id}", title_align="left", expand=False)]
     if latest:
         metrics = Table(title="latest metrics", title_justify="left")
         for column in ("metric", "step", "value"):
@@ -213,12 +213,14 @@ def run_panel(
             step, value = latest[key]
             metrics.add_row(key, str(step), f"{value:.4g}")
         parts.append(metrics)
-    if events:
-        table = Table(title="events", title_justify="left")
+    shown = [e for e in events if e.kind != "checkpoint"]  # the checkpoints have their own table
+    if shown:
+        table = Table(title="events (checkpoints: below)", title_justify="left")
         for column in ("time", "step", "kind", "payload"):
             table.add_column(column)
-        for e in events:
-            table.add_row(_when(e.time), "-" if e.step is None else str(e.step), e.kind, str(e.payload))
+        for e in shown:
+            payload = ", ".join(f"{k}={v}" for k, v in e.payload.items())
+            table.add_row(_when(e.time), "-" if e.step is None else str(e.step), e.kind, payload)
         parts.append(table)
     if checkpoints:
         table = Table(title="checkpoints", title_justify="left")
