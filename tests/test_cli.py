@@ -157,7 +157,11 @@ def _one_error_line(res: subprocess.CompletedProcess, match: str) -> None:
         (["run", "experiments/nope.yaml", "--dry-run"], "no such file"),  # missing file
         (["run", "experiments/tiny_coder.yaml", "data.crl_ratio=2", "--dry-run"], "data.crl_ratio"),  # range
         (["runs", "show", "nosuchrun"], "no run with id"),  # unknown run
-        (["sweep", "sweeps/nope.yaml", "--dry-run"], "no such file"),  # missing sweep
+        (
+            ["sweep", "sweeps/nope.yaml", "--dry-run"],
+            "no such file (check the path; sweep files live in sweeps/)",
+        ),
+        (["sweep", "sweeps/crl_ratio.yaml", "--dry-run", "grpo.lr=1"], "goes in overrides={grpo.lr: 1}"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], match: str, seeded: str) -> None:
@@ -214,7 +218,10 @@ def test_sweep_dry_run_lists_cells_and_registers_nothing(tmp_path: Path) -> None
     [
         ("model.path=/no/such/model", "model.path: '/no/such/model' does not exist"),  # missing model
         ("--nproc=3", "does not split over 3 data-parallel ranks"),  # 10 prompts per step over 3 ranks
-        ("model.path=/no/model grpo.mini_batch_size=2 --nproc=2", "does not exist"),  # checked before registering
+        (
+            "model.path=/no/model grpo.mini_batch_size=2 --nproc=2",
+            "does not exist",
+        ),  # checked before registering
         ("data.rl_source=rstar:{bad}", "bad.jsonl:2"),  # a data file in the wrong format: file and line
         ("data.rl_source=nosuchformat:x", "data.rl_source"),  # an unknown source
     ],

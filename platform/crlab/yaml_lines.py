@@ -22,10 +22,11 @@ def reject_unknown_keys(
             )
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping; a missing file, bad syntax or a non-mapping top level is a ConfigError."""
+def read_yaml(path: Path, home: str = "experiments live in experiments/") -> dict[str, Any]:
+    """Parse a YAML mapping; a missing file (said with ``home``, where such files live), bad syntax or a
+    non-mapping top level is a ConfigError."""
     if not path.is_file():
-        raise ConfigError("no such file (check the path; experiments live in experiments/)", where=str(path))
+        raise ConfigError(f"no such file (check the path; {home})", where=str(path))
     text = path.read_text()
     try:
         data = yaml.safe_load(text)

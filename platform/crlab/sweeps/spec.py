@@ -90,7 +90,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     ``overrides=`` and ``executor=`` mappings are merged into the file's, key by key; others replace it.
     """
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, home="sweep files live in sweeps/")
     lines = key_lines(path)
 
     def where(key: str) -> str:
@@ -99,7 +99,8 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in SPEC_KEYS:
-            raise ConfigError(f"sweep override {item!r} must be one of {', '.join(SPEC_KEYS)}=VALUE")
+            hint = f"; a config key of every cell goes in overrides={{{key}: {value}}}" if "." in key and sep else ""
+            raise ConfigError(f"sweep override {item!r} must be one of {', '.join(SPEC_KEYS)}=VALUE{hint}")
         parsed = value if key in ("base", "name") else _parse(value, item)
         if key in ("overrides", "executor") and isinstance(parsed, dict) and isinstance(data.get(key), dict):
             parsed = {**data[key], **parsed}  # merged into the file's, key by key
