@@ -225,13 +225,39 @@ def _json_text(value: Any, where: tuple, field: str) -> str:
         raise DataFormatError(*where, field, f"functional value is not JSON text: {value[:60]!r}") from None
 
 
+# class_name values the functional harness can call: none (a top-level function) or LeetCode's Solution.
+RSTAR_CLASSES = ("", "Solution")
+
+
+def _text(row: dict, name: str, where: tuple) -> str:
+    """An optional str column; missing, null and (as rStar-Coder publishes "none") "" all read as ""."""
+    return _get(row, name, str, where, default="").strip()
+
+
+def _rstar_fn_name(row: dict, where: tuple) -> str | None:
+    """The function to call, from ``func_name`` (rStar-Coder's column) or ``fn_name`` (our older files).
+
+    ``class_name`` may be "" or "Solution" (the harness calls a top-level function or a method of
+    ``class Solution``); any other class is refused rather than run as something it is not."""
+    func_name, fn_name = _text(row, "func_name", where), _text(row, "fn_name", where)
+    if func_name and fn_name and func_name != fn_name:
+        raise DataFormatError(*where, "fn_name", f"{fn_name!r} differs from func_name {func_name!r}")
+    name, class_name = func_name or fn_name, _text(row, "class_name", where)
+    if class_name not in RSTAR_CLASSES:
+        why = "only a top-level function or a method of class Solution can be called ('' or 'Solution')"
+        raise DataFormatError(*where, "class_name", f"{class_name[:60]!r}: {why}")
+    if class_name and not name:
+        raise DataFormatError(*where, "func_name", f"missing (class_name is {class_name!r})")
+    return name or None
+
+
 def _rstar_problem(row: dict, where: tuple) -> Problem:
     inputs, outputs = _as_list(row, "inputs", where), _as_list(row, "outputs", where)
     if len(inputs) != len(outputs):
         raise DataFormatError(*where, "outputs", f"{len(outputs)} outputs for {len(inputs)} inputs")
     if not inputs:
         raise DataFormatError(*where, "inputs", "no tests")
-    fn_name = _get(row, "fn_name", str, where, default="") or None
+    fn_name = _rstar_fn_name(row, where)
     if fn_name:
         ins = tuple(_json_text(v, where, f"inputs[{i}]") for i, v in enumerate(inputs))
         outs = tuple(_json_text(v, where, f"outputs[{i}]") for i, v in enumerate(outputs))
@@ -262,8 +288,15 @@ def _rstar_problem(row: dict, where: tuple) -> Problem:
 
 
 def load_rstar(path: str | Path) -> list[Problem]:
-    """rStar-Coder-style JSONL: question, inputs, outputs (lists or JSON text of lists), optional
-    fn_name (then functional: inputs are argument lists), starter_code, solutions, question_id/id."""
+    """rStar-Coder JSONL: rows of microsoft/rStar-Coder's ``seed_testcase`` or ``synthetic_rl_testcase``
+    config, as ``datasets`` exports them, or rows the platform wrote (:func:`crlab.data.pipeline.problem_row`).
+
+    Read: ``question``; ``inputs``/``outputs`` (lists, or JSON text of lists as published); ``func_name``
+    (``fn_name`` accepted as an alias; "" means none): when set the tests are functional and each input
+    is the argument list (JSON text, as published, or a JSON value), each output the return value;
+    ``class_name`` "" or "Solution"; ``starter_code``; ``solutions``; ``question_id``/``id``.
+    Not read: ``is_synthesized`` and ``test_case_type`` (per-test tags; the tests run either way).
+    """
     return [_rstar_problem(row, (path, line)) for line, row in read_jsonl(path)]
 
 

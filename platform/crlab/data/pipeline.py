@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,18 +84,27 @@ def split_problems(
 
 
 def problem_row(problem: Problem) -> dict:
-    """A problem as an rStar-Coder-style row (what ``rstar:FILE`` reads back to the same problem)."""
+    """A problem as a row of rStar-Coder's ``seed_testcase`` config (what ``rstar:FILE`` reads back to the same
+    problem), plus our ``solutions``, ``difficulty`` and ``source``.
+
+    As rStar-Coder publishes it: ``inputs``/``outputs`` are JSON text of a list (functional tests: a list of
+    JSON texts, argument list and return value); ``func_name`` and ``class_name`` are "" for a stdin problem;
+    ``class_name`` is "Solution" when the starter code defines ``class Solution``. ``is_synthesized`` and
+    ``test_case_type`` are not written (we do not know them). Files written before used ``fn_name`` and
+    lists; ``rstar:FILE`` still reads them.
+    """
     spec: TestSpec = problem.spec
     if spec.kind == "assert":
         raise CrlabError(f"problem {problem.id}: assert-style tests (HumanEval) have no rStar-style form")
-    row = {
-        "question_id": problem.id, "question": problem.question, "inputs": list(spec.inputs),
-        "outputs": list(spec.outputs), "starter_code": problem.starter_code, "solutions": list(problem.solutions),
-        "difficulty": problem.difficulty, "source": problem.source,
+    functional = spec.kind == "functional"
+    leetcode = functional and re.search(r"^\s*class\s+Solution\b", problem.starter_code, re.M) is not None
+    return {
+        "question_id": problem.id, "question": problem.question, "starter_code": problem.starter_code,
+        "inputs": json.dumps(list(spec.inputs), ensure_ascii=False),
+        "outputs": json.dumps(list(spec.outputs), ensure_ascii=False),
+        "func_name": spec.fn_name if functional else "", "class_name": "Solution" if leetcode else "",
+        "solutions": list(problem.solutions), "difficulty": problem.difficulty, "source": problem.source,
     }  # fmt: skip
-    if spec.kind == "functional":
-        row["fn_name"] = spec.fn_name
-    return row
 
 
 def write_jsonl(path: str | Path, rows: Sequence[dict]) -> Path:
