@@ -134,6 +134,117 @@ def test_rstar_bad_row(tmp_path):
         load_rstar(write_jsonl(tmp_path / "rs.jsonl", rows))
 
 
+# Rows in the shape of microsoft/rStar-Coder's ``seed_testcase`` config, every column of its card, exported
+# to JSONL by ``datasets``: inputs/outputs/is_synthesized/test_case_type are JSON text of per-test lists; a
+# functional test's input is itself the JSON text of the argument list and its output the JSON text of the
+# return value; func_name and class_name are "" for a stdin problem. (The tag values in test_case_type are
+# made up here: the loader does not read them.)
+SEED_FUNCTIONAL = {
+    "question_id": "seed-two-sum",
+    "question": "Return the indices of the two numbers of nums that add up to target.",
+    "starter_code": "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n        ",
+    "inputs": json.dumps(
+        [json.dumps([[2, 7, 11, 15], 9]), json.dumps([[3, 2, 4], 6]), json.dumps([[3, 3], 6])]
+    ),
+    "outputs": json.dumps([json.dumps([0, 1]), json.dumps([1, 2]), json.dumps([0, 1])]),
+    "is_synthesized": json.dumps([False, False, True]),
+    "test_case_type": json.dumps(["official", "official", "small"]),
+    "func_name": "twoSum",
+    "class_name": "Solution",
+}
+SEED_STDIN = {
+    "question_id": "seed-double",
+    "question": "Read n and print 2n.",
+    "starter_code": "",
+    "inputs": json.dumps(["3\n", "10\n"]),
+    "outputs": json.dumps(["6\n", "20\n"]),
+    "is_synthesized": json.dumps([False, True]),
+    "test_case_type": json.dumps(["official", "small"]),
+    "func_name": "",
+    "class_name": "",
+}
+TWO_SUM = (
+    "class Solution:\n    def twoSum(self, nums, target):\n        seen = {}\n"
+    "        for i, x in enumerate(nums):\n            if target - x in seen:\n"
+    "                return [seen[target - x], i]\n            seen[x] = i\n"
+)
+TWO_SUM_WRONG = "class Solution:\n    def twoSum(self, nums, target):\n        return [0, 1]\n"
+
+
+def test_rstar_reads_published_seed_testcase_rows(tmp_path):
+    func, stdin = load_rstar(write_jsonl(tmp_path / "seed.jsonl", [SEED_FUNCTIONAL, SEED_STDIN]))
+    assert (func.id, func.spec.kind, func.spec.fn_name) == ("seed-two-sum", "functional", "twoSum")
+    assert func.spec.inputs == ("[[2, 7, 11, 15], 9]", "[[3, 2, 4], 6]", "[[3, 3], 6]")
+    assert func.spec.outputs == ("[0, 1]", "[1, 2]", "[0, 1]")
+    assert func.starter_code.startswith("class Solution:\n    def twoSum(")
+    assert (stdin.id, stdin.spec.kind, stdin.spec.fn_name) == ("seed-double", "stdin", None)
+    assert (stdin.spec.inputs, stdin.spec.outputs) == (("3\n", "10\n"), ("6\n", "20\n"))
+    assert load_problems(str(tmp_path / "seed.jsonl"))[0].source == "rstar"  # format guessed from the row
+
+
+def test_published_rows_run_in_the_sandbox(tmp_path, sandbox):
+    func, stdin = load_rstar(write_jsonl(tmp_path / "seed.jsonl", [SEED_FUNCTIONAL, SEED_STDIN]))
+    half = "n = int(input())\nprint(2 * n if n < 5 else n)"  # right on 3, wrong on 10
+    rates = [
+        sandbox.run(program, problem.spec).pass_rate
+        for program, problem in [
+            (TWO_SUM, func),
+            (TWO_SUM_WRONG, func),  # [0, 1] is right for two of the three tests
+            ("print(2 * int(input()))", stdin),
+            (half, stdin),
+        ]
+    ]
+    assert rates == [1.0, pytest.approx(2 / 3), 1.0, 0.5]
+
+
+def test_rstar_synthetic_rl_testcase_row_is_stdin(tmp_path):
+    row = {k: SEED_STDIN[k] for k in ("question_id", "question", "inputs", "outputs")}
+    (p,) = load_rstar(write_jsonl(tmp_path / "syn.jsonl", [row]))
+    assert (p.id, p.spec.kind, p.spec.inputs, p.starter_code) == ("seed-double", "stdin", ("3\n", "10\n"), "")
+
+
+def test_rstar_fn_name_is_an_alias_of_func_name(tmp_path):
+    old = {**SEED_FUNCTIONAL, "fn_name": "twoSum"}
+    del old["func_name"], old["class_name"]
+    both = {**SEED_FUNCTIONAL, "fn_name": "twoSum"}
+    a, b = load_rstar(write_jsonl(tmp_path / "rs.jsonl", [old, both]))
+    assert a.spec == b.spec == load_rstar(write_jsonl(tmp_path / "new.jsonl", [SEED_FUNCTIONAL]))[0].spec
+    # a top-level function (class_name "") is called as well as a Solution method
+    top = {**SEED_FUNCTIONAL, "class_name": "", "starter_code": ""}
+    (p,) = load_rstar(write_jsonl(tmp_path / "top.jsonl", [top]))
+    assert p.spec.fn_name == "twoSum" and p.starter_code == ""
+
+
+@pytest.mark.parametrize(
+    "change, field, reason",
+    [
+        (
+            {"class_name": "LRUCache"},
+            "class_name",
+            "'LRUCache': only a top-level function or a method of class",
+        ),
+        ({"func_name": ""}, "func_name", "missing (class_name is 'Solution')"),
+        ({"func_name": 7}, "func_name", "expected str, got int"),
+        ({"fn_name": "threeSum"}, "fn_name", "'threeSum' differs from func_name 'twoSum'"),
+        ({"func_name": "two sum"}, "func_name", "'two sum' is not a Python identifier"),
+        ({"fn_name": "f-1", "func_name": ""}, "fn_name", "'f-1' is not a Python identifier"),
+        (
+            {"inputs": json.dumps(["[[1], 1]", "[[2], 2", "[[3], 3]"])},
+            "inputs[1]",
+            "functional value is not JSON text: '[[2], 2'",
+        ),
+        ({"inputs": json.dumps(["[[1], 1]", "[[2], 2]", "3"])}, "inputs", "argument list"),
+        ({"inputs": json.dumps(["[[1], 1]"])}, "outputs", "3 outputs for 1 inputs"),
+    ],
+)
+def test_rstar_published_row_errors_name_file_line_field(tmp_path, change, field, reason):
+    rows = [SEED_STDIN, {**SEED_FUNCTIONAL, **change}]
+    with pytest.raises(DataFormatError) as err:
+        load_rstar(write_jsonl(tmp_path / "seed.jsonl", rows))
+    assert (err.value.line, err.value.field) == (2, field) and err.value.path.endswith("seed.jsonl")
+    assert reason in err.value.reason and "\n" not in str(err.value)
+
+
 def test_load_problems_dispatch(tmp_path):
     assert len(load_problems("tiny:5")) == 5
     assert all(p.id.startswith("tiny-eval-") for p in load_problems("tiny-eval:3"))

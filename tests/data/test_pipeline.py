@@ -74,6 +74,34 @@ def test_rstar_rows_read_back_to_the_same_problems(tmp_path):
         problem_row(load_problems("humaneval")[0])
 
 
+def test_problem_rows_have_the_published_seed_testcase_columns(tmp_path):
+    from tests.data.test_formats import LCB_FUNCTIONAL, LCB_STDIN, SEED_FUNCTIONAL, SEED_STDIN
+    from tests.data.test_formats import write_jsonl as write_rows
+
+    stdin, func = load_livecodebench(write_rows(tmp_path / "lcb.jsonl", [LCB_STDIN, LCB_FUNCTIONAL]))
+    s_row, f_row = problem_row(stdin), problem_row(func)
+    published = {"question_id", "question", "starter_code", "inputs", "outputs", "func_name", "class_name"}
+    assert published <= s_row.keys() and "fn_name" not in s_row and "fn_name" not in f_row
+    assert (s_row["func_name"], s_row["class_name"]) == ("", "")
+    assert (s_row["inputs"], s_row["outputs"]) == ('["1 2\\n", "5 5\\n"]', '["3\\n", "10\\n"]')
+    assert (f_row["func_name"], f_row["class_name"]) == ("twoSum", "Solution")
+    assert json.loads(f_row["inputs"]) == ["[[2, 7, 11, 15], 9]", "[[3, 2, 4], 6]"]  # JSON texts in JSON text
+    assert json.loads(f_row["outputs"]) == ["[0, 1]", "[1, 2]"]
+    # the same encoding as the published rows: each value is a string, as in SEED_FUNCTIONAL / SEED_STDIN
+    for ours, theirs in ((f_row, SEED_FUNCTIONAL), (s_row, SEED_STDIN)):
+        assert {k: type(ours[k]) for k in published} == {k: type(theirs[k]) for k in published}
+    # a functional problem without class Solution in its starter code: class_name ""
+    top = problem_row(
+        Problem(id="t", question="q", spec=func.spec, source="rstar", starter_code="def twoSum(")
+    )
+    assert (top["func_name"], top["class_name"]) == ("twoSum", "")
+    # older files (fn_name, lists) still read to the same problem
+    old = {**f_row, "fn_name": "twoSum", "inputs": json.loads(f_row["inputs"])}
+    del old["func_name"], old["class_name"]
+    again, back = load_rstar(write_rows(tmp_path / "rows.jsonl", [f_row, old]))
+    assert again.spec == back.spec == func.spec
+
+
 def test_candidates_are_labelled_by_running_them(tmp_path, sandbox):
     problem = load_problems("tiny:1")[0]
     right = problem.solutions[0].rstrip("\n") + "\n"  # as extract_code returns a block

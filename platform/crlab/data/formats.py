@@ -248,6 +248,9 @@ def _rstar_fn_name(row: dict, where: tuple) -> str | None:
         raise DataFormatError(*where, "class_name", f"{class_name[:60]!r}: {why}")
     if class_name and not name:
         raise DataFormatError(*where, "func_name", f"missing (class_name is {class_name!r})")
+    if name and not name.isidentifier():
+        field = "func_name" if func_name else "fn_name"
+        raise DataFormatError(*where, field, f"{name[:60]!r} is not a Python identifier")
     return name or None
 
 
