@@ -1,4 +1,4 @@
-"""Loaders for problem files: LiveCodeBench, rStar-Coder-style JSONL, HumanEval, the bundled tiny task.
+"""Loaders for problem files: LiveCodeBench, rStar-Coder (as published), HumanEval, the bundled tiny task.
 
 Every loader returns ``list[Problem]``; a row that cannot be read raises :class:`DataFormatError` naming
 the file, the (1-based) line and the field. :func:`load_problems` dispatches on a source string.

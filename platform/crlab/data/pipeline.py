@@ -6,8 +6,8 @@
   is dropped.
 - :func:`split_problems`: the paper's conversion: a fixed share of the problems (seeded) becomes the CRL
   pool, the rest the RL pool; no problem is in both.
-- :func:`problem_row` writes a problem back in the rStar-Coder-style JSONL that ``rstar:FILE`` reads, so
-  filtered and split sets are ordinary sources.
+- :func:`problem_row` writes a problem back as a row of rStar-Coder's published ``seed_testcase`` shape, which
+  ``rstar:FILE`` reads, so filtered and split sets are ordinary sources.
 """
 
 from __future__ import annotations
