@@ -366,7 +366,8 @@ class Trainer:
             chunks = [rows for mini in minis for rows in mini]
             forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
             fill_logprobs(
-                self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards
+                self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards,
+                on_policy=n_updates == 1,  # the same on every rank (n_updates is their minimum)
             )
         totals: dict[str, list[float]] = {}
         # ZeRO-2/3 reduce gradients in every backward: as many micro-batches on every rank (zero-weight padding)
