@@ -103,9 +103,9 @@ def make_rows(
     if not crl_problems:
         return rl, []
     extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
-    rows = build_crl_rows(
-        crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=cfg.reward.max_tests,
-        style=style, candidates=extra, template=cfg.data.crl_prompt,
+    rows = build_crl_rows(  # labelled on every test, as `platform data build-crl` and the paper label them
+        crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=None, style=style,
+        candidates=extra, template=cfg.data.crl_prompt,
     )  # fmt: skip
     if not rows:
         raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
