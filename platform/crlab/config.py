@@ -91,6 +91,7 @@ class GRPOConfig:
         True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
     )
     max_refill_rounds: int | None = 3  # null: unlimited (the authors), up to one pass over the data per step
+    dapo_quota: str = "global"  # global (verl: all ranks' kept groups count) | per_rank (each fills its share)
     epochs: int = 1
     max_steps: int | None = None  # None = as many steps as `epochs` of the RL source take
 
@@ -238,6 +239,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
     "grpo.micro_weight": ("exact", "verl"),
     "grpo.warmup_unit": ("optimizer_step", "training_step"),
+    "grpo.dapo_quota": ("global", "per_rank"),
     "rollout.engine": ("auto", "hf", "vllm"),
     "reward.code_mode": ("pass_rate", "all_or_nothing"),
     "reward.code_extraction": ("last", "joined"),
