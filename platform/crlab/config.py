@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -394,12 +395,37 @@ def validate(cfg: DictConfig) -> None:
     check_config(cfg)
 
 
+def redact_url(url: str | None) -> str | None:
+    """A database URL with its password replaced by ``***`` (``postgresql://user:***@host/db``)."""
+    if not url or "@" not in url or "://" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}{at}{location}"
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (e.g. a command line)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@]+:)[^\s]*@(?=[^\s@]*$|[^\s@]*\s)")
+
+
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+    """The config as text, with no credential (what ``config.yaml`` and ``--dry-run`` show)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def to_dict(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """The config as plain data, every stored or logged copy's source (the registry, W&B, sweep cells): a
+    password in ``registry_url`` is replaced by ``***``; only the process that opens the registry reads the
+    config's own value."""
+    data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if data.get("registry_url"):
+        data["registry_url"] = redact_url(data["registry_url"])
+    return data
 
 
 def from_dict(data: dict[str, Any]) -> DictConfig:

@@ -21,6 +21,7 @@ cannot read its summary back, so a resumed run passes the events it had (from th
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ class Tracker:
             return
         import wandb
 
+        from crlab.config import redact_text
+
+        sys.argv = [redact_text(arg) for arg in sys.argv]  # W&B records the command line: no password in it
         wandb_dir = Path(run_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         self._run = wandb.init(
