@@ -125,6 +125,7 @@ def _log_wandb(result, runs, plot_path: Path | None, paper: bool) -> Path | None
         mode=tracking.get("mode", "offline") if tracking.get("enabled", True) else "disabled",
         group=result.sweep, run_id=f"ablation-{runs[0].sweep_id if runs else result.sweep}", folder=folder,
         columns=header, rows=rows, plot=plot_path,
+        notes=[*result.notes, *filter(None, [report.power_line(result.power)])],
     )  # fmt: skip
 
 

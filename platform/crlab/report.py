@@ -125,11 +125,14 @@ def to_csv(result: Ablation, paper: bool = False) -> str:
 
 
 def _error_bars(rows: Sequence[AblationRow]) -> tuple[list[list[float]], str]:
-    """(2, rows) error bar lengths below and above each mean: the 95% interval where every row has one,
-    else the std (no bar for a group of one)."""
-    if all(r.ci95 is not None for r in rows):
-        return [[r.mean - r.ci95[0] for r in rows], [r.ci95[1] - r.mean for r in rows]], "95% CI"  # type: ignore[index]
-    std = [float("nan") if r.std is None else r.std for r in rows]
+    """(2, rows) error bar lengths below and above each mean: the 95% interval when the rows have them (no
+    bar for a row without: no per-problem records), else the std (no bar for a group of one)."""
+    nan = float("nan")
+    if any(r.ci95 is not None for r in rows):
+        below = [nan if r.ci95 is None else r.mean - r.ci95[0] for r in rows]
+        above = [nan if r.ci95 is None else r.ci95[1] - r.mean for r in rows]
+        return [below, above], "95% CI"
+    std = [nan if r.std is None else r.std for r in rows]
     return [std, std], "± std over seeds"
 
 

@@ -1,0 +1,146 @@
+"""`platform ablation` with intervals, paired tests, the base row and power, end to end: a registry filled the
+way runs fill it (each run's journal, replayed into SQLite), every figure checked against values worked out
+by hand (the 4 problems x 2 seeds example of test_stats.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crlab.errors import CrlabError
+from crlab.registry import Registry
+from crlab.registry.ablation import ablation
+from crlab.registry.ablation_stats import with_uncertainty
+from crlab.registry.journal import Journal, replay
+
+REPO = Path(__file__).resolve().parents[2]
+N = 4  # samples per problem
+PROBLEMS = ["p1", "p2", "p3", "p4"]
+# (crl_ratio, seed) -> passing samples c per problem at step 10 (the best checkpoint) and step 20 (the last)
+BEST = {
+    (0.0, 0): [2, 2, 1, 0], (0.0, 1): [3, 4, 1, 3],  # pass@1 B of test_stats.py: seed means 0.3125, 0.6875
+    (0.2, 0): [4, 2, 3, 0], (0.2, 1): [4, 4, 1, 2],  # A: 0.5625, 0.6875; A - B: delta 0.125, exact p 6/16
+    (1.0, 0): [2, 2, 1, 0], (1.0, 1): [3, 4, 1, 3],  # the baseline's verdicts: delta 0, [0, 0], p 1
+}  # fmt: skip
+LAST = {key: [0, 0, 0, 1] for key in BEST}  # pass@1 0.0625 everywhere
+BASE = {0: [1, 0, 1, 0], 1: [2, 0, 0, 0]}  # step 0, per seed; pooled over the seed's 3 runs: n=12, c=3x
+
+
+def _journal_run(reg: Registry, sweep_id: str, ratio: float, seed: int, folder: Path) -> str:
+    run = reg.create_run(
+        "tiny", {"data": {"crl_ratio": ratio}, "seed": seed}, sweep_id=sweep_id, cell_key=f"{ratio}-{seed}",
+        status="running", attempt=1, run_dir=str(folder / f"{ratio}-{seed}"),
+    )  # fmt: skip
+    journal = Journal(run.run_dir, attempt=1)
+    for step, counts in ((0, BASE[seed]), (10, BEST[(ratio, seed)]), (20, LAST[(ratio, seed)])):
+        journal.append("metrics", step=step, values={"eval/pass@1": sum(counts) / (N * len(counts))})
+        payload = {"source": "tiny-test", "prefix": "eval/", "n": N,
+                   "problems": [[p, N, c] for p, c in zip(PROBLEMS, counts, strict=True)]}  # fmt: skip
+        journal.append("event", event="eval_problems", payload=payload, step=step)
+        if step:
+            journal.append("checkpoint", step=step, path=f"{run.run_dir}/ck/{step}", best=10)
+    journal.append("status", status="completed", error=None)
+    journal.close()
+    replay(reg.engine, run.id, run.run_dir)  # what the run's writer (or `platform runs sync`) does
+    return run.id
+
+
+def fill(url: str, folder: Path) -> None:
+    with Registry(url) as reg:
+        sweep = reg.create_sweep(
+            "crl-ratio", {"grid": {"data.crl_ratio": [0.0, 0.2, 0.5, 1.0]}, "seeds": [0, 1]}
+        )
+        for ratio, seed in BEST:
+            _journal_run(reg, sweep.id, ratio, seed, folder)
+        old = reg.create_run("tiny", {"data": {"crl_ratio": 0.5}, "seed": 0}, sweep_id=sweep.id, cell_key="o")
+        reg.start_attempt(old.id, host="h", pid=1)  # a run made before per-problem records: metrics only
+        reg.log_metrics(old.id, 10, {"eval/pass@1": 0.4})
+        reg.finish_run(old.id, "completed")
+
+
+def platform(*args: str, url: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CRLAB_DB_URL": url, **env_vars}
+    env.pop("WANDB_API_KEY", None)
+    cmd = [sys.executable, "-c", "from crlab.cli import main; main()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    fill(url, tmp_path)
+    done = platform("ablation", "crl-ratio", "--json", "--power", "0.024", url=url)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    rows = {r["data.crl_ratio"]: r for r in data["rows"]}
+    assert data["baseline"] == {"key": "data.crl_ratio", "value": 0.0}
+    base, a, same, old = rows[0.0], rows[0.2], rows[1.0], rows[0.5]
+    assert base["baseline"] and base["delta"] is None and base["mean"] == pytest.approx(0.5)
+    assert a["mean"] == pytest.approx(0.625) and a["n"] == 2 and a["std"] == pytest.approx(0.125 / 2**0.5)
+    assert a["ci95"][0] <= 0.625 <= a["ci95"][1]
+    assert a["delta"] == pytest.approx(0.125) and a["p"] == pytest.approx(6 / 16)
+    assert a["delta_ci95"][0] <= 0.125 <= a["delta_ci95"][1]
+    assert same["delta"] == 0.0 and same["delta_ci95"] == [0.0, 0.0] and same["p"] == 1.0
+    # Holm over the two comparisons: 2 * 0.375 = 0.75, then max(0.75, 1 * 1.0) = 1.0
+    assert a["p_holm"] == pytest.approx(0.75) and same["p_holm"] == 1.0
+    assert a["significant"] is False and same["significant"] is False and base["significant"] is None
+    # the base model, pooled per seed (n = 12): seed 0 [3, 0, 3, 0] / 12, seed 1 [6, 0, 0, 0] / 12
+    assert data["base"]["mean"] == pytest.approx(0.125) and data["base"]["n"] == 2
+    assert a["gain"] == pytest.approx(0.5) and base["gain"] == pytest.approx(0.375)
+    assert old["mean"] == 0.4 and old["ci95"] is None and old["p"] is None  # the older run: mean only
+    assert any("no intervals for the rows of run(s)" in note for note in data["notes"])
+    assert any("chosen on the reported set itself" in note for note in data["notes"])
+    # power: spread pooled over the two comparisons (var_seed 0.015625 and 0; var_problem 0.0625 and 0),
+    # V = 0.0078125 + 0.03125 / 4 = 0.015625; z = 2.8016: detectable z * sqrt(V / 2), seeds ceil(z^2 V / 0.024^2)
+    power = data["power"]
+    assert (power["seeds"], power["problems"], power["comparisons"]) == (2, 4, 2)
+    assert power["detectable"] == pytest.approx(2.801585218 * (0.015625 / 2) ** 0.5, abs=1e-8)
+    assert power["delta"] == 0.024 and power["seeds_needed"] == 213
+
+
+def test_markdown_baseline_option_plot_wandb_and_the_sweeps_last_table(tmp_path, capsys):
+    from crlab.cli_report import print_sweep_ablation
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    fill(url, tmp_path)
+    png = tmp_path / "ablation.png"
+    md = platform("ablation", "crl-ratio", "--baseline", "data.crl_ratio=0.2", "--plot", str(png), "--wandb",
+                  url=url, WANDB_MODE="offline", HOME=str(tmp_path))  # fmt: skip
+    assert md.returncode == 0, md.stderr
+    lines = md.stdout.splitlines()
+    assert lines[0].startswith("| data.crl_ratio | eval/pass@1 (best) mean | std | n | 95% CI | delta |")
+    assert lines[2].startswith("| base | 0.1250 | 0.0000 | 2 | [")
+    assert lines[3].startswith("| 0.0 | 0.5000 | 0.2652 | 2 | [") and "| -0.1250 | [" in lines[3]
+    assert "| baseline |" in lines[4] and lines[4].startswith("| 0.2 | 0.6250 |")
+    assert lines[5].startswith("| 0.5 | 0.4000 | - | 1 | - | - | - | - | - |")
+    assert "against data.crl_ratio=0.2" in md.stdout and "to detect" not in md.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (table,) = (tmp_path / "ablation-crl-ratio" / "wandb").rglob("ablation/table_*.table.json")
+    logged = json.loads(table.read_text())  # the W&B table: the same columns and rows, intervals included
+    assert logged["columns"][4:6] == ["95% CI", "delta"]
+    assert logged["data"][0][:3] == ["base", "0.1250", "0.0000"]
+    assert logged["data"][2][:4] == ["0.2", "0.6250", "0.0884", "2"] and logged["data"][2][9] == "baseline"
+    print_sweep_ablation("crl-ratio", url)
+    shown = capsys.readouterr().out
+    assert "| base | 0.1250 |" in shown and "| 0.2 | 0.6250 | 0.0884 | 2 | [" in shown
+    assert "| 0.3750 | 0.7500 | no |" in shown and "smallest difference detectable" in shown
+
+
+def test_last_step_bad_baseline_and_a_metric_without_records(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    fill(url, tmp_path)
+    with Registry(url) as reg:
+        last = with_uncertainty(reg, ablation(reg, "crl-ratio", "eval/pass@1", "last"))
+        assert [r.mean for r in last.rows if r.ci95] == [0.0625, 0.0625, 0.0625]
+        assert all(r.delta == 0.0 and r.p == 1.0 for r in last.rows if r.delta is not None)
+        with pytest.raises(CrlabError, match=r"no row has data.crl_ratio=0.3 \(values: 0.0, 0.2, 0.5, 1.0\)"):
+            with_uncertainty(reg, ablation(reg, "crl-ratio", "eval/pass@1"), "data.crl_ratio=0.3")
+        with pytest.raises(CrlabError, match="expected KEY=VALUE"):
+            with_uncertainty(reg, ablation(reg, "crl-ratio", "eval/pass@1"), "seed=0")
+        reg.log_metrics(reg.list_runs()[0].id, 30, {"reward/rl_mean": 0.5})
+        reward = with_uncertainty(reg, ablation(reg, "crl-ratio", "reward/rl_mean", "last"))
+        assert reward.rows[0].ci95 is None and "not a pass@k" in reward.notes[0]
