@@ -31,19 +31,21 @@ LAST = {key: [0, 0, 0, 1] for key in BEST}  # pass@1 0.0625 everywhere
 BASE = {0: [1, 0, 1, 0], 1: [2, 0, 0, 0]}  # step 0, per seed; pooled over the seed's 3 runs: n=12, c=3x
 
 
-def _journal_run(reg: Registry, sweep_id: str, ratio: float, seed: int, folder: Path) -> str:
-    run = reg.create_run(
-        "tiny", {"data": {"crl_ratio": ratio}, "seed": seed}, sweep_id=sweep_id, cell_key=f"{ratio}-{seed}",
-        status="running", attempt=1, run_dir=str(folder / f"{ratio}-{seed}"),
-    )  # fmt: skip
+def journal_run(
+    reg: Registry, sweep_id: str, config: dict, run_dir: Path, evals: dict, best: int = 10
+) -> str:
+    """A completed run whose records all go through its journal: per evaluated step (``evals``: step ->
+    passing samples per problem) its metric, its eval_problems event and (after step 0) a checkpoint."""
+    run = reg.create_run("tiny", config, sweep_id=sweep_id, cell_key=run_dir.name, status="running", attempt=1,
+                         run_dir=str(run_dir))  # fmt: skip
     journal = Journal(run.run_dir, attempt=1)
-    for step, counts in ((0, BASE[seed]), (10, BEST[(ratio, seed)]), (20, LAST[(ratio, seed)])):
+    for step, counts in evals.items():
         journal.append("metrics", step=step, values={"eval/pass@1": sum(counts) / (N * len(counts))})
         payload = {"source": "tiny-test", "prefix": "eval/", "n": N,
                    "problems": [[p, N, c] for p, c in zip(PROBLEMS, counts, strict=True)]}  # fmt: skip
         journal.append("event", event="eval_problems", payload=payload, step=step)
         if step:
-            journal.append("checkpoint", step=step, path=f"{run.run_dir}/ck/{step}", best=10)
+            journal.append("checkpoint", step=step, path=f"{run.run_dir}/ck/{step}", best=best)
     journal.append("status", status="completed", error=None)
     journal.close()
     replay(reg.engine, run.id, run.run_dir)  # what the run's writer (or `platform runs sync`) does
@@ -56,7 +58,9 @@ def fill(url: str, folder: Path) -> None:
             "crl-ratio", {"grid": {"data.crl_ratio": [0.0, 0.2, 0.5, 1.0]}, "seeds": [0, 1]}
         )
         for ratio, seed in BEST:
-            _journal_run(reg, sweep.id, ratio, seed, folder)
+            config = {"data": {"crl_ratio": ratio}, "seed": seed}
+            evals = {0: BASE[seed], 10: BEST[(ratio, seed)], 20: LAST[(ratio, seed)]}
+            journal_run(reg, sweep.id, config, folder / f"{ratio}-{seed}", evals)
         old = reg.create_run("tiny", {"data": {"crl_ratio": 0.5}, "seed": 0}, sweep_id=sweep.id, cell_key="o")
         reg.start_attempt(old.id, host="h", pid=1)  # a run made before per-problem records: metrics only
         reg.log_metrics(old.id, 10, {"eval/pass@1": 0.4})
@@ -144,3 +148,30 @@ def test_last_step_bad_baseline_and_a_metric_without_records(tmp_path):
         reg.log_metrics(reg.list_runs()[0].id, 30, {"reward/rl_mean": 0.5})
         reward = with_uncertainty(reg, ablation(reg, "crl-ratio", "reward/rl_mean", "last"))
         assert reward.rows[0].ci95 is None and "not a pass@k" in reward.notes[0]
+
+
+def test_two_swept_keys_compare_within_each_value_of_the_other_and_one_seed_says_so(tmp_path):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    grid = {"data.crl_ratio": [0.0, 0.2], "grpo.lr": [1e-6, 2e-6]}
+    cells = {
+        (0.0, 1e-6): [2, 2, 1, 0],
+        (0.2, 1e-6): [4, 2, 3, 0],
+        (0.0, 2e-6): [0, 0, 0, 0],
+        (0.2, 2e-6): [0, 0, 0, 4],
+    }
+    with Registry(url) as reg:
+        sweep = reg.create_sweep("two", {"grid": grid})
+        for (ratio, lr), counts in cells.items():
+            config = {"data": {"crl_ratio": ratio}, "grpo": {"lr": lr}, "seed": 0}
+            journal_run(reg, sweep.id, config, tmp_path / f"{ratio}-{lr}", {10: counts})
+        result = with_uncertainty(reg, ablation(reg, "two", "eval/pass@1"))
+    rows = {r.values: r for r in result.rows}
+    assert result.baseline == {"key": "data.crl_ratio", "value": 0.0}
+    assert rows[(0.0, 1e-6)].baseline and rows[(0.0, 2e-6)].baseline
+    # within lr 1e-6: [4,2,3,0] - [2,2,1,0] over 4 samples: d = [0.5, 0, 0.5, 0], p = 2/4 (two non-zero pairs)
+    assert rows[(0.2, 1e-6)].delta == pytest.approx(0.25) and rows[(0.2, 1e-6)].p == pytest.approx(0.5)
+    # within lr 2e-6: d = [0, 0, 0, 1]: one pair, p = 1; both intervals from one seed, over problems only
+    assert rows[(0.2, 2e-6)].delta == pytest.approx(0.25) and rows[(0.2, 2e-6)].p == 1.0
+    assert rows[(0.2, 2e-6)].ci95 == pytest.approx((0.0, 0.75)) and rows[(0.2, 2e-6)].std is None
+    assert "one seed per row: the 95% CI is over problems only" in result.notes
+    assert result.base is None and "no base row: no run evaluated the base model (step 0)" in result.notes
