@@ -22,7 +22,9 @@ Every figure below can be recomputed from the records with this exact procedure:
   ``PERMUTATIONS = 10000`` sign vectors ``flips = default_rng(0).integers(0, 2, size=(10000, m),
   dtype=uint8)`` (1 = flip) and ``p = (1 + #{T* >= T}) / 10001``. ``T* >= T`` counts ties: ``T* >= T -
   1e-9 * sum(|d|)``. m = 0 gives p = 1. The test holds the runs fixed: it asks whether the difference is
-  larger than the problems' pair-by-pair noise; the spread between seeds enters the interval, not p.
+  larger than the problems' pair-by-pair noise; the spread between seeds enters the interval, not p, so
+  with few seeds and a real run-to-run spread p is too small (benchmarks/ablation_calibration.py measures
+  by how much).
 - **Holm** (:func:`holm`): the m p-values sorted ascending, ``p_holm_(i) = max_{j<=i} min(1, (m-j+1)
   p_(j))``; a cell "differs at 0.05" when ``p_holm < 0.05``.
 - **Power** (:func:`variance_components`, :func:`detectable`, :func:`seeds_needed`): a one-way random
