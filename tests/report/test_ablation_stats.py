@@ -32,7 +32,7 @@ BASE = {0: [1, 0, 1, 0], 1: [2, 0, 0, 0]}  # step 0, per seed; pooled over the s
 
 
 def journal_run(
-    reg: Registry, sweep_id: str, config: dict, run_dir: Path, evals: dict, best: int = 10
+    reg: Registry, sweep_id: str, config: dict, run_dir: Path, evals: dict, best: int = 10, problems=PROBLEMS
 ) -> str:
     """A completed run whose records all go through its journal: per evaluated step (``evals``: step ->
     passing samples per problem) its metric, its eval_problems event and (after step 0) a checkpoint."""
@@ -42,7 +42,7 @@ def journal_run(
     for step, counts in evals.items():
         journal.append("metrics", step=step, values={"eval/pass@1": sum(counts) / (N * len(counts))})
         payload = {"source": "tiny-test", "prefix": "eval/", "n": N,
-                   "problems": [[p, N, c] for p, c in zip(PROBLEMS, counts, strict=True)]}  # fmt: skip
+                   "problems": [[p, N, c] for p, c in zip(problems, counts, strict=True)]}  # fmt: skip
         journal.append("event", event="eval_problems", payload=payload, step=step)
         if step:
             journal.append("checkpoint", step=step, path=f"{run.run_dir}/ck/{step}", best=best)
@@ -175,3 +175,15 @@ def test_two_swept_keys_compare_within_each_value_of_the_other_and_one_seed_says
     assert rows[(0.2, 2e-6)].ci95 == pytest.approx((0.0, 0.75)) and rows[(0.2, 2e-6)].std is None
     assert "one seed per row: the 95% CI is over problems only" in result.notes
     assert result.base is None and "no base row: no run evaluated the base model (step 0)" in result.notes
+
+
+def test_problems_not_evaluated_by_every_seed_are_left_out_and_said(tmp_path):
+    with Registry(f"sqlite:///{tmp_path / 'r.db'}") as reg:
+        sweep = reg.create_sweep("gap", {"grid": {"data.crl_ratio": [0.0]}})
+        for seed, counts, problems in ((0, [4, 0, 0, 4], PROBLEMS), (1, [2, 2, 0], PROBLEMS[:3])):
+            config = {"data": {"crl_ratio": 0.0}, "seed": seed}
+            journal_run(reg, sweep.id, config, tmp_path / str(seed), {10: counts}, problems=problems)
+        result = with_uncertainty(reg, ablation(reg, "gap", "eval/pass@1"))
+    # on p1..p3 only: seed 0 [1, 0, 0] -> 1/3, seed 1 [0.5, 0.5, 0] -> 1/3
+    assert result.rows[0].mean == pytest.approx(1 / 3) and result.rows[0].std == pytest.approx(0.0)
+    assert "1 problem(s) not evaluated by every seed of their row are left out of it" in result.notes

@@ -111,6 +111,10 @@ def _pooled(row: AblationRow, found: dict[str, RunEvidence]) -> Pooled | None:
 
 
 def _matrix(pooled: Pooled, seeds: list[Any], problems: list[str], k: int) -> np.ndarray:
+    fewest = min(pooled[s][p][0] for s in seeds for p in problems)
+    if fewest < k:
+        raise CrlabError(f"pass@{k} needs at least {k} samples per problem; the records have {fewest}: "
+                         "pick a smaller k with --metric")  # fmt: skip
     return np.array([[pass_at_k(*pooled[s][p], k) for p in problems] for s in seeds])  # (S, P)
 
 
@@ -237,6 +241,9 @@ def _notes(
             f"best: the checkpoint chosen on the reported set itself ({result.metric.split('/')[0]}/): "
             "selection and report used the same problems, so best is biased upward"
         )
+    dropped = sum(len(set().union(*c.values())) - len(_common(c)[1]) for c in cells if c is not None)
+    if dropped:
+        notes.append(f"{dropped} problem(s) not evaluated by every seed of their row are left out of it")
     if any(e.step_from == "metric" for e in used):
         notes.append("runs without a best checkpoint report the step of their best logged value")
     notes.append(
