@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from crlab.config import load_config
+from crlab.config import load_config, selection_metric
 from crlab.config_checks import config_warnings, eval_metric_keys
 from crlab.errors import ConfigError
 
@@ -16,7 +16,17 @@ ON = "eval:\n  source: tiny-eval\n  every: 10\n"
 def test_eval_is_off_by_default_and_picks_the_best_checkpoint_by_pass_at_1() -> None:
     ev = load_config().eval
     assert ev.source is None and ev.crl_source is None and eval_metric_keys(ev) == []
-    assert (ev.n, list(ev.k), ev.temperature, ev.select) == (1, [1], 0.0, "eval/pass@1")
+    assert (ev.n, list(ev.k), ev.temperature, ev.select) == (1, [1], 0.0, None)
+    assert selection_metric(ev) == "eval/pass@1" and ev.at_start is True and ev.select_source is None
+
+
+def test_a_selection_source_picks_on_val_and_reports_on_eval() -> None:
+    ev = load_config(overrides=["eval.source=tiny-test", "eval.select_source=tiny-val"]).eval
+    assert eval_metric_keys(ev) == ["eval/pass@1", "val/pass@1"]
+    assert selection_metric(ev) == "val/pass@1"
+    assert selection_metric({"source": "tiny-eval"}) == "eval/pass@1"  # a stored run's config
+    ev = load_config(overrides=["eval.source=tiny-test", "eval.select_source=tiny-val", "eval.select=eval/pass@1"]).eval
+    assert selection_metric(ev) == "eval/pass@1"  # an explicit choice stands
 
 
 def test_the_metrics_an_eval_makes() -> None:
@@ -44,6 +54,10 @@ def test_the_metrics_an_eval_makes() -> None:
         (ON + "  max_problems: 0\n", r"exp\.yaml:4: eval\.max_problems: 0 is outside"),
         (ON + "  since: 2024-08-01\n", r"exp\.yaml:4: eval\.since: a contest_date window needs eval\.source: livecodebench:FILE"),
         (ON.replace("tiny-eval", "''"), r"exp\.yaml:2: eval\.source: is empty"),
+        # the selection set: disjoint from the reported one, a problem source, and with one to report on
+        (ON + "  select_source: tiny-eval\n", r"exp\.yaml:4: eval\.select_source: 'tiny-eval' is eval\.source itself; name a disjoint source"),
+        (ON + "  select_source: crl:rows.jsonl\n", r"eval\.select_source: 'crl:rows\.jsonl': checkpoints are selected on pass@k of problems"),
+        (ON + "  select_source: tiny-val\n  select: eval/pass@5\n", r"eval\.select: 'eval/pass@5' is not a metric this eval makes \(eval/pass@1, val/pass@1\)"),
     ],
 )  # fmt: skip
 def test_bad_eval_sections_name_file_line_key_and_fix(tmp_path: Path, text: str, match: str) -> None:

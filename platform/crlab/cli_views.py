@@ -167,15 +167,27 @@ def search_table(spec: Any) -> Table:
     return table
 
 
+# checkpoints have their own table; the per-problem records of evaluations are in `runs show --json`
+HIDDEN_EVENTS = ("checkpoint", "eval_problems")
+
+
 def best_checkpoint_json(registry: Any, run: Any) -> dict[str, Any] | None:
     """The run's best checkpoint: its step and path, the metric that picked it (``eval.select``) and its
     value at that step; None when no checkpoint is flagged best (no evaluation during training)."""
+    from crlab.config import selection_metric
+
     best = registry.best_checkpoint(run.id)
     if best is None:
         return None
-    key = (run.config.get("eval") or {}).get("select") or "eval/pass@1"
-    value = next((m.value for m in registry.metrics(run.id, keys=[key]) if m.step == best.step), None)
-    return {"step": best.step, "path": best.path, "metric": key, "value": value}
+    ev = run.config.get("eval") or {}
+    key, report = selection_metric(ev), "eval/pass@1"
+    found = {m.key: m.value for m in registry.metrics(run.id, keys=[key, report]) if m.step == best.step}
+    return {
+        "step": best.step, "path": best.path, "metric": key, "value": found.get(key),
+        "selected_on": ev.get("select_source") or ev.get("source"), "reported_on": ev.get("source"),
+        "reported": {"metric": report, "value": found.get(report)},
+        "same_set": not ev.get("select_source"),
+    }  # fmt: skip
 
 
 def run_panel(
@@ -213,7 +225,7 @@ def run_panel(
             step, value = latest[key]
             metrics.add_row(key, str(step), f"{value:.4g}")
         parts.append(metrics)
-    shown = [e for e in events if e.kind != "checkpoint"]  # the checkpoints have their own table
+    shown = [e for e in events if e.kind not in HIDDEN_EVENTS]
     if shown:
         table = Table(title="events (checkpoints: below)", title_justify="left")
         for column in ("time", "step", "kind", "payload"):
@@ -250,7 +262,14 @@ def _provenance_rows(run: Any) -> list[tuple[str, str]]:
 
 def _best_text(best: dict[str, Any]) -> str:
     value = "-" if best["value"] is None else f"{best['value']:.4g}"
-    return f"{best['metric']} {value}"
+    text = f"{best['metric']} {value}"
+    if best.get("same_set", False):
+        return f"{text}; selected and reported on the same set, {best.get('selected_on')}"
+    reported = best.get("reported") or {}
+    if best.get("selected_on") and reported.get("value") is not None:
+        text += f" on {best['selected_on']}; reported {reported['metric']} {reported['value']:.4g} on "
+        text += f"{best.get('reported_on')}"
+    return text
 
 
 def doctor_table(checks: list[Any]) -> Table:

@@ -180,8 +180,19 @@ class EvalConfig:
     top_k: int = 0  # 0: off
     max_new_tokens: int | None = None  # None: the current phase's max_response_length
     max_problems: int | None = None  # a fixed seeded subset (the same for every seed of a config)
-    select: str = "eval/pass@1"  # the metric that picks the best checkpoint (the paper: LiveCodeBench pass@1)
+    # the metric that picks the best checkpoint; None: val/pass@1 with a select_source, else eval/pass@1 (the
+    # paper selects and reports on LiveCodeBench itself; outputs then say so)
+    select: str | None = None
+    select_source: str | None = None  # problems to pick the best checkpoint on (val/pass@k), disjoint from source
+    at_start: bool = True  # evaluate the base model before step 1: base/pass@k at step 0, the reference
     crl_source: str | None = None  # held-out critique rows (crl:FILE or a problem source): eval/critique_acc
+
+
+def selection_metric(ev: Any) -> str:
+    """The metric that picks a run's best checkpoint (``eval.select``, or its default); ``ev`` is the eval
+    section, a config or a plain dict (a stored run's config)."""
+    get = ev.get if isinstance(ev, dict) else lambda key: getattr(ev, key, None)
+    return get("select") or ("val/pass@1" if get("select_source") else "eval/pass@1")
 
 
 @dataclass

@@ -136,6 +136,8 @@ def eval_metric_keys(ev: Any) -> list[str]:
     keys = []
     if ev.source and not str(ev.source).startswith("crl:"):
         keys += [f"eval/pass@{k}" for k in sorted(set(ev.k))]
+    if ev.select_source:
+        keys += [f"val/pass@{k}" for k in sorted(set(ev.k))]
     if (ev.source and str(ev.source).startswith("crl:")) or ev.crl_source:
         keys += ["eval/critique_acc", "eval/critique_parsable"]
     return keys
@@ -158,12 +160,24 @@ def _check_eval(cfg: DictConfig) -> None:
         if k > ev.n:
             _fail("eval.k", f"pass@{k} needs at least {k} samples per problem, but eval.n={ev.n}; "
                             f"raise eval.n to {k} or drop {k} from eval.k")  # fmt: skip
-    for key in ("eval.source", "eval.crl_source"):
+    for key in ("eval.source", "eval.crl_source", "eval.select_source"):
         if _get(cfg, key) is not None and not str(_get(cfg, key)).strip():
             _fail(key, "is empty; name a source (e.g. tiny-eval) or leave it unset (null)")
-    made = eval_metric_keys(ev)
-    if made and ev.select not in made:
-        _fail("eval.select", f"{ev.select!r} is not a metric this eval makes ({', '.join(made)}); "
+    _check_selection(ev)
+
+
+def _check_selection(ev: Any) -> None:
+    from crlab.config import selection_metric
+
+    if ev.select_source and str(ev.select_source).startswith("crl:"):
+        _fail("eval.select_source", f"{ev.select_source!r}: checkpoints are selected on pass@k of problems, "
+                                    "not on critique rows; name a problem source (e.g. tiny-val)")  # fmt: skip
+    if ev.select_source and ev.select_source == ev.source:
+        _fail("eval.select_source", f"{ev.select_source!r} is eval.source itself; name a disjoint source (e.g. "
+                                    "tiny-val beside tiny-test), or unset it to select on eval.source")  # fmt: skip
+    made, select = eval_metric_keys(ev), selection_metric(ev)
+    if made and select not in made:
+        _fail("eval.select", f"{select!r} is not a metric this eval makes ({', '.join(made)}); "
                              "choose one of them, or add its k to eval.k")  # fmt: skip
     if (ev.since or ev.until) and not str(ev.source or "").startswith("livecodebench:"):
         _fail("eval.since", "a contest_date window needs eval.source: livecodebench:FILE; unset since/until")
@@ -208,6 +222,11 @@ def config_warnings(cfg: DictConfig) -> list[str]:
         )
     out += _budget_warnings(cfg)
     ev = cfg.eval
+    if ev.select_source and not ev.source:
+        out.append(
+            f"eval.select_source={ev.select_source} is unused: eval.source is null, so nothing is evaluated; "
+            "set eval.source (the set the selected checkpoint is reported on) or unset eval.select_source"
+        )
     if (ev.source or ev.crl_source) and ev.n > 1 and ev.temperature == 0:
         out.append(
             f"eval.n={ev.n} with eval.temperature=0: greedy samples of a problem are all the same, so pass@k "

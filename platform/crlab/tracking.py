@@ -5,9 +5,10 @@ group = the sweep, job_type = the cell label, config = the resolved config. File
 directory (``<run_dir>/wandb``). Offline by default: ``tracking.mode=online`` (or WANDB_MODE=online)
 uploads live; ``wandb sync <run_dir>/wandb/offline-run-*`` uploads an offline run later.
 
-Charts: every metric is defined against ``train/step`` (logged with each row), and ``eval/*`` metrics
-summarise to their best (the highest, as ``eval/pass@1`` picks the best checkpoint), so a run's summary
-shows its best held-out pass@1. :meth:`Tracker.table` logs a W&B Table (sampled rollouts every
+Charts: every metric is defined against ``train/step`` (logged with each row). ``val/*`` (the selection
+set) summarise to their best; ``eval/*`` (the reported set) to their last value, and the value at the best
+checkpoint, chosen on the selection metric, is the summary's ``best/*`` with ``best/step``; ``base/*`` is the
+base model's evaluation at step 0. :meth:`Tracker.table` logs a W&B Table (sampled rollouts every
 ``tracking.rollout_table_every`` steps, as verl and TRL do). :func:`log_ablation` puts a sweep's ablation
 table and plot in the sweep's group; :func:`offline_runs` lists what ``platform sync`` uploads.
 
@@ -27,16 +28,25 @@ from typing import Any
 STEP_KEY = "train/step"
 # the metric families the trainer logs (``reward/rl_mean``, ``time/step_s``, ...), each plotted against the step
 FAMILIES = tuple(f"{f}/*" for f in ("reward", "critique", "train", "time", "phase", "event", "response", "batch",
-                                     "perf", "code", "actor", "rollouts"))  # fmt: skip
+                                     "perf", "code", "actor", "rollouts", "base"))  # fmt: skip
 WANDB_SETTINGS = {"silent": True, "console": "off", "x_disable_stats": True}
 
 
 def define_metrics(run: Any) -> None:
-    """Every metric against the training step; held-out metrics summarise to their best."""
+    """Every metric against the training step. The selection set's metrics (``val/*``) summarise to their best;
+    the reported set's (``eval/*``) to their last value, since their maximum over evaluations is biased upward:
+    the value at the chosen checkpoint is the summary's ``best/*`` (:meth:`Tracker.best`)."""
     run.define_metric(STEP_KEY)
-    run.define_metric("eval/*", step_metric=STEP_KEY, summary="max")
+    run.define_metric("val/*", step_metric=STEP_KEY, summary="max")
+    run.define_metric("eval/*", step_metric=STEP_KEY, summary="last")
     for family in FAMILIES:
         run.define_metric(family, step_metric=STEP_KEY)
+
+
+def job_type(run_name: str, seed: int) -> str:
+    """A sweep cell's W&B job type: its run name without the seed (``crl_ratio=0.2 s1`` -> ``crl_ratio=0.2``),
+    so that W&B groups the seeds of a cell together within the sweep's group."""
+    return run_name.removesuffix(f"s{seed}").strip() or "train"
 
 
 class Tracker:
@@ -91,6 +101,11 @@ class Tracker:
         self._run.summary["events"] = self._events
         if step is not None:
             self._run.log({f"event/{kind}": 1.0, STEP_KEY: step}, step=step)
+
+    def best(self, step: int, metrics: Mapping[str, float]) -> None:
+        """The run's best checkpoint so far (``step``) and its evaluation metrics, as ``best/...`` in the summary."""
+        if self._run is not None:
+            self._run.summary.update({"best/step": step, **{f"best/{k}": v for k, v in metrics.items()}})
 
     def finish(self, exit_code: int = 0) -> None:
         if self._run is not None:

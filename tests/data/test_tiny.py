@@ -49,6 +49,21 @@ def test_splits_are_disjoint():
         generate_tiny_problems(100000)
 
 
+def test_the_held_out_split_is_val_plus_test_and_they_are_disjoint():
+    from crlab.data.formats import load_problems
+
+    val, test = load_problems("tiny-val"), load_problems("tiny-test")
+    held_out = generate_tiny_problems(len(val) + len(test), split="eval")
+    questions = lambda problems: {p.question for p in problems}  # noqa: E731
+    assert (len(val), len(test)) == (20, 53)  # every instance of each part
+    assert not questions(val) & questions(test)
+    assert questions(val) | questions(test) == questions(held_out)
+    assert val[0].id == "tiny-val-0000" and test[0].id == "tiny-test-0000"
+    assert [p.id for p in load_problems("tiny-test:5")] == [p.id for p in test[:5]]
+    with pytest.raises(ValueError, match="'val' split has 20 distinct problems"):
+        generate_tiny_problems(21, split="val")
+
+
 def test_sft_examples_are_short_and_end_right():
     problems = generate_tiny_problems(398, split="all")
     rows = [

@@ -37,7 +37,7 @@ overrides:
   grpo.prompts_per_step: 4
   grpo.mini_batch_size: 2
   reward.sandbox_workers: 1
-  eval.source: tiny-eval
+  eval.source: tiny-test
   eval.every: 2
   eval.max_problems: 4
 executor: {{kind: local, parallel: 1, nproc_per_cell: 2}}

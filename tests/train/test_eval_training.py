@@ -25,8 +25,8 @@ from crlab.train.trainer import Trainer
 REPO = Path(__file__).resolve().parents[2]
 # sampled, two samples a problem: the evaluation draws from the global RNGs, which must be put back
 SAMPLED_EVAL = [
-    "eval.source=tiny-eval", "eval.every=2", "eval.max_problems=8", "eval.n=2", "eval.k=[1,2]",
-    "eval.temperature=1.0",
+    "eval.source=tiny-eval", "eval.select_source=null", "eval.every=2", "eval.max_problems=8", "eval.n=2",
+    "eval.k=[1,2]", "eval.temperature=1.0",
 ]  # fmt: skip
 EVAL_KEYS = ("eval/pass@1", "eval/pass@2")
 
@@ -91,7 +91,7 @@ def _train(tmp: Path, extra: list[str], stop_after: int | None = None) -> tuple[
 def _by_step(registry: Registry, run_id: str, evals: bool) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     for m in registry.metrics(run_id):
-        if m.key.startswith(("time/", "perf/")) or m.key.startswith("eval/") != evals:
+        if m.key.startswith(("time/", "perf/")) or m.key.startswith(("eval/", "base/")) != evals:
             continue
         out.setdefault(m.step, {})[m.key] = m.value
     return out
@@ -117,16 +117,18 @@ def test_evaluating_changes_no_training_and_a_preempted_eval_step_is_evaluated_o
     ours, theirs = final_weights(eval_reg, evald), final_weights(plain_reg, plain)
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     evals = _by_step(eval_reg, evald, evals=True)
-    assert sorted(evals) == [2, 4] and all(set(EVAL_KEYS) <= set(v) for v in evals.values())
+    # the base model at step 0 (eval.at_start, the default; its draws are put back too), then steps 2 and 4
+    assert sorted(evals) == [0, 2, 4] and set(evals[0]) == {"base/pass@1", "base/pass@2"}
+    assert all(set(EVAL_KEYS) <= set(evals[s]) for s in (2, 4))
     assert plain_reg.best_checkpoint(plain) is None  # no evaluation, no best
     # preempted as step 2 (an evaluated step) ends: the evaluation is skipped, then done on resume
     cut_reg, cut = _train(tmp_path / "cut", SAMPLED_EVAL, stop_after=2)
     _same(_by_step(cut_reg, cut, evals=True), evals)
     _same(_by_step(cut_reg, cut, evals=False), _by_step(eval_reg, evald, evals=False))
-    assert sorted(m.step for m in cut_reg.metrics(cut, keys=["time/eval_s"])) == [2, 4]
+    assert sorted(m.step for m in cut_reg.metrics(cut, keys=["time/eval_s"])) == [0, 2, 4]  # base: once
     best, cut_best = eval_reg.best_checkpoint(evald), cut_reg.best_checkpoint(cut)
     assert best is not None and cut_best is not None and best.step == cut_best.step
-    pass1 = {s: v["eval/pass@1"] for s, v in evals.items()}
+    pass1 = {s: v["eval/pass@1"] for s, v in evals.items() if s > 0}  # the base is never a candidate
     assert best.step == min(
         s for s in pass1 if pass1[s] == max(pass1.values())
     )  # the best, the earlier on ties
@@ -153,7 +155,7 @@ def test_eval_every_20_logs_pass_at_1_at_20_40_60_80_and_flags_one_best_checkpoi
     # checkpoints every 30 steps, keep 1: the evaluated steps add 20, 40, 80 (60 is on the schedule)
     res = _cli_run(
         tmp_path, env, "grpo.max_steps=80", "checkpoint.every=30", "checkpoint.keep=1", "eval.source=tiny-eval",
-        "eval.every=20", "eval.max_problems=16",
+        "eval.select_source=null", "eval.every=20", "eval.max_problems=16",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     with Registry(url) as reg:
@@ -161,7 +163,7 @@ def test_eval_every_20_logs_pass_at_1_at_20_40_60_80_and_flags_one_best_checkpoi
         assert run.status == "completed"
         pass1 = {m.step: m.value for m in reg.metrics(run.id, keys=["eval/pass@1"])}
         assert sorted(pass1) == [20, 40, 60, 80]
-        assert sorted(m.step for m in reg.metrics(run.id, keys=["time/eval_s"])) == [20, 40, 60, 80]
+        assert sorted(m.step for m in reg.metrics(run.id, keys=["time/eval_s"])) == [0, 20, 40, 60, 80]
         checkpoints = reg.checkpoints(run.id)
         (best,) = [c for c in checkpoints if c.best]  # exactly one
         assert reg.best_checkpoint(run.id) == best
@@ -174,3 +176,40 @@ def test_eval_every_20_logs_pass_at_1_at_20_40_60_80_and_flags_one_best_checkpoi
     assert Path(best.path, "COMPLETE.json").is_file()
     history = [row for row in wandb_history(run.run_dir) if "eval/pass@1" in row]
     assert {int(row["_step"]): float(row["eval/pass@1"]) for row in history} == pass1
+
+
+@pytest.mark.slow
+def test_select_source_picks_the_best_on_val_reports_test_at_it_and_keeps_per_problem_records(
+    tiny_cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eval.select_source``: the best checkpoint is the best ``val/pass@1`` (the earlier on ties), whatever the
+    test set says; every evaluation (the base model's at step 0 too) leaves its per-problem records, from which
+    each logged pass@1 is recomputed exactly, and its samples in the run's ``eval/`` folder."""
+    from crlab.cli_views import best_checkpoint_json
+
+    monkeypatch.setenv("CRLAB_CACHE", tiny_cache)
+    sets = ["eval.source=tiny-test:6", "eval.select_source=tiny-val:5", "eval.every=2", "eval.temperature=1.0"]
+    reg, run_id = _train(tmp_path / "sel", sets)
+    by_key: dict[str, dict[int, float]] = {}
+    for m in reg.metrics(run_id, keys=["val/pass@1", "eval/pass@1", "base/pass@1", "base/val_pass@1"]):
+        by_key.setdefault(m.key, {})[m.step] = m.value
+    val, test = by_key["val/pass@1"], by_key["eval/pass@1"]
+    assert sorted(val) == sorted(test) == [2, 4] and list(by_key["base/pass@1"]) == [0]
+    best = reg.best_checkpoint(run_id)
+    assert best is not None and best.step == min(s for s, v in val.items() if v == max(val.values()))
+    shown = best_checkpoint_json(reg, reg.get_run(run_id))
+    assert shown["metric"] == "val/pass@1" and shown["same_set"] is False
+    assert shown["reported"] == {"metric": "eval/pass@1", "value": test[best.step]}
+    assert (shown["selected_on"], shown["reported_on"]) == ("tiny-val:5", "tiny-test:6")
+    events = reg.events(run_id, kind="eval_problems")
+    assert sorted((e.step, e.payload["prefix"]) for e in events) == [
+        (s, p) for s in (0, 2, 4) for p in ("eval/", "val/")
+    ]
+    logged = {("eval/", s): v for s, v in test.items()} | {("val/", s): v for s, v in val.items()}
+    logged |= {("eval/", 0): by_key["base/pass@1"][0], ("val/", 0): by_key["base/val_pass@1"][0]}
+    for e in events:
+        problems = e.payload["problems"]
+        assert len(problems) == (6 if e.payload["prefix"] == "eval/" else 5) and e.payload["n"] == 1
+        assert sum(c / n for _, n, c in problems) / len(problems) == pytest.approx(logged[e.payload["prefix"], e.step])
+    samples = Path(reg.get_run(run_id).run_dir, "eval", "step-000002-val.jsonl").read_text().splitlines()
+    assert len(samples) == 5 and all("response" in line for line in samples)

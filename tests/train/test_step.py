@@ -105,3 +105,27 @@ def test_fill_logprobs_by_chunks_matches_one_forward(model) -> None:  # noqa: AN
     mask = whole.mask.bool()
     assert torch.allclose(whole.old_logp[mask], split.old_logp[mask], atol=1e-5)
     assert split.ref_logp is None and step.FORWARD_COST_TOKENS > 0
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-sum"])
+def test_one_update_a_step_skips_the_old_log_prob_pass_with_the_same_loss_and_gradient(model, agg: str) -> None:  # noqa: ANN001
+    """``on_policy``: no forward before the update; the update's own log-probs, detached, stand for the old
+    ones, so the loss and its gradient are those of a separate pass (equal up to float rounding)."""
+    results = []
+    for on_policy in (False, True):
+        packed = _packed()
+        with torch.no_grad():
+            fill_logprobs(model, packed, 0.7, [[0, 1, 2, 3, 4, 5]], on_policy=on_policy)
+        assert (packed.old_logp is None) == on_policy
+        model.zero_grad()
+        loss, stats = micro_loss(model, packed, weight=1.0, grpo_cfg=_Cfg(agg), temperature=0.7)
+        loss.backward()
+        results.append((float(loss.detach()), [p.grad.clone() for p in model.parameters()]))
+    (sep, sep_grads), (own, own_grads) = results
+    assert own == pytest.approx(sep, rel=1e-5, abs=1e-7)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(sep_grads, own_grads, strict=True))
+    assert any(float(g.abs().sum()) > 0 for g in own_grads)  # a real gradient, not zero in both arms
+    with torch.no_grad():  # a reference model still needs its pass
+        packed = _packed()
+        fill_logprobs(model, packed, 0.7, [[0, 1, 2, 3, 4, 5]], ref=model, on_policy=True)
+    assert packed.old_logp is not None and packed.ref_logp is not None

@@ -25,6 +25,8 @@ SOURCE_FORMS = (
     "tiny:N",
     "tiny-eval",
     "tiny-eval:N",
+    "tiny-val[:N]",
+    "tiny-test[:N]",
     "humaneval",
     "livecodebench:/path.jsonl",
     "rstar:/path.jsonl",
@@ -32,7 +34,8 @@ SOURCE_FORMS = (
 )
 DEFAULT_TINY_TRAIN = 256
 DEFAULT_TINY_EVAL = 64
-
+TINY_HELD_OUT = {"tiny-eval": "eval", "tiny-val": "val", "tiny-test": "test"}  # source -> split
+DEFAULT_TINY_PART = {"val": 20, "test": 53}  # all of each part
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, row)`` for each non-blank line; bad JSON raises DataFormatError."""
@@ -358,13 +361,16 @@ def load_problems(source: str, seed: int = 0) -> list[Problem]:
     """Load problems from a source string; ``seed`` only matters for the generated tiny task.
 
     Forms: ``tiny`` / ``tiny:N`` (train split of the tiny task), ``tiny-eval`` / ``tiny-eval:N`` (its
-    held-out split), ``humaneval``, ``livecodebench:PATH``, ``rstar:PATH``, or a ``.jsonl`` path.
+    held-out split; ``tiny-val``/``tiny-test``: its two disjoint parts, for selection and for the report),
+    ``humaneval``, ``livecodebench:PATH``, ``rstar:PATH``, or a ``.jsonl`` path.
     """
     name, _, arg = source.partition(":")
     if name == "tiny":
         return generate_tiny_problems(_tiny_count(arg, DEFAULT_TINY_TRAIN, source), seed, split="train")
-    if name == "tiny-eval":
-        return generate_tiny_problems(_tiny_count(arg, DEFAULT_TINY_EVAL, source), seed, split="eval")
+    if name in TINY_HELD_OUT:
+        split = TINY_HELD_OUT[name]
+        count = _tiny_count(arg, DEFAULT_TINY_PART.get(split, DEFAULT_TINY_EVAL), source)
+        return generate_tiny_problems(count, seed, split=split)
     if source == "humaneval":
         return load_humaneval()
     if name == "livecodebench" and arg:

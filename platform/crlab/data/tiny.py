@@ -10,7 +10,10 @@ when the task says "print it 2 times"): their CRL label, decided by running, is 
 
 Splits: an instance (a template with its constants, i.e. one question text) belongs to the held-out
 ``eval`` split when ``crc32(question) % 5 == 0``, else to ``train``; the two are disjoint whatever the
-seed and sizes. The seed orders the instances and draws the random tests.
+seed and sizes. The held-out split has two disjoint parts: ``val`` (``crc32(question) // 5 % 3 == 0``, 20
+instances), on which a run picks its best checkpoint, and ``test`` (the other 53), on which it reports, so
+that the reported number is not the maximum of noisy evaluations of itself. The seed orders the instances
+and draws the random tests.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from crlab.data.prompts import code_prompt
 from crlab.data.tiny_templates import HEADERS, TEMPLATES, Template, random_input, render_input
 from crlab.rewards.spec import TestSpec
 
-SPLITS = ("train", "eval", "all")
+SPLITS = ("train", "eval", "val", "test", "all")
 EVAL_MODULUS = 5
+VAL_MODULUS = 3  # of the held-out split: one part in 3 for checkpoint selection, the rest for the report
+PREFIXES = {"train": "tiny", "all": "tiny", "eval": "tiny-eval", "val": "tiny-val", "test": "tiny-test"}
 MIN_TESTS, MAX_TESTS = 5, 8
 CRITIQUE_TARGETS = {
     True: "The code does what the question asks.\n\\conclusion{T}",
@@ -38,6 +43,18 @@ CRITIQUE_TARGETS = {
 def in_eval_split(question: str) -> bool:
     """Whether the instance with this question text is held out for evaluation."""
     return zlib.crc32(question.encode("utf-8")) % EVAL_MODULUS == 0
+
+
+def split_of(question: str) -> str:
+    """The split an instance belongs to: ``train``, or ``val`` or ``test`` (the two parts of ``eval``)."""
+    if not in_eval_split(question):
+        return "train"
+    return "val" if zlib.crc32(question.encode("utf-8")) // EVAL_MODULUS % VAL_MODULUS == 0 else "test"
+
+
+def _in_split(question: str, split: str) -> bool:
+    found = split_of(question)
+    return split == "all" or found == split or (split == "eval" and found != "train")
 
 
 def _program(template: Template, body: str, params: dict[str, Any]) -> str:
@@ -74,7 +91,7 @@ def _instances(split: str, seed: int) -> list[tuple[Template, dict[str, Any], st
         items = []
         for params in template.grid:
             question = template.question.format(**params)
-            if split == "all" or in_eval_split(question) == (split == "eval"):
+            if _in_split(question, split):
                 items.append((template, params, question))
         rng.shuffle(items)
         queues.append(items)
@@ -86,9 +103,10 @@ def _instances(split: str, seed: int) -> list[tuple[Template, dict[str, Any], st
 
 
 def generate_tiny_problems(n: int, seed: int = 0, split: str = "train") -> list[Problem]:
-    """``n`` tiny problems of ``split`` ("train", "eval" or "all"), deterministic for ``seed``.
+    """``n`` tiny problems of ``split`` (one of SPLITS), deterministic for ``seed``.
 
-    Ids are ``tiny-0000``... (``tiny-eval-0000``... for the eval split). Raises ValueError when the split
+    Ids are ``tiny-0000``... (``tiny-eval-0000``, ``tiny-val-0000``, ``tiny-test-0000``... for the held-out
+    splits). Raises ValueError when the split
     has fewer than ``n`` distinct instances.
     """
     if split not in SPLITS:
@@ -98,7 +116,7 @@ def generate_tiny_problems(n: int, seed: int = 0, split: str = "train") -> list[
         raise ValueError(
             f"the tiny task's {split!r} split has {len(instances)} distinct problems; asked for {n}"
         )
-    prefix = "tiny-eval" if split == "eval" else "tiny"
+    prefix = PREFIXES[split]
     problems = []
     for index, (template, params, question) in enumerate(instances[:n]):
         pid = f"{prefix}-{index:04d}"

@@ -141,6 +141,10 @@ def _event_text(event: Any) -> str | None:
         return f"step {event.step}: phase switch {p.get('from_phase')} -> {p.get('to_phase')} ({p.get('policy')})"
     if event.kind == "checkpoint":
         return f"step {event.step}: checkpoint {Path(p.get('path', '')).name}"
+    if event.kind == "eval_problems" and event.step == 0:  # the base model, before step 1
+        problems = p.get("problems") or []
+        value = sum(c / n for _, n, c in problems) / len(problems) if problems else float("nan")
+        return f"base model: {p.get('prefix', 'eval/')}pass@1 {value:.3f} on {p.get('source')}"
     if event.kind == "resume":
         return f"resumed from the checkpoint of step {p.get('from_step')}"
     if event.kind == "preemption":

@@ -107,7 +107,7 @@ class GridCells:
         """Claim ``cell`` and launch it (or watch its live Slurm job); None when this process does not run it."""
         cfg = cfgmod.from_dict(cell.config)
         claim = claim_cell(
-            self.registry, self.sweep_id, cell.key, new_run_fields(cfg),
+            self.registry, self.sweep_id, cell.key, {**new_run_fields(cfg), "name": cell.run_name},
             grace_s=float(self.spec.executor.heartbeat_grace_s), max_retries=self.spec.executor.max_retries,
             owner=owner(),
         )  # fmt: skip

@@ -50,6 +50,14 @@ class Cell:
     def override_args(self) -> list[str]:
         return [f"{k}={yaml_scalar(v)}" for k, v in self.overrides.items()] + [f"seed={self.seed}"]
 
+    @property
+    def run_name(self) -> str:
+        """The cell's run (and W&B) name: its swept values with short keys, then the seed:
+        ``crl_ratio=0.2 s1`` for the label ``data.crl_ratio=0.2 seed=1``."""
+        parts = [part for part in self.label.split(" ") if not part.startswith("seed=")]
+        short = [f"{k.rsplit('.', 1)[-1]}={v}" for k, _, v in (p.partition("=") for p in parts)]
+        return " ".join([*short, f"s{self.seed}"])
+
 
 @dataclass(frozen=True)
 class SweepSpec:

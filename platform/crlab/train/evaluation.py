@@ -18,6 +18,20 @@ with the step's other metrics, plus ``time/eval_s``.
   resumed run logs the same evaluation numbers as an uninterrupted one.
 - **Ranks.** With several data-parallel ranks, rank 0 evaluates alone and the others wait for its metrics
   (:func:`crlab.train.dist.from_main`).
+- **The base model.** With ``eval.at_start`` (the default) the policy is evaluated before step 1, as the
+  reference: logged at step 0 as ``base/pass@k`` (``base/val_pass@k``, ``base/critique_acc``), never a
+  candidate for the best checkpoint. A resumed run past step 0 does not evaluate it again.
+- **Per-problem records.** Every evaluation of a problem set writes one registry event ``eval_problems`` at
+  its step (the run's journal, then the registry's ``events`` table), payload ``{"source", "prefix"
+  ("eval/" for ``eval.source``, "val/" for ``eval.select_source``), "n", "problems": [[id, n, c], ...]}``,
+  c being how many of the n samples passed every test; every pass@k the run logs is a function of them, and
+  ``platform ablation`` computes its intervals and tests from them. The samples themselves (responses,
+  per-test verdicts) go to ``<run dir>/eval/step-NNNNNN-<eval|val>.jsonl``.
+- **Selection apart from the report.** ``eval.select_source`` is a second set, disjoint from
+  ``eval.source``, evaluated at the same steps and logged as ``val/pass@k``; the best checkpoint is picked
+  on it (``eval.select`` defaults to ``val/pass@1`` then) and reported on ``eval.source``, so the reported
+  number is not the maximum of noisy evaluations of itself. Without it, selection and report use the same
+  set, as the paper did on LiveCodeBench, and ``platform runs show`` and the ablation say so.
 - **The best checkpoint.** A step that is evaluated gets a checkpoint. The checkpoint whose ``eval.select``
   value is best (higher is better, lower for a loss: :func:`crlab.registry.entities.improves`; on a tie the
   earlier) is flagged best in the registry and pinned: keep-K pruning never deletes it. The best so far
@@ -28,13 +42,33 @@ with the step's other metrics, plus ``time/eval_s``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from crlab.config import selection_metric
 from crlab.errors import ConfigError, CrlabError
 from crlab.registry.entities import improves
 
 EVAL_SEED = 0  # the eval set (its subset, the tiny task's split) does not depend on the run's seed
+REPORT, SELECT = "eval/", "val/"  # metric prefixes: the reported set, the selection set
+PROBLEMS_EVENT = "eval_problems"
+
+
+@dataclass
+class EvalOutcome:
+    """What one evaluation found: its metrics and, per problem set, the ``eval_problems`` payload."""
+
+    metrics: dict[str, float]
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+def base_key(key: str) -> str:
+    """The base model's name for an evaluation metric: ``eval/pass@1`` -> ``base/pass@1``,
+    ``val/pass@1`` -> ``base/val_pass@1``."""
+    prefix, _, name = key.partition("/")
+    return f"base/{name}" if prefix + "/" == REPORT else f"base/{prefix}_{name}"
 
 
 @dataclass(frozen=True)
@@ -71,16 +105,35 @@ def load_set(source: str, key: str, ev: Any, style: str) -> Any:
     return found
 
 
-def load_sets(cfg: Any, style: str) -> list[Any]:
-    """The run's evaluation sets: ``eval.source``, then ``eval.crl_source`` (as ``crl:...``); none when off."""
+def load_sets(cfg: Any, style: str) -> list[tuple[str, Any]]:
+    """The run's evaluation sets with their metric prefix: ``eval.source``, ``eval.select_source`` and
+    ``eval.crl_source`` (as ``crl:...``); none when off."""
     ev = cfg.eval
     sets = []
     if ev.source:
-        sets.append(load_set(ev.source, "eval.source", ev, style))
+        sets.append((REPORT, load_set(ev.source, "eval.source", ev, style)))
+    if ev.source and ev.select_source:  # with no eval.source nothing is evaluated (a config warning says so)
+        chosen = load_set(ev.select_source, "eval.select_source", ev, style)
+        reported = {p.question for p in sets[0][1].problems} if sets else set()
+        shared = [p.id for p in chosen.problems if p.question in reported]
+        if shared:
+            raise ConfigError(
+                f"eval.select_source: {len(shared)} of its problems are also in eval.source ({shared[0]!r}, "
+                "...); selection and report need disjoint sets (e.g. tiny-val and tiny-test)"
+            )
+        sets.append((SELECT, chosen))
     if ev.crl_source:
         source = ev.crl_source if ev.crl_source.startswith("crl:") else f"crl:{ev.crl_source}"
-        sets.append(load_set(source, "eval.crl_source", ev, style))
+        sets.append((REPORT, load_set(source, "eval.crl_source", ev, style)))
     return sets
+
+
+def _records_file(out_dir: str | None, step: int, prefix: str, kind: str) -> Path | None:
+    if not out_dir or kind != "code":
+        return None
+    path = Path(out_dir) / "eval" / f"step-{step:06d}-{prefix.rstrip('/')}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class TrainingEval:
@@ -89,7 +142,7 @@ class TrainingEval:
     def __init__(self, cfg: Any, style: str) -> None:
         self.ev, self.style = cfg.eval, style
         self.crl_threshold = cfg.reward.crl_label_threshold
-        self.select = cfg.eval.select
+        self.select = selection_metric(cfg.eval)
         self.sets = load_sets(cfg, style)
         self.best: Best | None = None
         self.pending: int | None = None  # a step whose evaluation a preemption skipped
@@ -115,14 +168,21 @@ class TrainingEval:
         """Label the ``crl:`` sets given as problems, once (running their candidates on all tests)."""
         from crlab.eval.runner import critique_rows
 
-        for found in self.sets:
+        for _, found in self.sets:
             if found.kind == "crl" and found.crl_rows is None:
                 found.crl_rows = critique_rows(found, sandbox, self.settings(1))
                 if not found.crl_rows:
                     raise ConfigError(f"eval.crl_source: {found.source!r} gave no (problem, candidate) pairs")
 
-    def run(self, policy: Any, sandbox: Any, max_response_length: int) -> dict[str, float]:
-        """Evaluate ``policy`` on every set; the global RNG states are as they were afterwards."""
+    def base_due(self, step: int) -> bool:
+        """Whether the base model is evaluated now: before step 1, with ``eval.at_start``."""
+        return self.enabled and bool(self.ev.at_start) and step == 0
+
+    def run(
+        self, policy: Any, sandbox: Any, max_response_length: int, step: int = 0, out_dir: str | None = None
+    ) -> EvalOutcome:
+        """Evaluate ``policy`` on every set (the samples to ``out_dir``/eval/ when given); the global RNG
+        states are as they were afterwards."""
         from crlab.eval.runner import evaluate
         from crlab.train.checkpoint import capture_rng_state, restore_rng_state
 
@@ -130,10 +190,18 @@ class TrainingEval:
         settings = self.settings(max_response_length)
         state = capture_rng_state()
         try:
-            metrics: dict[str, float] = {}
-            for found in self.sets:
-                metrics.update(evaluate(policy, found, sandbox, settings).metrics())
-            return metrics
+            outcome = EvalOutcome({})
+            for prefix, found in self.sets:
+                path = _records_file(out_dir, step, prefix, found.kind)
+                with _Samples(path) as sink:
+                    report = evaluate(policy, found, sandbox, settings, on_record=sink.write_record)
+                outcome.metrics.update(report.metrics(prefix))
+                if found.kind == "code":
+                    outcome.problems.append({
+                        "source": found.source, "prefix": prefix, "n": settings.n,
+                        "problems": [[p.id, p.n, p.c] for p in report.problems],
+                    })  # fmt: skip
+            return outcome
         finally:
             restore_rng_state(state)
 
@@ -153,3 +221,21 @@ class TrainingEval:
         best = state.get("best")
         self.best = Best(int(best["step"]), float(best["value"])) if best else None
         self.pending = state.get("pending")
+
+
+class _Samples:
+    """An evaluation's samples file (one JSON line per problem), or nowhere when ``path`` is None."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115 - closed in __exit__
+
+    def __enter__(self) -> _Samples:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def write_record(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")

@@ -206,7 +206,7 @@ def split_mini_batches(lengths: list[int], bounds: list[int], grpo_cfg: Any) -> 
 @torch.no_grad()
 def fill_logprobs(
     model: Any, packed: Packed, temperature: float, chunks: list[list[int]], ref: Any = None,
-    forwards: int = 0,
+    forwards: int = 0, on_policy: bool = False,
 ) -> None:  # fmt: skip
     """Compute the pre-update policy's log-probs (``old_logp``) and, with ``ref``, the reference's, one
     forward per chunk of rows (the update's micro-batches, so that its first forward sees the same tensors);
@@ -214,7 +214,14 @@ def fill_logprobs(
 
     ``forwards`` > ``len(chunks)``: as many policy forwards in all, the extra ones on this rank's shortest
     row, their results dropped (ZeRO-3 gathers the parameters in every forward, a collective call: every
-    rank must make the same number of them)."""
+    rank must make the same number of them).
+
+    ``on_policy`` (one update this step, no reference model): no pass at all. The policy has not moved
+    since it sampled, so the old log-probs are the update's own, detached (:func:`micro_loss`): the ratio is
+    exactly 1 and the gradient is that of the separate pass, without its forward."""
+    if on_policy and ref is None:
+        packed.old_logp, packed.ref_logp = None, None
+        return
     olds = torch.zeros_like(packed.mask)  # (B, L-1)
     refs = torch.zeros_like(packed.mask) if ref is not None else None  # (B, L-1)
     for rows in chunks:
@@ -243,7 +250,8 @@ def micro_loss(
     device = next(model.parameters()).device
     bonus = grpo_cfg.entropy_coef > 0
     logp, ent = sequence_logprobs(model, mb, temperature, entropy=True, entropy_grad=bonus)  # (B, T) each
-    mask, old = mb.mask.to(device), mb.old_logp.to(device)  # type: ignore[union-attr]
+    mask = mb.mask.to(device)
+    old = logp.detach() if mb.old_logp is None else mb.old_logp.to(device)  # None: on-policy (fill_logprobs)
     loss, stats = grpo.policy_loss(
         logp,
         old,

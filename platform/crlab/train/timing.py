@@ -28,3 +28,19 @@ def time_metrics(timings: dict[str, float]) -> dict[str, float]:
     """``time/<phase>_s`` for every step phase (0.0 where the step did not enter it) and any other timed."""
     names = dict.fromkeys([*STEP_PHASES, *timings])
     return {f"time/{name}_s": timings.get(name, 0.0) for name in names}
+
+
+STEP_LINE_KEYS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1", "val/pass@1")
+
+
+def step_values(metrics: dict[str, float], keys: tuple[str, ...] = ()) -> str:
+    """``reward/rl_mean 0.605, critique/accuracy 1.000``: the given keys, else every key, in order."""
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in (keys or tuple(metrics)) if k in metrics)
+
+
+def step_line(step: int, total: int, phase: str, metrics: dict[str, float]) -> str:
+    """``step 3/12 [short]: reward/rl_mean 0.605, critique/accuracy 1.000 (2.4 s)``."""
+    values = step_values(metrics, STEP_LINE_KEYS)
+    return (
+        f"step {step}/{total} [{phase}]: {values or 'no rewards'} ({metrics.get('time/step_s', 0.0):.1f} s)"
+    )

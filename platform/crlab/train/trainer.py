@@ -29,7 +29,7 @@ from crlab.registry.entities import Run
 from crlab.registry.writer import RunRecorder
 from crlab.train import dist, restart, setup
 from crlab.train.collect import collect_groups
-from crlab.train.evaluation import TrainingEval
+from crlab.train.evaluation import PROBLEMS_EVENT, TrainingEval, base_key
 from crlab.train.step import (
     Packed,
     fill_logprobs,
@@ -39,7 +39,7 @@ from crlab.train.step import (
     split_mini_batches,
     update_loss,
 )
-from crlab.train.timing import time_metrics, timed
+from crlab.train.timing import step_line, step_values, time_metrics, timed
 from crlab.train.tiny_model import TINY_URI
 
 
@@ -103,6 +103,7 @@ class Trainer:
             ds_overrides=dict(cfg.deepspeed.overrides), warmup_unit=cfg.grpo.warmup_unit,
         )  # fmt: skip
         self.checkpoints = CheckpointManager(f"{run.run_dir}/checkpoints", keep=cfg.checkpoint.keep)
+        self.run_dir = run.run_dir  # evaluations write their samples under it
         self.rollout = self._make_rollout()
         if cfg.grpo.kl_coef > 0:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
@@ -149,7 +150,7 @@ class Trainer:
         return self.cfg.deepspeed.zero_stage == 3 and dist.world() > 1
 
     def _make_tracker(self, run: Run) -> Any:
-        from crlab.tracking import Tracker
+        from crlab.tracking import Tracker, job_type
 
         t = self.cfg.tracking
         prior = [{"kind": e.kind, "step": e.step, **e.payload} for e in self.registry.events(run.id)]
@@ -157,7 +158,7 @@ class Trainer:
         return Tracker(
             enabled=t.enabled, mode=t.mode, project=t.project, entity=t.entity, tags=list(t.tags),
             run_id=run.wandb_run_id or run.id, name=run.name, run_dir=run.run_dir, config=run.config,
-            group=sweep, job_type=run.cell_key, prior_events=prior,
+            group=sweep, job_type=job_type(run.name, self.cfg.seed) if sweep else "train", prior_events=prior,
         )  # fmt: skip
 
     def _restore(self, run: Run) -> dict[str, Any] | None:
@@ -207,6 +208,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def train(self, run: Run, resume: bool, stop: Any) -> str:
         self._start(run, resume)
+        self._evaluate_base(run)
         self._evaluate_pending(run)
         every = self.cfg.checkpoint.every
         while self.step < self.total_steps:
@@ -269,15 +271,32 @@ class Trainer:
             self.total_steps = self.step
             self._record(run.id, "data_pass_complete", {"batches": self.sampler.steps}, self.step)
 
-    def _evaluate(self, timings: dict[str, float]) -> dict[str, float]:
-        """Evaluate the policy as it is now (rank 0; the others wait for its metrics); track the best."""
+    def _evaluate(self, timings: dict[str, float], base: bool = False) -> dict[str, float]:
+        """Evaluate the policy as it is now (rank 0; the others wait for its metrics); track the best, or
+        (``base``, before step 1) name the metrics ``base/...``, a reference and never a candidate."""
         with timed("eval", timings):
             found = None
             if dist.is_main():
-                found = self.evals.run(self.rollout, self.sandbox, self.schedule.current.max_response_length)
+                length = self.schedule.current.max_response_length
+                found = self.evals.run(self.rollout, self.sandbox, length, self.step, self.run_dir)
             found = dist.from_main(found)
-        self.evals.observe(self.step, found)
-        return found
+        if self.recorder is not None:  # per-problem verdicts: the ablation's intervals and tests read them
+            for payload in found.problems:
+                self.recorder.event(PROBLEMS_EVENT, payload, self.step)
+        if base:
+            return {base_key(k): v for k, v in found.metrics.items()}
+        if self.evals.observe(self.step, found.metrics) and self.tracker is not None:
+            self.tracker.best(self.step, found.metrics)
+        return found.metrics
+
+    def _evaluate_base(self, run: Run) -> None:
+        """``eval.at_start``: the base model's evaluation, logged at step 0."""
+        if self.evals.base_due(self.step):
+            timings: dict[str, float] = {}
+            values = self._evaluate(timings, base=True)
+            self._write_metrics(run, {**values, "time/eval_s": timings["eval"]})
+            if self.recorder is not None:
+                print(f"base model (step 0): {step_values(values)} ({timings['eval']:.1f} s)", flush=True)
 
     def _evaluate_pending(self, run: Run) -> None:
         """A resumed run whose checkpoint's step skipped its evaluation (a stop signal) does it first."""
@@ -347,7 +366,8 @@ class Trainer:
             chunks = [rows for mini in minis for rows in mini]
             forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
             fill_logprobs(
-                self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards
+                self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards,
+                on_policy=n_updates == 1,  # the same on every rank (n_updates is their minimum)
             )
         totals: dict[str, list[float]] = {}
         # ZeRO-2/3 reduce gradients in every backward: as many micro-batches on every rank (zero-weight padding)
@@ -386,13 +406,3 @@ class Trainer:
             self.sandbox.__exit__(None, None, None)
             self.sandbox = None
 
-
-STEP_LINE_KEYS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")
-
-
-def step_line(step: int, total: int, phase: str, metrics: dict[str, float]) -> str:
-    """``step 3/12 [short]: reward/rl_mean 0.605, critique/accuracy 1.000 (2.4 s)``."""
-    values = ", ".join(f"{k} {metrics[k]:.3f}" for k in STEP_LINE_KEYS if k in metrics)
-    return (
-        f"step {step}/{total} [{phase}]: {values or 'no rewards'} ({metrics.get('time/step_s', 0.0):.1f} s)"
-    )
