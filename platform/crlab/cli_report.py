@@ -82,7 +82,8 @@ def print_sweep_ablation(
 ) -> None:
     """What `platform sweep` prints last: its own ablation table with intervals and paired tests against the
     first value of the first swept key, on the held-out metric when the cells logged it, else on the
-    training reward (saying so); nothing when no cell completed."""
+    training reward (saying so); nothing when no cell completed. When its runs track to W&B, the table
+    and its plot go to the sweep's group too."""
     from crlab import report
     from crlab.registry import Registry
     from crlab.registry.ablation import ablation
@@ -100,12 +101,31 @@ def print_sweep_ablation(
                 break
         else:
             return
+        tracked = _tracked_runs(reg, result)
+        curves = _curves(reg, result) if tracked else {}
     if name != tried[0][0]:
         err.print(
             f"ablation: no completed cell logged {tried[0][0]}; showing {name} ({at}) instead",
             highlight=False,
         )
     sys.stdout.write("\n" + report.markdown(result))
+    if tracked:
+        folder = Path(tracked[0].run_dir).parent / f"ablation-{result.sweep}"
+        try:
+            where = _log_wandb(result, tracked, report.plot(result, curves, folder / "ablation.png"), False)
+        except Exception as exc:  # noqa: BLE001 - a finished sweep never fails on its W&B copy of the table
+            err.print(
+                f"warning: the ablation was not logged to W&B ({type(exc).__name__}: {exc})", highlight=False
+            )
+            return
+        if where is not None:
+            err.print(f"W&B: the ablation (table with intervals, plot) is in {where}", highlight=False)
+
+
+def _tracked_runs(reg, result) -> list:  # noqa: ANN001
+    """The sweep's runs whose resolved config turns W&B tracking on and that have a folder (none: no W&B)."""
+    runs = reg.list_runs(sweep_id=reg.get_sweep(result.sweep).id)
+    return [r for r in runs if (r.config.get("tracking") or {}).get("enabled") and r.run_dir]
 
 
 def _log_wandb(result, runs, plot_path: Path | None, paper: bool) -> Path | None:  # noqa: ANN001

@@ -29,6 +29,8 @@ BEST = {
 }  # fmt: skip
 LAST = {key: [0, 0, 0, 1] for key in BEST}  # pass@1 0.0625 everywhere
 BASE = {0: [1, 0, 1, 0], 1: [2, 0, 0, 0]}  # step 0, per seed; pooled over the seed's 3 runs: n=12, c=3x
+TRACKING = {"enabled": True, "mode": "offline", "project": "crlab-test"}
+SWEEP_END = "from crlab.cli_report import print_sweep_ablation; import sys; print_sweep_ablation('crl-ratio', sys.argv[1])"
 
 
 def journal_run(
@@ -58,7 +60,7 @@ def fill(url: str, folder: Path) -> None:
             "crl-ratio", {"grid": {"data.crl_ratio": [0.0, 0.2, 0.5, 1.0]}, "seeds": [0, 1]}
         )
         for ratio, seed in BEST:
-            config = {"data": {"crl_ratio": ratio}, "seed": seed}
+            config = {"data": {"crl_ratio": ratio}, "seed": seed, "tracking": TRACKING}
             evals = {0: BASE[seed], 10: BEST[(ratio, seed)], 20: LAST[(ratio, seed)]}
             journal_run(reg, sweep.id, config, folder / f"{ratio}-{seed}", evals)
         old = reg.create_run("tiny", {"data": {"crl_ratio": 0.5}, "seed": 0}, sweep_id=sweep.id, cell_key="o")
@@ -106,14 +108,11 @@ def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
     assert power["delta"] == 0.024 and power["seeds_needed"] == 213
 
 
-def test_markdown_baseline_option_plot_wandb_and_the_sweeps_last_table(tmp_path, capsys):
-    from crlab.cli_report import print_sweep_ablation
-
+def test_markdown_baseline_option_plot_and_the_sweeps_last_table_in_wandb(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     fill(url, tmp_path)
     png = tmp_path / "ablation.png"
-    md = platform("ablation", "crl-ratio", "--baseline", "data.crl_ratio=0.2", "--plot", str(png), "--wandb",
-                  url=url, WANDB_MODE="offline", HOME=str(tmp_path))  # fmt: skip
+    md = platform("ablation", "crl-ratio", "--baseline", "data.crl_ratio=0.2", "--plot", str(png), url=url)
     assert md.returncode == 0, md.stderr
     lines = md.stdout.splitlines()
     assert lines[0].startswith("| data.crl_ratio | eval/pass@1 (best) mean | std | n | 95% CI | delta |")
@@ -123,15 +122,22 @@ def test_markdown_baseline_option_plot_wandb_and_the_sweeps_last_table(tmp_path,
     assert lines[5].startswith("| 0.5 | 0.4000 | - | 1 | - | - | - | - | - |")
     assert "against data.crl_ratio=0.2" in md.stdout and "to detect" not in md.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    (table,) = (tmp_path / "ablation-crl-ratio" / "wandb").rglob("ablation/table_*.table.json")
+    # the end of `platform sweep`, in its own process as a sweep runs it (its runs track to W&B, offline)
+    env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
+    env.pop("WANDB_API_KEY", None)
+    end = subprocess.run([sys.executable, "-c", SWEEP_END, url], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=300)  # fmt: skip
+    assert end.returncode == 0, end.stderr
+    assert "| base | 0.1250 |" in end.stdout and "| 0.2 | 0.6250 | 0.0884 | 2 | [" in end.stdout
+    assert "| 0.3750 | 0.7500 | no |" in end.stdout and "smallest difference detectable" in end.stdout
+    folder = tmp_path / "ablation-crl-ratio"
+    assert f"W&B: the ablation (table with intervals, plot) is in {folder / 'wandb'}" in end.stderr
+    assert (folder / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (table,) = (folder / "wandb").rglob("ablation/table_*.table.json")
     logged = json.loads(table.read_text())  # the W&B table: the same columns and rows, intervals included
     assert logged["columns"][4:6] == ["95% CI", "delta"]
     assert logged["data"][0][:3] == ["base", "0.1250", "0.0000"]
-    assert logged["data"][2][:4] == ["0.2", "0.6250", "0.0884", "2"] and logged["data"][2][9] == "baseline"
-    print_sweep_ablation("crl-ratio", url)
-    shown = capsys.readouterr().out
-    assert "| base | 0.1250 |" in shown and "| 0.2 | 0.6250 | 0.0884 | 2 | [" in shown
-    assert "| 0.3750 | 0.7500 | no |" in shown and "smallest difference detectable" in shown
+    assert logged["data"][2][:4] == ["0.2", "0.6250", "0.0884", "2"] and logged["data"][2][9] == "no"
 
 
 def test_last_step_bad_baseline_and_a_metric_without_records(tmp_path):
