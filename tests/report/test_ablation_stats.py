@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from crlab import report
 from crlab.errors import CrlabError
 from crlab.registry import Registry
 from crlab.registry.ablation import ablation
@@ -79,7 +80,9 @@ def platform(*args: str, url: str, **env_vars: str) -> subprocess.CompletedProce
 def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     fill(url, tmp_path)
-    done = platform("ablation", "crl-ratio", "--json", "--power", "0.024", url=url)
+    done = platform(
+        "ablation", "crl-ratio", "--json", "--power", "0.024", "--baseline", "data.crl_ratio=0.0", url=url
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     rows = {r["data.crl_ratio"]: r for r in data["rows"]}
@@ -108,20 +111,19 @@ def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
     assert power["delta"] == 0.024 and power["seeds_needed"] == 213
 
 
-def test_markdown_baseline_option_plot_and_the_sweeps_last_table_in_wandb(tmp_path):
+def test_markdown_against_another_baseline_and_the_sweeps_last_table_and_plot_in_wandb(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     fill(url, tmp_path)
-    png = tmp_path / "ablation.png"
-    md = platform("ablation", "crl-ratio", "--baseline", "data.crl_ratio=0.2", "--plot", str(png), url=url)
-    assert md.returncode == 0, md.stderr
-    lines = md.stdout.splitlines()
+    with Registry(url) as reg:
+        result = with_uncertainty(reg, ablation(reg, "crl-ratio", "eval/pass@1"), "data.crl_ratio=0.2")
+    md = report.markdown(result)
+    lines = md.splitlines()
     assert lines[0].startswith("| data.crl_ratio | eval/pass@1 (best) mean | std | n | 95% CI | delta |")
     assert lines[2].startswith("| base | 0.1250 | 0.0000 | 2 | [")
     assert lines[3].startswith("| 0.0 | 0.5000 | 0.2652 | 2 | [") and "| -0.1250 | [" in lines[3]
     assert "| baseline |" in lines[4] and lines[4].startswith("| 0.2 | 0.6250 |")
     assert lines[5].startswith("| 0.5 | 0.4000 | - | 1 | - | - | - | - | - |")
-    assert "against data.crl_ratio=0.2" in md.stdout and "to detect" not in md.stdout
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "against data.crl_ratio=0.2" in md and "to detect" not in md
     # the end of `platform sweep`, in its own process as a sweep runs it (its runs track to W&B, offline)
     env = {**os.environ, "WANDB_MODE": "offline", "HOME": str(tmp_path)}
     env.pop("WANDB_API_KEY", None)
