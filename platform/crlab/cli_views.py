@@ -133,20 +133,23 @@ def _chosen_cell(column: str, value: Any, wide: bool, now: datetime) -> str:
     return escape(str(value))
 
 
-def cells_table(spec: Any, cells: list[Any], plans: list[dict[str, int]] | None = None) -> Table:
+def cells_table(spec: Any, cells: list[Any], plans: list[dict[str, Any]] | None = None) -> Table:
     """The cells of a sweep's dry run; with ``plans`` (``train.setup.plan`` per cell), the steps and rows
     each will draw, so a difference in data budget shows before it costs anything."""
     table = Table(title=f"sweep {spec.name}: {len(cells)} cell(s), base {spec.base}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("cell key", no_wrap=True)
     table.add_column("cell", overflow="fold", min_width=20)
+    pooled = any("pool" in p for p in plans or [])  # data.budget=pool: the pool's N, split by the ratio
     for name in ("steps", "rows", "RL rows", "CRL rows") if plans else ():
         table.add_column(name, justify="right")
+    if pooled:
+        table.add_column("pool (RL + CRL)", justify="right")
     for i, cell in enumerate(cells):
         planned = plans[i] if plans else {}
         bound = "" if planned.get("exact", True) else "≤ "  # a plateau switch with switch.restart=fresh
         extra = [bound + str(planned[k]) for k in ("steps", "rows", "rl_rows", "crl_rows")] if planned else []
-        table.add_row(str(i), cell.key, cell.label, *extra)
+        table.add_row(str(i), cell.key, cell.label, *extra, *([str(planned.get("pool", "-"))] if pooled else []))
     return table
 
 

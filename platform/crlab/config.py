@@ -1,7 +1,11 @@
 """The experiment schema: the one place where defaults live.
 
-Every knob of the Critique-Coder recipe has a field here, and the default is the paper's value (read from
-the authors' released scripts). Experiment YAML files under ``experiments/`` only override; ``key=value``
+Every knob of the Critique-Coder recipe has a field here. The defaults are the platform's: the paper's values
+where the paper states them (GRPO, 8 rollouts, 128 prompts a step, lr 1e-6, clip 0.2/0.3, temperature 0.6,
+16k then 32k, CRL reward x0.8 in phase 1, ...), and the platform's own choices where the authors' released
+scripts do something the paper does not state (a bounded DAPO refill, strict test comparison, the EOS in the
+loss, ...). ``recipe: authors`` (``crlab/recipes/authors.yaml``) sets every knob to the released scripts'
+value; docs/fidelity.md lists each knob with the paper, the authors' code, the default and the preset. Experiment YAML files under ``experiments/`` only override; ``key=value``
 arguments override those (OmegaConf dot-list syntax, e.g. ``grpo.lr=2e-6 phases.0.crl_reward_scale=0.5``).
 
 Bad input never passes silently: an unknown key names the nearest valid keys, a wrong type names the key
@@ -51,8 +55,10 @@ class DataConfig:
     )
     crl_ratio: float = 0.2  # share of each step's prompts that are critique tasks (paper: 20%)
     crl_mix: str = "exact"  # exact: that share every step | shuffled: both kinds shuffled together (authors)
-    # rows: every cell sees as many rows as the RL pool holds (one pass; the ratio decides how many are CRL),
-    # as the paper holds the data fixed; rl_rows: one pass over the RL rows (steps grow as 1/(1-ratio))
+    # rows: every cell sees as many rows as the RL pool holds (one pass; the ratio decides how many are CRL);
+    # pool: rl_source is the one pool of N problems, round(ratio N) of them become CRL rows (one each) and the
+    # rest RL rows, one pass of N (the paper's Table 5; crlab/data/pool.py); rl_rows: one pass over the RL rows
+    # (steps grow as 1/(1-ratio))
     budget: str = "rows"
     max_prompt_length: int = 4096
     overlong_prompts: str = "keep"  # keep | filter (drop rows whose chat-templated prompt is longer; verl)
@@ -91,6 +97,7 @@ class GRPOConfig:
         True  # DAPO: drop groups whose rewards have zero spread, refill from next prompts
     )
     max_refill_rounds: int | None = 3  # null: unlimited (the authors), up to one pass over the data per step
+    dapo_quota: str = "global"  # global (verl: all ranks' kept groups count) | per_rank (each fills its share)
     epochs: int = 1
     max_steps: int | None = None  # None = as many steps as `epochs` of the RL source take
 
@@ -238,13 +245,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
     "grpo.micro_weight": ("exact", "verl"),
     "grpo.warmup_unit": ("optimizer_step", "training_step"),
+    "grpo.dapo_quota": ("global", "per_rank"),
     "rollout.engine": ("auto", "hf", "vllm"),
     "reward.code_mode": ("pass_rate", "all_or_nothing"),
     "reward.code_extraction": ("last", "joined"),
     "reward.conclusion_parse": ("exact", "authors"),
     "data.overlong_prompts": ("keep", "filter"),
     "data.crl_prompt": ("platform", "paper"),
-    "data.budget": ("rows", "rl_rows"),
+    "data.budget": ("rows", "pool", "rl_rows"),
     "data.crl_mix": ("exact", "shuffled"),
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),

@@ -105,6 +105,9 @@ def _check_rest(cfg: DictConfig) -> None:
                 f"data.{other}",
                 "is set with data.crl_rows, which holds labelled rows already; unset one of them",
             )
+    if cfg.data.budget == "pool" and cfg.data.crl_source:
+        _fail("data.crl_source", "is set with data.budget=pool, whose one pool is data.rl_source (its problems "
+                                 "become CRL rows by the ratio); unset data.crl_source, or use data.budget=rows")  # fmt: skip
     _check_range(cfg, "data.max_prompt_length", 1)
     _check_range(cfg, "data.max_problems", 1)
     _check_range(cfg, "rollout.temperature", 0)

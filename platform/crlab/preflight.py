@@ -164,10 +164,14 @@ def _check_hub_model(repo_id: str) -> Check:
 
 
 def check_data(cfg: Any) -> Check:
-    from crlab.train.setup import load_sources
+    from crlab.train.setup import load_sources, pool_counts
 
     try:
         problems, crl = load_sources(cfg)
+        if cfg.data.budget == "pool":  # the split by the ratio, from the rows' file when there is one
+            n_rl, n_crl = pool_counts(cfg, problems)
+            return Check("data", True, f"{cfg.data.rl_source}: a pool of {len(problems)} problems, {n_rl} RL + "
+                                       f"{n_crl} CRL at data.crl_ratio={cfg.data.crl_ratio}")  # fmt: skip
     except CrlabError as exc:
         return _bad("data", str(exc), "fix the file, or point data.* at another source")
     candidates = cfg.data.crl_candidates

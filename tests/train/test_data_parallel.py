@@ -77,6 +77,13 @@ def test_two_ranks_train_resume_and_match_an_uninterrupted_run(
         (other,) = [r for r in runs.values() if r.id != victim.id]
         rows = collections.Counter((m.key, m.step) for m in reg.metrics(other.id))
         assert set(rows.values()) == {1} and max(step for _, step in rows) == 4  # rank 0 alone logs
+        # DAPO's quota is global (grpo.dapo_quota): the two ranks' kept groups count together, so every step
+        # keeps exactly prompts_per_step (4) groups unless its refills ran out (max_refill_rounds: 3)
+        by_step = collections.defaultdict(dict)
+        for m in reg.metrics(other.id, keys=["batch/kept_groups", "batch/refill_rounds"]):
+            by_step[m.step][m.key] = m.value
+        assert all(v["batch/kept_groups"] == 4 or v["batch/refill_rounds"] == 3 for v in by_step.values())
+        assert any(v["batch/kept_groups"] == 4 for v in by_step.values())
         newest = max(reg.checkpoints(other.id, complete_only=True), key=lambda c: c.step)
         manifest = json.loads((Path(newest.path) / "COMPLETE.json").read_text())
         assert manifest["world_size"] == 2 and len(list(Path(newest.path).glob("rng_state_rank*.pt"))) == 2

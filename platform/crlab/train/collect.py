@@ -5,8 +5,10 @@ run will (the sampler's position is in the checkpoint). Metrics describe every s
 not; the update sees only the kept groups, at most ``prompts_per_step`` of them.
 
 With several data-parallel ranks every rank draws the same batch (same sampler, same state) and rolls
-out its share of it; each keeps at most its share of ``prompts_per_step`` groups, the ranks refill until
-every one has its share (or the rounds run out), and the metrics cover the responses of all ranks.
+out its share of it; the ranks refill until the kept groups of all of them reach ``prompts_per_step`` (or
+the rounds run out), and each trains on an equal share of the first ``prompts_per_step``, as verl's
+dynamic sampling does (``grpo.dapo_quota: global``; ``per_rank``: each rank fills and keeps its own share,
+:mod:`crlab.train.quota`). The metrics cover the responses of all ranks.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from crlab.train import dist, grpo
+from crlab.train import dist, grpo, quota
 from crlab.train.rollout import Rollouts
 from crlab.train.step import advantages_for, score
 from crlab.train.timing import timed
@@ -115,42 +117,60 @@ def refill_limit(grpo_cfg: Any, n_rows: int) -> int:
     return max(0, math.ceil(n_rows / grpo_cfg.prompts_per_step) - 1)
 
 
+def _sample_round(trainer: Any, phase: Any, tally: _Tally, first: bool) -> tuple[Rollouts, Any]:
+    """One refill round on this rank: its share of the next batch, sampled and scored."""
+    size = trainer.cfg.grpo.group_size
+    batch = trainer.sampler.next_batch()
+    rows = dist.shard([trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl])
+    with timed("generate", tally.timings):
+        rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
+    with timed("reward", tally.timings):
+        scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
+    tally.add(scored, rollouts)
+    if first:  # what a table of this step's rollouts shows (the trainer logs it every N steps)
+        trainer.examples = example_rows(
+            rows, rollouts, scored.rewards, size, trainer.cfg.tracking.rollout_table_rows
+        )
+    return rollouts, scored
+
+
 def collect_groups(
     trainer: Any, phase: Any
 ) -> tuple[tuple[Rollouts, torch.Tensor], list[int], dict[str, float]]:
     """Returns ((all sampled rollouts, their advantages), the rows of kept groups, statistics)."""
-    g = trainer.cfg.grpo
-    size, need = g.group_size, g.prompts_per_step // dist.world()  # this rank's share
+    g, world = trainer.cfg.grpo, dist.world()
+    pooled = world > 1 and g.dapo_quota == "global"  # the kept groups of all ranks count together
+    size, need = g.group_size, g.prompts_per_step // world  # this rank's share
     parts: list[Rollouts] = []
     advantages: list[torch.Tensor] = []
     kept: list[int] = []
+    groups: list[quota.Group] = []
     tally = _Tally()
     rounds, limit = 0, refill_limit(g, len(trainer.rl_rows) + len(trainer.crl_rows))
     while True:
-        batch = trainer.sampler.next_batch()
-        rows = dist.shard([trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl])
-        with timed("generate", tally.timings):
-            rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
-        with timed("reward", tally.timings):
-            scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
-        tally.add(scored, rollouts)
-        if rounds == 0:  # what a table of this step's rollouts shows (the trainer logs it every N steps)
-            trainer.examples = example_rows(
-                rows, rollouts, scored.rewards, size, trainer.cfg.tracking.rollout_table_rows
-            )
+        rollouts, scored = _sample_round(trainer, phase, tally, rounds == 0)
         if g.dynamic_sampling:
             keep = grpo.keep_groups_with_spread(scored.rewards, size)  # (n_groups,)
         else:
-            keep = torch.ones(len(rows), dtype=torch.bool)  # (n_groups,)
-        groups = grpo.select_groups(keep, need - len(kept) // size)
-        offset = sum(len(p) for p in parts)
-        kept += (grpo.group_rows(groups, size) + offset).tolist()
-        parts.append(rollouts)
-        advantages.append(advantages_for(scored, size, phase, g.norm_adv_by_std, g.single_sample_advantage))
-        full = dist.all_reduce(float(len(kept) // size >= need), "min") == 1.0  # every rank has its share
+            keep = torch.ones(len(rollouts) // size, dtype=torch.bool)  # (n_groups,)
+        adv = advantages_for(scored, size, phase, g.norm_adv_by_std, g.single_sample_advantage)
+        if pooled:
+            groups += quota.groups_of(rollouts, adv, keep, size, rounds, dist.rank(), world)
+            full = dist.all_reduce(float(len(groups)), "sum") >= g.prompts_per_step
+        else:
+            chosen = grpo.select_groups(keep, need - len(kept) // size)
+            kept += (grpo.group_rows(chosen, size) + sum(len(p) for p in parts)).tolist()
+            parts.append(rollouts)
+            advantages.append(adv)
+            full = dist.all_reduce(float(len(kept) // size >= need), "min") == 1.0  # every rank has its share
         if not g.dynamic_sampling or full or rounds >= limit:
             break
         rounds += 1
+    if pooled:
+        samples = quota.merge(quota.global_share(dist.all_gather(groups), g.prompts_per_step, dist.rank()))
+        kept = list(range(len(samples[0])))
+    else:
+        samples = (_merge(parts), torch.cat(advantages))
     kept_groups = int(dist.all_reduce(len(kept) // size))
     stats = _Tally.merged(dist.all_gather(tally)).stats(kept_groups, rounds)
-    return (_merge(parts), torch.cat(advantages)), kept, stats
+    return samples, kept, stats

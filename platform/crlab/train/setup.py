@@ -99,17 +99,31 @@ def make_rows(
 
     rl = [PromptRow("rl", code_prompt(p, style), p.id, spec=p.spec) for p in problems]
     if cfg.data.crl_rows and cfg.data.crl_ratio > 0:
-        return rl, labelled_rows(cfg, style)
+        return pool_rows(cfg, problems, rl, labelled_rows(cfg, style))
     if not crl_problems:
         return rl, []
     extra = load_crl_candidates(cfg.data.crl_candidates) if cfg.data.crl_candidates else None
-    rows = build_crl_rows(
-        crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=cfg.reward.max_tests,
-        style=style, candidates=extra, template=cfg.data.crl_prompt,
+    rows = build_crl_rows(  # labelled on every test, as `platform data build-crl` and the paper label them
+        crl_problems, sandbox, threshold=cfg.reward.crl_label_threshold, max_tests=None, style=style,
+        candidates=extra, template=cfg.data.crl_prompt,
     )  # fmt: skip
     if not rows:
         raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
-    return rl, [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
+    return pool_rows(cfg, problems, rl, [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows])
+
+
+def pool_rows(
+    cfg: Any, problems: list[Any], rl: list[PromptRow], crl: list[PromptRow]
+) -> tuple[list[PromptRow], list[PromptRow]]:
+    """``data.budget=pool``: round(ratio N) of the pool's problems become one CRL row each, the rest RL rows
+    (:mod:`crlab.data.pool`); other budgets: the rows as they are."""
+    if cfg.data.budget != "pool":
+        return rl, crl
+    from crlab.data.pool import split_pool
+
+    rl_ids, chosen = split_pool([p.id for p in problems], crl, lambda row: row.problem_id, cfg.data.crl_ratio)
+    keep = set(rl_ids)
+    return [row for row in rl if row.problem_id in keep], chosen
 
 
 def labelled_rows(cfg: Any, style: str) -> list[PromptRow]:
@@ -189,8 +203,9 @@ def _load(source: str, key: str, seed: int) -> list[Any]:
 def planned_steps(cfg: Any, n_rl: int, n_crl: int) -> int:
     """A run's steps: ``grpo.max_steps`` when set, else ``grpo.epochs`` passes over the data budget.
 
-    ``data.budget=rows`` (default, the paper's fixed budget): the budget is the RL pool's row count (the CRL
-    pool's when there is no RL pool), drawn ``prompts_per_step`` at a time whatever the ratio, so every
+    ``data.budget=pool``: the pool's N problems, however the ratio splits them into RL and CRL rows.
+    ``data.budget=rows`` (default): the budget is the RL pool's row count (the CRL pool's when there is no
+    RL pool), drawn ``prompts_per_step`` at a time whatever the ratio, so every
     cell of a ratio sweep sees the same number of rows and a higher ratio means fewer RL rows, not more
     steps. ``rl_rows``: one pass over the RL rows at ``rl_per_step`` a step (steps grow as 1/(1-ratio); a
     100% CRL cell draws one "RL row" a step)."""
@@ -200,15 +215,19 @@ def planned_steps(cfg: Any, n_rl: int, n_crl: int) -> int:
     if cfg.data.budget == "rl_rows":
         rl_per_step = max(1, g.prompts_per_step - round(cfg.data.crl_ratio * g.prompts_per_step))
         return math.ceil(max(n_rl, 1) / rl_per_step) * g.epochs
-    rows = n_rl or n_crl
+    rows = n_rl + n_crl if cfg.data.budget == "pool" else n_rl or n_crl
     return math.ceil(max(rows, 1) / g.prompts_per_step) * g.epochs
 
 
-def plan(cfg: Any) -> dict[str, int]:
+def plan(cfg: Any) -> dict[str, Any]:
     """What a run of ``cfg`` will draw, before it starts (a sweep's dry run shows it per cell): its steps,
-    and the rows they draw (all, RL, CRL), refills not counted. Reads the data sources (no model)."""
+    and the rows they draw (all, RL, CRL), refills not counted; with ``data.budget=pool`` also the pool's
+    split (``pool``: "RL problems + CRL problems"). Reads the data sources (no model)."""
     problems, crl_problems = load_sources(cfg)
-    steps, exact = run_steps(cfg, planned_steps(cfg, len(problems), len(crl_problems)))
+    n_rl, n_crl = len(problems), len(crl_problems)
+    if cfg.data.budget == "pool":  # the pool's N problems, round(ratio N) of them converted
+        n_rl, n_crl = pool_counts(cfg, problems)
+    steps, exact = run_steps(cfg, planned_steps(cfg, n_rl, n_crl))
     pps = cfg.grpo.prompts_per_step
     crl_per_step = math.floor(cfg.data.crl_ratio * pps + 0.5)  # as MixSampler rounds it
     return {
@@ -217,7 +236,20 @@ def plan(cfg: Any) -> dict[str, int]:
         "rl_rows": steps * (pps - crl_per_step),
         "crl_rows": steps * crl_per_step,
         "exact": exact,
+        **({"pool": f"{n_rl} + {n_crl}"} if cfg.data.budget == "pool" else {}),  # the pool's N, split
     }
+
+
+def pool_counts(cfg: Any, problems: list[Any]) -> tuple[int, int]:
+    """``data.budget=pool``: (RL problems, CRL problems) of the pool; with ``data.crl_rows``, the rows are read
+    and the split made, so that too few problems with a row fails here, in a sweep's dry run."""
+    from crlab.data.pool import converted_count, split_pool
+
+    if cfg.data.crl_rows and cfg.data.crl_ratio > 0:
+        rl_ids, chosen = split_pool([p.id for p in problems], labelled_rows(cfg, "qwen3"), lambda r: r.problem_id, cfg.data.crl_ratio)
+        return len(rl_ids), len(chosen)
+    n_crl = converted_count(len(problems), cfg.data.crl_ratio)
+    return len(problems) - n_crl, n_crl
 
 
 def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
@@ -242,7 +274,7 @@ def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
 def budget_spent(cfg: Any, sampler: Any, planned: int) -> bool:
     """``data.budget=rows`` without ``max_steps``: the pass is over once the sampler has drawn the budget's
     batches. DAPO refills draw from the same pass, so a run that refills ends in fewer update steps."""
-    return cfg.data.budget == "rows" and not cfg.grpo.max_steps and sampler.steps >= planned
+    return cfg.data.budget in ("rows", "pool") and not cfg.grpo.max_steps and sampler.steps >= planned
 
 
 def sandbox_workers(cfg: Any) -> int:
