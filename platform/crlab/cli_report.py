@@ -1,5 +1,6 @@
-"""`platform ablation`: a sweep's ablation table (mean ± std over seeds per swept value), as markdown, CSV
-or JSON, with an optional plot and the paper's Table 5 beside it."""
+"""`platform ablation`: a sweep's ablation table (mean over seeds per swept value, its 95% interval, the
+paired difference from a baseline with its p-value, the base model's row, the sweep's power), as markdown,
+CSV or JSON, with an optional plot and the paper's Table 5 beside it."""
 
 from __future__ import annotations
 
@@ -24,28 +25,36 @@ def ablation_command(
     fmt: Annotated[str, typer.Option("--format", help="markdown | csv | json.")] = "markdown",
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Also draw bars with error bars and the metric's curves per run into this PNG.")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Put the paper's Table 5 (Qwen3-4B, LCB v5) beside a data.crl_ratio ablation.")] = False,
+    baseline: Annotated[str | None, typer.Option(help="KEY=VALUE: the row each other row is compared with (paired by seed and problem); default: the first value of the first swept key.", show_default=False)] = None,
+    power: Annotated[float | None, typer.Option(help="A difference to detect (e.g. 0.024): also say how many seeds it needs at 80% power, alpha 0.05.", show_default=False)] = None,
     to_wandb: Annotated[bool, typer.Option("--wandb", help="Also log the table (and plot) to W&B, in the sweep's group.")] = False,
     db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Which value of the swept key is best: mean, std and n over seeds of a metric, per swept value, computed
-    in the database from the runs' summaries (completed runs only)."""
+    """Which value of the swept key is best, and is it better than noise: per swept value the mean over seeds
+    of a metric (completed runs only), its 95% interval, the paired difference from the baseline with its
+    interval and p-value (Holm-adjusted), the gain over the base model, and the smallest difference the sweep
+    can detect; computed from the runs' per-problem evaluation records (see `crlab.stats`)."""
     from crlab import report
     from crlab.registry import Registry
     from crlab.registry.ablation import ablation
+    from crlab.registry.ablation_stats import with_uncertainty
 
     if fmt not in FORMATS:
         raise CrlabError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if power is not None and not power > 0:
+        raise CrlabError(f"--power {power}: the difference to detect must be positive, e.g. --power 0.024")
     keys = [k.strip() for k in by.split(",") if k.strip()]
     with Registry(db, create_if_empty=False) as reg:
         result = ablation(reg, sweep, metric, at, keys)
+        if not result.rows:
+            raise CrlabError(
+                f"sweep {result.sweep}: no completed run has logged {metric!r} "
+                f"(not counted: {result.left_out or 'none'}); pick another --metric"
+            )
+        result = with_uncertainty(reg, result, baseline, power)
         curves = _curves(reg, result) if plot_path is not None else {}
         runs = reg.list_runs(sweep_id=reg.get_sweep(sweep).id)
-    if not result.rows:
-        raise CrlabError(
-            f"sweep {result.sweep}: no completed run has logged {metric!r} "
-            f"(not counted: {result.left_out or 'none'}); pick another --metric"
-        )
     if plot_path is not None:
         err.print(f"plot: {report.plot(result, curves, plot_path)}", highlight=False)
     if to_wandb:
@@ -71,11 +80,14 @@ def _curves(reg, result) -> dict[str, list[tuple[int, float]]]:  # noqa: ANN001
 def print_sweep_ablation(
     sweep_name: str, db: str | None, metric: str | None = None, select: str = "best"
 ) -> None:
-    """What `platform sweep` prints last: its own ablation table, on the held-out metric when the cells
-    logged it, else on the training reward (saying so); nothing when no cell completed."""
+    """What `platform sweep` prints last: its own ablation table with intervals and paired tests against the
+    first value of the first swept key, on the held-out metric when the cells logged it, else on the
+    training reward (saying so); nothing when no cell completed. When its runs track to W&B, the table
+    and its plot go to the sweep's group too."""
     from crlab import report
     from crlab.registry import Registry
     from crlab.registry.ablation import ablation
+    from crlab.registry.ablation_stats import with_uncertainty
 
     tried = [(metric or DEFAULT_METRIC, select if metric else "best"), ("reward/rl_mean", "last")]
     with Registry(db, create_if_empty=False) as reg:
@@ -85,15 +97,35 @@ def print_sweep_ablation(
             except CrlabError:  # never logged by any run of the registry, or no grid key
                 continue
             if result.rows:
+                result = with_uncertainty(reg, result)
                 break
         else:
             return
+        tracked = _tracked_runs(reg, result)
+        curves = _curves(reg, result) if tracked else {}
     if name != tried[0][0]:
         err.print(
             f"ablation: no completed cell logged {tried[0][0]}; showing {name} ({at}) instead",
             highlight=False,
         )
     sys.stdout.write("\n" + report.markdown(result))
+    if tracked:
+        folder = Path(tracked[0].run_dir).parent / f"ablation-{result.sweep}"
+        try:
+            where = _log_wandb(result, tracked, report.plot(result, curves, folder / "ablation.png"), False)
+        except Exception as exc:  # noqa: BLE001 - a finished sweep never fails on its W&B copy of the table
+            err.print(
+                f"warning: the ablation was not logged to W&B ({type(exc).__name__}: {exc})", highlight=False
+            )
+            return
+        if where is not None:
+            err.print(f"W&B: the ablation (table with intervals, plot) is in {where}", highlight=False)
+
+
+def _tracked_runs(reg, result) -> list:  # noqa: ANN001
+    """The sweep's runs whose resolved config turns W&B tracking on and that have a folder (none: no W&B)."""
+    runs = reg.list_runs(sweep_id=reg.get_sweep(result.sweep).id)
+    return [r for r in runs if (r.config.get("tracking") or {}).get("enabled") and r.run_dir]
 
 
 def _log_wandb(result, runs, plot_path: Path | None, paper: bool) -> Path | None:  # noqa: ANN001
@@ -113,6 +145,7 @@ def _log_wandb(result, runs, plot_path: Path | None, paper: bool) -> Path | None
         mode=tracking.get("mode", "offline") if tracking.get("enabled", True) else "disabled",
         group=result.sweep, run_id=f"ablation-{runs[0].sweep_id if runs else result.sweep}", folder=folder,
         columns=header, rows=rows, plot=plot_path,
+        notes=[*result.notes, *filter(None, [report.power_line(result.power)])],
     )  # fmt: skip
 
 

@@ -127,10 +127,12 @@ def offline_runs(run_dirs: list[str]) -> list[Path]:
 
 def log_ablation(
     *, project: str, entity: str | None, mode: str, group: str, run_id: str, folder: Path,
-    columns: list[str], rows: list[list[Any]], plot: Path | None,
+    columns: list[str], rows: list[list[Any]], plot: Path | None, notes: list[str] | None = None,
 ) -> Path | None:  # fmt: skip
-    """Log a sweep's ablation table (and plot) as a run of job type ``ablation`` in the sweep's group;
-    returns the W&B run folder (None when tracking is disabled)."""
+    """Log a sweep's ablation table (with its 95% intervals, paired tests and base row, as the table shows
+    them) and plot as a run of job type ``ablation`` in the sweep's group, with the table's notes (how the
+    figures were computed, the power) in its summary; returns the W&B run folder (None when tracking is
+    disabled)."""
     mode = os.environ.get("WANDB_MODE", mode)
     if mode == "disabled":
         return None
@@ -145,6 +147,8 @@ def log_ablation(
     if plot is not None:
         logged["ablation/plot"] = wandb.Image(str(plot))
     run.log(logged)
+    if notes:
+        run.summary["ablation/notes"] = "\n".join(notes)
     path = Path(run.dir).parent
     run.finish()
     return path

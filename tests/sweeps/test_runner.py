@@ -37,8 +37,26 @@ def test_two_sweep_processes_run_each_cell_once(
         assert len(runs) == 2 and {r.status for r in runs} == {"completed"}
         assert [r.attempt for r in runs] == [1, 1]  # each cell trained once, by one of the two processes
         assert len({r.cell_key for r in runs}) == 2
+        _ablation_has_intervals(reg, "two-cells")
     again = subprocess.run([*cmd[:-1]], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def _ablation_has_intervals(reg: Registry, sweep: str) -> None:
+    """The sweep's ablation from its real per-problem records (tiny-test reported, tiny-val selecting, the
+    base model at step 0): every row has its interval, the non-baseline row its paired test, and a base row."""
+    from crlab.registry.ablation import ablation
+    from crlab.registry.ablation_stats import with_uncertainty
+
+    result = with_uncertainty(reg, ablation(reg, sweep, "eval/pass@1"), delta=0.024)
+    first, other = result.rows
+    assert first.baseline and first.ci95 is not None and first.ci95[0] <= first.mean <= first.ci95[1]
+    assert other.delta is not None and other.delta_ci95 is not None and other.p_holm == other.p
+    assert other.significant is (other.p < 0.05) and other.gain is not None
+    assert result.base is not None and result.base.n == 1 and result.base.ci95 is not None
+    assert "best: the checkpoint chosen on val/ (eval.select_source), reported on eval/" in result.notes
+    assert "one seed per row: the 95% CI is over problems only" in result.notes
+    assert result.power["problems"] == 53 and result.power["seeds_needed"] >= 1
 
 
 @pytest.mark.slow

@@ -37,6 +37,25 @@ class AblationRow:
     std: float | None  # sample std (n-1); None for n=1
     n: int
     runs: tuple[str, ...]
+    # from the per-problem records (crlab.registry.ablation_stats); None where a row has none
+    ci95: tuple[float, float] | None = None  # the mean's 95% interval (seeds, then problems)
+    delta: float | None = None  # the paired difference from the row's baseline
+    delta_ci95: tuple[float, float] | None = None
+    p: float | None = None  # paired permutation test of delta == 0
+    p_holm: float | None = None  # p, Holm-adjusted over the rows compared
+    significant: bool | None = None  # p_holm < 0.05
+    gain: float | None = None  # the paired difference from the base model (step 0)
+    gain_ci95: tuple[float, float] | None = None
+    baseline: bool = False  # the row the others are compared with
+
+    def stats_json(self) -> dict[str, Any]:
+        pair = lambda v: None if v is None else list(v)  # noqa: E731
+        return {
+            "mean": self.mean, "std": self.std, "n": self.n, "ci95": pair(self.ci95), "delta": self.delta,
+            "delta_ci95": pair(self.delta_ci95), "p": self.p, "p_holm": self.p_holm,
+            "significant": self.significant, "gain": self.gain, "gain_ci95": pair(self.gain_ci95),
+            "baseline": self.baseline, "runs": list(self.runs),
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,16 +66,18 @@ class Ablation:
     by: tuple[str, ...]
     rows: list[AblationRow]
     left_out: dict[str, int] = field(default_factory=dict)  # status -> runs not counted
+    base: AblationRow | None = None  # the base model (step 0), when the runs evaluated it
+    baseline: dict[str, Any] | None = None  # {"key": ..., "value": ...}: what delta is measured from
+    notes: list[str] = field(default_factory=list)  # how the figures were computed, and what is missing
+    power: dict[str, Any] | None = None  # crlab.registry.ablation_stats.power_of
 
     def to_json(self) -> dict:
         return {
             "sweep": self.sweep, "metric": self.metric, "at": self.at, "by": list(self.by),
-            "rows": [
-                {**dict(zip(self.by, r.values, strict=True)), "mean": r.mean, "std": r.std, "n": r.n,
-                 "runs": list(r.runs)}
-                for r in self.rows
-            ],
-            "left_out": self.left_out,
+            "baseline": self.baseline,
+            "rows": [{**dict(zip(self.by, r.values, strict=True)), **r.stats_json()} for r in self.rows],
+            "base": None if self.base is None else self.base.stats_json(),
+            "power": self.power, "notes": self.notes, "left_out": self.left_out,
         }  # fmt: skip
 
 

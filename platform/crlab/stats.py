@@ -1,0 +1,173 @@
+"""Uncertainty, paired tests and power for ablation tables: pure functions of per-problem scores.
+
+Input is a matrix ``x`` of shape (S, P): one row per seed (seeds in ascending order), one column per
+problem (problem ids in ascending order), each entry a problem's score in one run, e.g. its unbiased
+pass@k (``c / n`` for pass@1). A run's metric is its row mean; a cell's value is the mean over its seeds.
+Every figure below can be recomputed from the records with this exact procedure:
+
+- **Cell interval** (:func:`bootstrap_ci`): a two-level percentile bootstrap. ``rng =
+  numpy.random.default_rng(0)``; for each of ``RESAMPLES = 2000`` resamples, in order: ``s =
+  rng.integers(0, S, size=S)`` (seeds with replacement), then ``q = rng.integers(0, P, size=(S, P))``
+  (problems with replacement, row j for the j-th drawn seed); the resample's statistic is the mean of
+  ``x[s[j], q[j, i]]`` over all j, i. The interval is ``numpy.percentile(stats, [2.5, 97.5])`` (linear
+  interpolation). With one seed the seed draw is always row 0, so the interval is over problems only.
+- **Paired difference** (:func:`paired`): cell A against baseline B on the seeds and problems both have
+  (pairs by seed value and problem id): ``d = x_A - x_B`` (S, P); ``delta = d.mean()``; its interval is
+  :func:`bootstrap_ci` of ``d`` (same procedure, a fresh ``default_rng(0)``).
+- **p-value** (:func:`permutation_p`): a paired sign-flip permutation test, two-sided, on the (seed,
+  problem) pairs: under "no difference" the two runs' scores of a pair are exchangeable, so each ``d``
+  may flip its sign. Statistic ``T = |sum(d)|``. Pairs with ``d == 0`` are dropped (flipping them changes
+  nothing, so the exact p is the same); with m pairs left, ``m <= EXACT_MAX = 13`` enumerates all
+  ``2**m`` sign vectors and ``p = #{T* >= T} / 2**m`` (the identity included); larger m draws
+  ``PERMUTATIONS = 10000`` sign vectors ``flips = default_rng(0).integers(0, 2, size=(10000, m),
+  dtype=uint8)`` (1 = flip) and ``p = (1 + #{T* >= T}) / 10001``. ``T* >= T`` counts ties: ``T* >= T -
+  1e-9 * sum(|d|)``. m = 0 gives p = 1. The test holds the runs fixed: it asks whether the difference is
+  larger than the problems' pair-by-pair noise; the spread between seeds enters the interval, not p, so
+  with few seeds and a real run-to-run spread p is too small (benchmarks/ablation_calibration.py measures
+  by how much).
+- **Holm** (:func:`holm`): the m p-values sorted ascending, ``p_holm_(i) = max_{j<=i} min(1, (m-j+1)
+  p_(j))``; a cell "differs at 0.05" when ``p_holm < 0.05``.
+- **Power** (:func:`variance_components`, :func:`detectable`, :func:`seeds_needed`): a one-way random
+  effects split of ``d``: ``var_problem`` = the pooled within-seed variance over problems (ddof 1),
+  ``var_seed = max(0, var(seed means, ddof 1) - var_problem / P)`` (0 with one seed, which makes the
+  figures below lower bounds). The variance of delta with S seeds is ``V/S`` with ``V = var_seed +
+  var_problem / P``; at two-sided level ``ALPHA = 0.05`` and power ``POWER = 0.8`` (normal
+  approximation, ``z = z_0.975 + z_0.8 = 2.8016``) the smallest detectable difference is ``z *
+  sqrt(V / S)`` and the seeds needed for a difference ``delta`` are ``ceil(z**2 * V / delta**2)``.
+
+numpy only (the normal quantiles come from :class:`statistics.NormalDist`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+RESAMPLES = 2000  # bootstrap resamples per interval
+PERMUTATIONS = 10000  # random sign vectors when the test is too large to enumerate
+EXACT_MAX = 13  # enumerate every sign vector up to 2**13 = 8192 of them
+SEED = 0  # every interval and every random test starts from numpy.random.default_rng(SEED)
+LEVEL = 0.95
+ALPHA = 0.05
+POWER = 0.80
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A paired difference: its mean, 95% interval and p-value, on ``seeds`` x ``problems`` pairs."""
+
+    delta: float
+    ci95: tuple[float, float]
+    p: float
+    seeds: int
+    problems: int
+
+
+def _matrix(x: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    data = np.asarray(x, dtype=np.float64)  # (S, P)
+    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise ValueError(f"need a (seeds, problems) matrix with at least one of each, got shape {data.shape}")
+    return data
+
+
+def bootstrap_ci(
+    x: Sequence[Sequence[float]] | np.ndarray,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> tuple[float, float]:
+    """Two-level percentile bootstrap interval of the mean of ``x`` (S, P): seeds, then problems within
+    each drawn seed (see the module docstring for the exact draws)."""
+    data = _matrix(x)
+    n_seeds, n_problems = data.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)  # (B,)
+    for b in range(resamples):
+        rows = rng.integers(0, n_seeds, size=n_seeds)  # (S,)
+        cols = rng.integers(0, n_problems, size=(n_seeds, n_problems))  # (S, P)
+        means[b] = data[rows[:, None], cols].mean()
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def permutation_p(d: Sequence[Sequence[float]] | np.ndarray, seed: int = SEED) -> float:
+    """Two-sided paired sign-flip permutation p-value of the differences ``d`` (any shape; each entry one
+    (seed, problem) pair): exact up to ``EXACT_MAX`` non-zero pairs, else ``PERMUTATIONS`` random flips."""
+    values = np.asarray(d, dtype=np.float64).ravel()
+    values = values[values != 0.0]  # (m,)
+    m = values.size
+    if m == 0:
+        return 1.0
+    observed = abs(values.sum())
+    tie = observed - 1e-9 * np.abs(values).sum()
+    if m <= EXACT_MAX:
+        bits = (np.arange(2**m)[:, None] >> np.arange(m)[None, :]) & 1  # (2**m, m): every sign vector
+        sums = np.abs(values.sum() - 2.0 * (bits @ values))  # (2**m,)
+        return float(np.count_nonzero(sums >= tie) / 2**m)
+    flips = np.random.default_rng(seed).integers(0, 2, size=(PERMUTATIONS, m), dtype=np.uint8)  # (R, m)
+    hits = 0
+    for start in range(0, PERMUTATIONS, 1000):
+        chunk = flips[start : start + 1000].astype(np.float64)  # (<=1000, m)
+        hits += int(np.count_nonzero(np.abs(values.sum() - 2.0 * (chunk @ values)) >= tie))
+    return (1 + hits) / (PERMUTATIONS + 1)
+
+
+def paired(a: Sequence[Sequence[float]] | np.ndarray, b: Sequence[Sequence[float]] | np.ndarray) -> Paired:
+    """``a - b`` for matrices (S, P) already aligned by seed and problem: delta, its interval and p."""
+    d = _matrix(a) - _matrix(b)  # (S, P)
+    return Paired(float(d.mean()), bootstrap_ci(d), permutation_p(d), d.shape[0], d.shape[1])
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of the p-values that are not None (None stays None), in input order."""
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m, running = len(present), 0.0
+    adjusted: list[float | None] = [None] * len(pvalues)
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def variance_components(d: Sequence[Sequence[float]] | np.ndarray) -> tuple[float, float]:
+    """(var_seed, var_problem) of the differences ``d`` (S, P): the spread of the seed effect and of the
+    problems within a seed (one-way random effects, moments; var_seed is 0 with one seed)."""
+    data = _matrix(d)
+    n_seeds, n_problems = data.shape
+    within = float(data.var(axis=1, ddof=1).mean()) if n_problems > 1 else 0.0
+    if n_seeds < 2:
+        return 0.0, within
+    between = float(data.mean(axis=1).var(ddof=1)) - within / n_problems
+    return max(0.0, between), within
+
+
+def _z(alpha: float, power: float) -> float:
+    normal = NormalDist()
+    return normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)
+
+
+def detectable(
+    var_seed: float, var_problem: float, seeds: int, problems: int, alpha: float = ALPHA, power: float = POWER
+) -> float:
+    """The smallest difference a paired comparison with ``seeds`` x ``problems`` detects with ``power``."""
+    return _z(alpha, power) * math.sqrt((var_seed + var_problem / problems) / seeds)
+
+
+def seeds_needed(
+    delta: float,
+    var_seed: float,
+    var_problem: float,
+    problems: int,
+    alpha: float = ALPHA,
+    power: float = POWER,
+) -> int:
+    """The seeds a paired comparison on ``problems`` problems needs to detect ``delta`` with ``power``."""
+    if delta <= 0:
+        raise ValueError(f"the difference to detect must be positive, got {delta}")
+    spread = var_seed + var_problem / problems
+    return max(1, math.ceil(_z(alpha, power) ** 2 * spread / delta**2))
