@@ -26,3 +26,27 @@ def test_libraries_that_import_platform_still_work() -> None:
     code = "import torch, sqlalchemy, wandb; import crlab.cli; print(torch.__version__)"
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+HEAVY = ("torch", "transformers", "deepspeed", "vllm", "wandb")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["runs", "list", "--json"], ["runs", "show", "nosuchrun"], ["runs", "compare", "a", "b"],
+     ["ablation", "nosuchsweep"], ["db", "current"]],
+    ids=lambda a: " ".join(a),
+)  # fmt: skip
+def test_registry_commands_import_no_ml_library(args: list[str], tmp_path: Path) -> None:
+    """The commands that read the registry answer without importing torch, transformers, deepspeed, vLLM or
+    W&B (seconds of imports on a small machine): checked on the import graph, not by timing."""
+    code = (
+        "import sys\nfrom crlab.cli import main\nsys.argv = ['platform', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    env = {"CRLAB_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    res = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env=env)  # fmt: skip
+    (line,) = [x for x in res.stdout.splitlines() if x.startswith("LOADED")]
+    assert line == "LOADED []", (line, res.stderr[-2000:])
