@@ -59,6 +59,8 @@ def test_help_of_every_command() -> None:
         res = platform(*args, "--help")
         assert res.returncode == 0, (args, res.stderr)
         assert "Usage" in res.stdout
+        assert "<bool>" not in res.stdout  # a flag is listed without a type
+    assert "<int range>" in platform("sweep", "--help").stdout  # other options keep theirs
 
 
 def test_runs_list_and_show_json(seeded: str) -> None:

@@ -23,6 +23,25 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
+
+def _flag_type_hidden() -> None:
+    """Help lists a flag without a type: typer (0.29 and later) shows ``<bool>`` beside every flag, which
+    says nothing a flag's name does not."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_crlab", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._crlab = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flag_type_hidden()
+
 DbOpt = Annotated[
     str | None,
     typer.Option(
