@@ -44,6 +44,9 @@ def test_the_metrics_an_eval_makes() -> None:
         (ON + "  max_problems: 0\n", r"exp\.yaml:4: eval\.max_problems: 0 is outside"),
         (ON + "  since: 2024-08-01\n", r"exp\.yaml:4: eval\.since: a contest_date window needs eval\.source: livecodebench:FILE"),
         (ON.replace("tiny-eval", "''"), r"exp\.yaml:2: eval\.source: is empty"),
+        # LiveCodeBench's evaluator scores LiveCodeBench problems only
+        (ON + "  scoring: livecodebench\n", r"exp\.yaml:4: eval\.scoring: livecodebench scores LiveCodeBench sources, not 'tiny-eval'; use auto or strict"),
+        (ON + "  scoring: lcb\n", r"exp\.yaml:4: eval\.scoring: 'lcb' is not one of auto, livecodebench, strict"),
     ],
 )  # fmt: skip
 def test_bad_eval_sections_name_file_line_key_and_fix(tmp_path: Path, text: str, match: str) -> None:

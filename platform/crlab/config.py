@@ -182,6 +182,8 @@ class EvalConfig:
     max_problems: int | None = None  # a fixed seeded subset (the same for every seed of a config)
     select: str = "eval/pass@1"  # the metric that picks the best checkpoint (the paper: LiveCodeBench pass@1)
     crl_source: str | None = None  # held-out critique rows (crl:FILE or a problem source): eval/critique_acc
+    # auto: LiveCodeBench's own evaluator's verdicts for LiveCodeBench sources, strict (the reward's) for others
+    scoring: str = "auto"  # auto | livecodebench | strict (crlab/eval/scoring.py)
 
 
 @dataclass
@@ -237,6 +239,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.crl_mix": ("exact", "shuffled"),
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
+    "eval.scoring": ("auto", "livecodebench", "strict"),
     "switch.policy": ("plateau", "fixed", "never"),
     "switch.restart": ("keep", "fresh"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),

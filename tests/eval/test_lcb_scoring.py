@@ -11,6 +11,7 @@ import base64
 import json
 import pickle
 import shutil
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from crlab.data.formats import load_livecodebench
-from crlab.eval.samples import score_samples_file
 from crlab.rewards.sandbox import Sandbox, Verdict
 
 HERE = Path(__file__).parent / "lcb"
@@ -117,15 +117,35 @@ def test_every_sample_gets_livecodebench_verdicts(lcb_sandbox, theirs) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def test_pass_at_1_of_the_samples_file_is_livecodebenchs(lcb_sandbox, theirs) -> None:
-    """The path of `platform eval --samples FILE --on livecodebench:FILE --scoring livecodebench`."""
-    report = score_samples_file(
-        str(SAMPLES), load_livecodebench(PROBLEMS), lcb_sandbox, [1], source=f"livecodebench:{PROBLEMS}"
-    )
-    assert report.pass_at[1] == pytest.approx(theirs[1], abs=1e-12)
-    assert 0.3 < report.pass_at[1] < 0.7  # (the fixtures pass and fail in about equal parts)
+def test_platform_eval_scores_a_samples_file_as_livecodebench_by_default(theirs) -> None:
+    """`platform eval --samples FILE --on livecodebench:FILE`: LiveCodeBench's scoring and its pass@1."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not on PATH")
+    cmd = [sys.executable, "-c", "from crlab.cli import main; main()", "eval", "--samples", str(SAMPLES)]
+    cmd += ["--on", f"livecodebench:{PROBLEMS}", "--k", "1", "--time-limit", str(TIMEOUT), "--workers", "2"]
+    res = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["scoring"] == "livecodebench"
+    assert report["pass_at"]["pass@1"] == pytest.approx(theirs[1], abs=1e-9)
+    assert 0.3 < theirs[1] < 0.7  # (the fixtures pass and fail in about equal parts)
 
 
+def test_scoring_resolves_per_source_and_refuses_livecodebench_elsewhere() -> None:
+    from crlab.data.formats import load_humaneval
+    from crlab.errors import CrlabError
+    from crlab.eval.scoring import resolve_scoring
+
+    lcb, humaneval = load_livecodebench(PROBLEMS), load_humaneval()[:3]
+    assert resolve_scoring("auto", lcb) == "livecodebench" and resolve_scoring("auto", humaneval) == "strict"
+    assert resolve_scoring("strict", lcb) == "strict"
+    with pytest.raises(
+        CrlabError, match="--scoring livecodebench: scores LiveCodeBench problems only, not humaneval"
+    ):
+        resolve_scoring("livecodebench", humaneval)
+
+
+@pytest.mark.slow
 def test_the_strict_scorer_differs_on_the_probes(theirs) -> None:
     """The fixtures probe LiveCodeBench's rules: the platform's own scorer passes or fails many differently."""
     if shutil.which("bwrap") is None:
@@ -135,3 +155,26 @@ def test_the_strict_scorer_differs_on_the_probes(theirs) -> None:
         ours = _ours(strict)
     differ = [k for k, r in ours.items() if (r.pass_rate == 1.0) != all(x is True for x in their[k])]
     assert len(differ) >= 15, differ
+
+
+def test_training_evaluation_scores_livecodebench_sets_with_its_evaluators_rules() -> None:
+    """eval.scoring in a run: auto gives LiveCodeBench sets a sandbox with the lcb harness (6 s a test,
+    LiveCodeBench's default), strict keeps the run's own sandbox."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not on PATH")
+    from crlab.config import load_config
+    from crlab.train.evaluation import TrainingEval
+
+    source = f"livecodebench:{PROBLEMS}"
+    evals = TrainingEval(load_config(overrides=[f"eval.source={source}"]), "qwen3")
+    try:
+        assert evals.scoring == {source: "livecodebench"}
+        sandbox = evals.sandbox_for(evals.sets[0], "the run's sandbox")
+        assert sandbox.harness == "lcb" and sandbox.time_limit_s == 6.0
+        add = {p.id: p for p in evals.sets[0].problems}["add"]
+        passed = sandbox.run("print(sum(Counter(map(int, input().split())).elements()))", add.spec)
+        assert passed.pass_rate == 1.0  # (Counter from LiveCodeBench's prelude)
+    finally:
+        evals.close()
+    strict = TrainingEval(load_config(overrides=[f"eval.source={source}", "eval.scoring=strict"]), "qwen3")
+    assert strict.sandbox_for(strict.sets[0], "the run's sandbox") == "the run's sandbox"

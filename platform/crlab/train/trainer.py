@@ -385,6 +385,8 @@ class Trainer:
         if self.sandbox is not None:
             self.sandbox.__exit__(None, None, None)
             self.sandbox = None
+        if getattr(self, "evals", None) is not None:
+            self.evals.close()
 
 
 STEP_LINE_KEYS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")

@@ -33,6 +33,7 @@ PROBLEMS = [
     row("lines", [("1 2\n", "1\n2\n"), ("7 8\n", "7\n8\n")]),
     row("third", [("1\n", "0.333333\n"), ("2\n", "0.666667\n")]),
     row("word", [("1\n", "Yes 1\n"), ("2\n", "Yes 2\n")]),
+    row("yesno", [("1\n", "Yes\nNo\n")]),
     row("thousand", [("1000\n", "1000\n")]),
     row("big", [("5000\n", "1" + "0" * 5000 + "\n")]),
     row(
@@ -107,6 +108,10 @@ S = {  # (problem, code): the rule it probes (LiveCodeBench's verdict)
         "n = int(input())\nprint('Yes', n)",  # pass
         "n = int(input())\nprint('Yes ', n)",  # 'Yes  1': not a Decimal line (WA; strict: pass)
         "n = int(input())\nprint(' Yes', str(n) + ' ')",  # leading/trailing space stripped (pass)
+    ],
+    "yesno": [
+        "print('Yes')\nprint('  No  ')",  # every line stripped, not only the text (pass)
+        "print('Yes')\nprint('N o')",  # WA
     ],
     "thousand": [
         "print('1_000')",  # Decimal('1_000') == 1000 (pass; strict: WA)
