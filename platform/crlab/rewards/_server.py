@@ -155,33 +155,46 @@ def _prctl(option: int, arg: int) -> bool:
         return False
 
 
-def run_suite(req: dict, cfg: dict) -> list:
-    """All tests of one program in ONE test process (``_suite.py``, the ``lcb`` harness), under the wall-clock
-    limit LiveCodeBench gives a whole program, (time limit + 1) x tests + 5 s, and the other limits of a test
-    but memory (no cap) and output (the record holds every test's: the limit times the tests). One raw result
-    per test: its entry (compared on the host), its own verdict, "not_run" after the suite stopped, or the
-    verdict of the whole process for every test when it did not finish (a timeout, a crash)."""
-    n = len(req["inputs"])
-    limit = float(cfg["time_limit"])
-    suite_cfg = dict(cfg, time_limit=(limit + 1) * n + 5, memory_mb=None, max_output=cfg["max_output"] * n)
-    proc = Runner(dict(req, time_limit=limit), suite_cfg, (None, None, {}), 0)
+def _one_process(req: dict, cfg: dict, limit: float, wall: float, n: int) -> list:
+    """Run the tests of ``req`` in ONE test process (``_suite.suite_case``) within ``wall`` seconds, with
+    the limits of a test but memory (no cap) and output (the record holds every test's: the limit times
+    ``n``). -> one raw result per test: its entry (compared on the host), its own verdict, "not_run" after
+    the process stopped, or the verdict of the whole process for every test when it did not finish."""
+    run_cfg = dict(cfg, time_limit=wall, memory_mb=None, max_output=cfg["max_output"] * n)
+    proc = Runner(dict(req, time_limit=limit), run_cfg, (None, None, {}), 0)
     try:
         raw = proc.run(0)
     finally:
         proc.close()
     if raw["v"] is not None:
+        if "signal 14" in raw.get("d", ""):  # the authors' harness: the alarm, unhandled, ended the process
+            raw = dict(raw, v="timeout", d=f"time limit {limit}s exceeded")
         return [dict(raw, d=raw.get("d") or "the process running the tests ended") for _ in range(n)]
-    entries = json.loads(raw["val"])
-    results = []
+    entries, results = json.loads(raw["val"]), []
     for i in range(n):
         if i >= len(entries):
             results.append({"v": "not_run", "t": 0.0, "d": "an earlier test failed", "k": 0})
             continue
-        tag, payload, wall = entries[i][0], entries[i][1:-1], entries[i][-1]
+        tag, payload, seconds = entries[i][0], entries[i][1:-1], entries[i][-1]
         verdict = {"t": "timeout", "e": "runtime_error", "x": "wrong_answer"}.get(tag)
         detail = f"time limit {limit}s exceeded" if tag == "t" else (payload[0] if verdict else "")
-        results.append({"v": verdict, "t": wall, "d": detail, "k": 0, "val": json.dumps(entries[i][:-1])})
+        results.append(
+            {"v": verdict, "t": seconds or raw["t"], "d": detail, "k": 0, "val": json.dumps(entries[i][:-1])}
+        )
     return results
+
+
+def run_suite(req: dict, cfg: dict) -> list:
+    """The tests of a program under another evaluator's rules. ``lcb``: all in one process, within the
+    wall-clock limit LiveCodeBench gives a program, (time limit + 1) x tests + 5 s. ``authors`` (verl's
+    ``check_correctness`` joins its process at time limit + 1 s): all in one process within that, or with
+    ``per_test`` each in a process of its own within it. ``time_limit`` in the request overrides the worker's."""
+    n, limit = len(req["inputs"]), float(req.get("time_limit") or cfg["time_limit"])
+    if req["harness"] == "lcb":
+        return _one_process(req, cfg, limit, (limit + 1) * n + 5, n)
+    if not req.get("per_test"):
+        return _one_process(req, cfg, limit, limit + 1, n)
+    return [_one_process(dict(req, inputs=[text]), cfg, limit, limit + 1, 1)[0] for text in req["inputs"]]
 
 
 def run_program(req: dict, cfg: dict, templates: dict) -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from crlab.errors import CrlabError
 
-from . import _harness, _reuse, _runner, _server, _suite
+from . import _harness, _prime, _reuse, _runner, _server, _suite
 
 # The fork server's program: harness, whole-suite harnesses, test-process loop, test processes, server (one -c string; nothing of
 # the repository is mounted in the sandbox). Only the first module keeps its __future__ import.
@@ -22,7 +22,7 @@ WORKER_SOURCE = "\n".join(
     [Path(_harness.__file__).read_text()]
     + [
         Path(module.__file__).read_text().replace("from __future__ import annotations\n", "")
-        for module in (_suite, _reuse, _runner, _server)
+        for module in (_suite, _prime, _reuse, _runner, _server)
     ]
 )
 _SERVER_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
