@@ -118,6 +118,7 @@ class RewardConfig:
     crl_label_threshold: float = 0.8  # a candidate is labelled correct when its pass rate is above this
     sandbox_workers: int = 0  # 0 = one per CPU core
     isolation: str = "bwrap"  # bwrap | rlimit (weaker; warns)
+    harness: str = "strict"  # strict (the sandbox's rules) | authors (verl prime_code's: prelude, wrapper, lenient)
 
 
 @dataclass
@@ -240,6 +241,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
     "eval.scoring": ("auto", "livecodebench", "strict"),
+    "reward.harness": ("strict", "authors"),
     "switch.policy": ("plateau", "fixed", "never"),
     "switch.restart": ("keep", "fresh"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),

@@ -176,4 +176,23 @@ def test_the_strict_harness_differs_on_the_probes(theirs) -> None:
     with FallbackRunner(Sandbox(2, FAST), Sandbox(2, SLOW)) as strict:
         responses = [f"```python\n{p}\n```" for _, p in CORPUS]
         ours = score_code_responses(strict, responses, [s for s, _ in CORPUS], max_tests=10)
-    assert sum(abs(t - o) > 1e-12 for t, o in zip(theirs, ours, strict=True)) >= 10
+    assert sum(abs(t - o) > 1e-12 for t, o in zip(theirs, ours, strict=True)) >= 12  # (15 of 48 when written)
+
+
+def test_recipe_authors_gives_the_run_the_authors_harness() -> None:
+    """`recipe: authors` sets reward.harness: authors; the run's sandbox then makes prime_code's two
+    passes itself, at reward.time_limit_s and reward.fallback_time_limit_s (5 s and 20 s)."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not on PATH")
+    from crlab.config import load_config
+    from crlab.train.setup import make_sandbox
+
+    assert load_config(None, []).reward.harness == "strict"
+    sandbox = make_sandbox(load_config(None, ["recipe=authors", "reward.sandbox_workers=1"]))
+    try:
+        assert isinstance(sandbox, Sandbox) and sandbox.harness == "authors"
+        assert (sandbox.time_limit_s, sandbox.second_time_limit_s) == (5.0, 20.0)
+        program = "print(sum(Counter(map(int, input().split())).elements()))"  # Counter: their prelude
+        assert sandbox.run(program, ADD).pass_rate == 1.0
+    finally:
+        sandbox.__exit__(None, None, None)
