@@ -87,7 +87,9 @@ S = {  # (problem, code): the rule it probes (LiveCodeBench's verdict)
         + READ2.strip()
         + "\n    print(a + b)\nif __name__ == '__main__':\n    main()",  # unwrapped (pass)
         "import sys\n" + READ2 + "print(a + b)\nsys.stdout.close()",  # close takes one argument (error)
-        "import sys\n" + READ2 + "print(a + b)\ntry:\n    sys.stdout.close()\nexcept TypeError:\n    pass",  # ... so the output stays (pass)
+        "import sys\n"
+        + READ2
+        + "print(a + b)\ntry:\n    sys.stdout.close()\nexcept TypeError:\n    pass",  # ... so the output stays (pass)
         "while True:\n    pass",  # timeout at test 0
         "try:\n    while True:\n        pass\nexcept:\n    print(3)",  # catches the timeout; the alarm's line printed (WA)
         "print(",  # syntax error
