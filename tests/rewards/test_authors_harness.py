@@ -89,6 +89,10 @@ CORPUS = [  # (spec, program): each probes a rule of theirs (the comment says wh
         "def total(nums):\n    return sum(nums) if len(nums) == 3 else None",
     ),  # the second pass runs it as stdin (0)
     (SUM, "def total(nums):\n    return 0\nprint(6)"),  # ... and compares what it prints (1/2)
+    (
+        SUM,
+        "def total(nums):\n    return -1\nprint(sum(json.loads(input())))",
+    ),  # ... its input: one JSON a line (1)
     (SUM, "def total(nums):\n    exit()"),  # exit is None (0)
     (PAIR, "def span(nums):\n    return (min(nums), max(nums))"),  # top-level tuple (1)
     (PAIR, "def span(nums):\n    return {min(nums), max(nums)}"),  # a set: not JSON (0)
