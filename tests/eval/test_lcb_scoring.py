@@ -154,7 +154,7 @@ def test_the_strict_scorer_differs_on_the_probes(theirs) -> None:
     with Sandbox(workers=2, time_limit_s=TIMEOUT) as strict:
         ours = _ours(strict)
     differ = [k for k, r in ours.items() if (r.pass_rate == 1.0) != all(x is True for x in their[k])]
-    assert len(differ) >= 25, differ  # (31 of 80 when written)
+    assert len(differ) >= 25, differ  # (31 of 81 when written)
 
 
 def test_training_evaluation_scores_livecodebench_sets_with_its_evaluators_rules() -> None:
