@@ -174,6 +174,7 @@ def test_the_prelude_is_theirs() -> None:
     assert json.dumps(AUTHORS_PRELUDE) in source
 
 
+@pytest.mark.slow
 def test_the_strict_harness_differs_on_the_probes(theirs) -> None:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not on PATH")
