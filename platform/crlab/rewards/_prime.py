@@ -1,4 +1,4 @@
-"""The ``authors`` harness of :mod:`crlab.rewards.sandbox`: one test run as the authors' training reward
+"""The ``authors`` harness of :mod:`crlab.rewards.sandbox`: tests run as the authors' training reward
 runs it (standard library only; shipped into the sandbox after ``_suite.py``, whose functions it uses).
 
 verl's ``utils/reward_score/prime_code/testing_util.py`` (``run_test``), in the copy the authors vendored
