@@ -1,5 +1,5 @@
 """The ``authors`` harness of :mod:`crlab.rewards.sandbox`: tests run as the authors' training reward
-runs it (standard library only; shipped into the sandbox after ``_suite.py``, whose functions it uses).
+runs them (standard library only; shipped into the sandbox after ``_suite.py``, whose functions it uses).
 
 verl's ``utils/reward_score/prime_code/testing_util.py`` (``run_test``), in the copy the authors vendored
 with their release (the same code as the ``verl`` wheel 0.9.1 but for its module loader): in a process of
