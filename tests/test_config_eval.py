@@ -58,6 +58,9 @@ def test_the_metrics_an_eval_makes() -> None:
         (ON + "  select_source: tiny-eval\n", r"exp\.yaml:4: eval\.select_source: 'tiny-eval' is eval\.source itself; name a disjoint source"),
         (ON + "  select_source: crl:rows.jsonl\n", r"eval\.select_source: 'crl:rows\.jsonl': checkpoints are selected on pass@k of problems"),
         (ON + "  select_source: tiny-val\n  select: eval/pass@5\n", r"eval\.select: 'eval/pass@5' is not a metric this eval makes \(eval/pass@1, val/pass@1\)"),
+        # LiveCodeBench's evaluator scores LiveCodeBench problems only
+        (ON + "  scoring: livecodebench\n", r"exp\.yaml:4: eval\.scoring: livecodebench scores LiveCodeBench sources, not 'tiny-eval'; use auto or strict"),
+        (ON + "  scoring: lcb\n", r"exp\.yaml:4: eval\.scoring: 'lcb' is not one of auto, livecodebench, strict"),
     ],
 )  # fmt: skip
 def test_bad_eval_sections_name_file_line_key_and_fix(tmp_path: Path, text: str, match: str) -> None:

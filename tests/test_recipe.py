@@ -22,6 +22,8 @@ KNOBS = {
     "reward.time_limit_s": (6.0, 5.0),
     "reward.fallback_time_limit_s": (None, 20.0),
     "reward.max_tests": (10, 10),
+    "reward.harness": ("strict", "authors"),
+    "eval.scoring": ("auto", "auto"),
     "data.crl_prompt": ("platform", "paper"),
     "data.overlong_prompts": ("keep", "filter"),
     "data.max_prompt_length": (4096, 4096),
@@ -104,6 +106,7 @@ def test_an_unknown_recipe_names_where_it_was_set(tmp_path: Path) -> None:
         (["reward.fallback_time_limit_s=6"], r"reward\.fallback_time_limit_s: 6.0 must be above"),
         (["recipe=authors", "reward.time_limit_s=30"], r"reward\.fallback_time_limit_s: 20.0 must be above"),
         (["grpo.group_size=1"], r"grpo\.group_size: 1 is outside \[2, inf\]"),
+        (["reward.harness=verl"], r"reward\.harness: 'verl' is not one of strict, authors"),
     ],
 )
 def test_bad_switch_values(overrides: list[str], match: str) -> None:

@@ -196,7 +196,7 @@ def _records_path(out_path: Path | None, target: dict[str, Any] | None, on: str)
     return crlab_home() / "evals" / f"{slug}-{stamp}.jsonl"
 
 
-def render(report: Any, label: str, source: str, records: Path) -> None:
+def render(report: Any, label: str, source: str, records: Path, scoring: str = "strict") -> None:
     """The report as a table on stdout, then where the per-problem rows went."""
     from crlab.eval.report import CodeEvalReport
 
@@ -205,7 +205,9 @@ def render(report: Any, label: str, source: str, records: Path) -> None:
     table.add_column("value", justify="right")
     table.add_column("95% CI (bootstrap)", justify="right")
     if isinstance(report, CodeEvalReport):
-        table.caption = f"{len(report.problems)} problems, n={report.n} samples each, all tests"
+        table.caption = (
+            f"{len(report.problems)} problems, n={report.n} samples each, all tests, {scoring} scoring"
+        )
         for k in report.ks:
             low, high = report.ci[k]
             table.add_row(f"pass@{k}", f"{report.pass_at[k]:.4f}", f"[{low:.4f}, {high:.4f}]")
@@ -279,6 +281,7 @@ def eval_command(
     style: Annotated[str, Opt(help="Prompt style: auto (tiny for tiny://coder, else qwen3) | qwen3 | tiny.")] = "auto",
     workers: Annotated[int, Opt(min=0, help="Sandbox workers; 0 = one per CPU core.")] = 0,
     time_limit: Annotated[float, Opt("--time-limit", min=0.1, help="Seconds per test (LiveCodeBench: 6).")] = 6.0,
+    scoring: Annotated[str | None, Opt("--scoring", help="auto (livecodebench for LiveCodeBench sources, else strict) | livecodebench (LiveCodeBench's own evaluator's verdicts) | strict (the platform's, as the reward). Default: the run's eval.scoring, else auto.", show_default=False)] = None,
     out_path: Annotated[Path | None, Opt("--out", help="Per-problem JSONL (samples, verdicts, timings).")] = None,
     db: DbOpt = None,
     json_out: JsonOpt = False,
@@ -294,17 +297,35 @@ def eval_command(
         if eval_set.crl_rows is not None:
             eval_set.crl_rows = subset(eval_set.crl_rows, max_problems, seed)
     resolved = None if target is None else resolve_target(target, checkpoint, db)
+    scoring = _scoring(scoring, eval_set, resolved)
     records = RecordFile(_records_path(out_path, resolved, on))
     label = str(samples) if samples is not None else resolved["label"]
     report = _run_eval(eval_set, resolved, samples, dict(
         ks=ks, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
         batch=batch, engine=engine, style=style, workers=workers, time_limit=time_limit, seed=seed,
+        scoring=scoring,
     ), records, label, progress=not json_out)  # fmt: skip
     path = records.commit()
     if json_out:
-        print_json(_report_json(report, label, path, resolved))
+        print_json({**_report_json(report, label, path, resolved), "scoring": scoring})
     else:
-        render(report, label, on, path)
+        render(report, label, on, path, scoring)
+
+
+def _scoring(scoring: str | None, eval_set: Any, target: dict[str, Any] | None) -> str:
+    """``livecodebench`` or ``strict``: ``--scoring``, else the run's (or the schema's) ``eval.scoring``,
+    resolved for the set (critique sets are labelled by the strict rules)."""
+    from crlab.config import EvalConfig
+    from crlab.eval.scoring import resolve_scoring
+
+    chosen = scoring or (target["cfg"].eval.scoring if target is not None else EvalConfig.scoring)
+    if eval_set.kind == "crl":
+        if chosen == "livecodebench":
+            raise CrlabError(
+                "--scoring livecodebench: critique sets (crl:) are labelled by the strict rules; drop it"
+            )
+        return "strict"
+    return resolve_scoring(chosen, eval_set.problems)
 
 
 def _run_eval(
@@ -312,17 +333,16 @@ def _run_eval(
     records: RecordFile, label: str, progress: bool,
 ) -> Any:  # fmt: skip
     """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport."""
-    import torch
-
     from crlab.eval.runner import EvalSettings, evaluate
     from crlab.eval.samples import score_samples_file
+    from crlab.eval.scoring import HARNESS
     from crlab.rewards.sandbox import Sandbox
 
     cfg = resolved["cfg"] if resolved is not None else None
     sandbox = Sandbox(
         workers=opts["workers"] or max(1, os.cpu_count() or 1), time_limit_s=opts["time_limit"],
         memory_mb=cfg.reward.memory_mb if cfg is not None else 1024,
-        isolation=cfg.reward.isolation if cfg is not None else "bwrap",
+        isolation=cfg.reward.isolation if cfg is not None else "bwrap", harness=HARNESS[opts["scoring"]],
     )  # fmt: skip
     with sandbox, EvalProgress(label, progress) as shown:
         if samples is not None:
@@ -332,6 +352,8 @@ def _run_eval(
             )  # fmt: skip
         if progress:
             err.print(f"loading {label} ...", highlight=False)
+        import torch  # (not for a samples file)
+
         policy = load_policy(resolved, opts["engine"])
         run_length = (
             cfg.phases[-1].max_response_length if resolved["run"] is not None else MODEL_MAX_NEW_TOKENS

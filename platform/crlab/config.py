@@ -126,6 +126,7 @@ class RewardConfig:
     crl_label_threshold: float = 0.8  # a candidate is labelled correct when its pass rate is above this
     sandbox_workers: int = 0  # 0 = one per CPU core
     isolation: str = "bwrap"  # bwrap | rlimit (weaker; warns)
+    harness: str = "strict"  # strict (the sandbox's rules) | authors (verl prime_code's: prelude, wrapper, lenient)
 
 
 @dataclass
@@ -194,6 +195,8 @@ class EvalConfig:
     select_source: str | None = None  # problems to pick the best checkpoint on (val/pass@k), disjoint from source
     at_start: bool = True  # evaluate the base model before step 1: base/pass@k at step 0, the reference
     crl_source: str | None = None  # held-out critique rows (crl:FILE or a problem source): eval/critique_acc
+    # auto: LiveCodeBench's own evaluator's verdicts for LiveCodeBench sources, strict (the reward's) for others
+    scoring: str = "auto"  # auto | livecodebench | strict (crlab/eval/scoring.py)
 
 
 def selection_metric(ev: Any) -> str:
@@ -257,6 +260,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.crl_mix": ("exact", "shuffled"),
     "grpo.single_sample_advantage": ("zero", "raw"),
     "reward.isolation": ("bwrap", "rlimit"),
+    "eval.scoring": ("auto", "livecodebench", "strict"),
+    "reward.harness": ("strict", "authors"),
     "switch.policy": ("plateau", "fixed", "never"),
     "switch.restart": ("keep", "fresh"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),

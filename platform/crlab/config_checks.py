@@ -182,6 +182,12 @@ def _check_selection(ev: Any) -> None:
     if made and select not in made:
         _fail("eval.select", f"{select!r} is not a metric this eval makes ({', '.join(made)}); "
                              "choose one of them, or add its k to eval.k")  # fmt: skip
+    other = str(ev.source or "").split(":")[0] in ("humaneval", "tiny", "tiny-eval", "rstar")
+    if ev.scoring == "livecodebench" and other:
+        _fail(
+            "eval.scoring",
+            f"livecodebench scores LiveCodeBench sources, not {ev.source!r}; use auto or strict",
+        )
     if (ev.since or ev.until) and not str(ev.source or "").startswith("livecodebench:"):
         _fail("eval.since", "a contest_date window needs eval.source: livecodebench:FILE; unset since/until")
 

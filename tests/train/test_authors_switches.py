@@ -109,7 +109,9 @@ def test_make_sandbox_builds_the_two_passes(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sandbox_module, "Sandbox", _FakeSandbox)
     single = setup.make_sandbox(load_config(None, ["reward.sandbox_workers=1"]))
     assert isinstance(single, _FakeSandbox) and single.entered and single.time_limit_s == 6.0
-    both = setup.make_sandbox(load_config(None, ["recipe=authors", "reward.sandbox_workers=1"]))
+    # (the preset's reward.harness: authors makes both passes inside one sandbox: test_authors_harness.py)
+    overrides = ["recipe=authors", "reward.harness=strict", "reward.sandbox_workers=1"]
+    both = setup.make_sandbox(load_config(None, overrides))
     assert isinstance(both, FallbackRunner)
     assert (both.fast.time_limit_s, both.slow.time_limit_s) == (5.0, 20.0)
     assert both.fast.entered and both.slow.entered

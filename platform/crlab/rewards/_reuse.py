@@ -169,7 +169,7 @@ def serve_tests(job: dict, prepared: tuple, rfd: int, conn, limit: int) -> None:
             _write(sock, b"D" + (b"1" if exit_code else b"0") + size.to_bytes(8, "big"))
         except BaseException:  # the program closed or replaced the socket: end as a lone test would
             _exit(exit_code)
-        clean = status in _REUSABLE and _settle(snap)
+        clean = status in _REUSABLE and job.get("harness", "strict") == "strict" and _settle(snap)
         _write(sock, b"R1" if clean else b"R0")
         if not clean:
             _exit(0)

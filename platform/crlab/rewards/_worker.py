@@ -14,15 +14,15 @@ from pathlib import Path
 
 from crlab.errors import CrlabError
 
-from . import _harness, _reuse, _runner, _server
+from . import _harness, _prime, _reuse, _runner, _server, _suite
 
-# The fork server's program: harness, test-process loop, test processes, server (one -c string; nothing of
+# The fork server's program: harness, whole-suite harnesses, test-process loop, test processes, server (one -c string; nothing of
 # the repository is mounted in the sandbox). Only the first module keeps its __future__ import.
 WORKER_SOURCE = "\n".join(
     [Path(_harness.__file__).read_text()]
     + [
         Path(module.__file__).read_text().replace("from __future__ import annotations\n", "")
-        for module in (_reuse, _runner, _server)
+        for module in (_suite, _prime, _reuse, _runner, _server)
     ]
 )
 _SERVER_CAPS = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER")
@@ -43,8 +43,22 @@ def _bwrap_has(bwrap: str, option: str) -> bool:
     return option in out.stdout + out.stderr
 
 
-def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int) -> list[str]:
-    """Mounts and namespaces of one worker (see the docstring of :mod:`crlab.rewards.sandbox`)."""
+def numpy_binds() -> tuple[list[str], list[str]]:
+    """(folders to bind read-only, sys.path entries) that make the host's numpy importable in a sandbox:
+    its package folder and its bundled libraries (``numpy.libs``), nothing else of their site-packages."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("numpy")
+    if spec is None or not spec.origin:
+        return [], []
+    package = Path(spec.origin).resolve().parent
+    folders = [str(p) for p in (package, package.parent / "numpy.libs") if p.is_dir()]
+    return folders, [str(package.parent)]
+
+
+def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """Mounts and namespaces of one worker (see the docstring of :mod:`crlab.rewards.sandbox`); ``extra``:
+    more folders bound read-only at their own paths."""
     a = [bwrap, "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -55,7 +69,8 @@ def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int) -> list[str]:
         if os.path.exists(f):
             a += ["--ro-bind", f, f]
     made: set[str] = set()
-    for prefix in sorted({sys.base_prefix, sys.base_exec_prefix, str(Path(python).parent.parent)}):
+    prefixes = sorted({sys.base_prefix, sys.base_exec_prefix, str(Path(python).parent.parent)})
+    for prefix in prefixes + list(extra):
         if prefix == "/usr" or prefix.startswith("/usr/") or not os.path.isdir(prefix):
             continue
         for parent in reversed(Path(prefix).parents[:-1]):  # /root, /root/.pyenv, ... made traversable

@@ -108,7 +108,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 
-from ._worker import WORKER_SOURCE, SandboxError, _bwrap_argv, _Worker
+from . import lcb, prime
+from ._worker import WORKER_SOURCE, SandboxError, _bwrap_argv, _Worker, numpy_binds
 from .spec import TestSpec
 
 _rlimit_warned = False
@@ -120,9 +121,15 @@ class Verdict(str, Enum):
     RUNTIME_ERROR = "runtime_error"
     TIMEOUT = "timeout"
     MEMORY_EXCEEDED = "memory_exceeded"
+    NOT_RUN = "not_run"  # the lcb harness: an earlier test failed, so (as LiveCodeBench) this one did not run
 
 
 _VERDICTS = frozenset({v.value for v in Verdict} | {None})  # what a worker may answer (None: compare here)
+# How tests run: strict (the platform's rules, above) | lcb (LiveCodeBench's evaluator: _suite.py, lcb.py) |
+# authors (the authors' training reward, verl's prime_code: _prime.py, prime.py)
+HARNESSES = ("strict", "lcb", "authors")
+# Imported in LiveCodeBench's process before a program runs (its evaluator, the prelude, reliability_guard)
+LCB_PRELOAD = ("numpy", "random", "statistics", "json", "datetime", "copy", "io", "subprocess", "shutil")
 
 
 @dataclass(frozen=True)
@@ -146,11 +153,11 @@ class ProgramResult:
         return sum(r.verdict is Verdict.PASSED for r in self.results) / len(self.results)
 
 
-def job_request(program: str, spec: TestSpec, n: int | None = None) -> dict:
+def job_request(program: str, spec: TestSpec, n: int | None = None, harness: str = "strict") -> dict:
     """What a fork server (or the benchmark's baseline) is sent to run ``program`` on ``spec``'s first ``n`` tests."""
     return {
         "kind": spec.kind, "program": program, "inputs": list(spec.inputs[:n]), "fn_name": spec.fn_name,
-        "check_code": spec.check_code, "entry_point": spec.entry_point,
+        "check_code": spec.check_code, "entry_point": spec.entry_point, "harness": harness,
     }  # fmt: skip
 
 
@@ -164,6 +171,15 @@ class Sandbox:
     Limits hold per test: ``time_limit_s`` (wall clock), ``memory_mb`` (address space), ``max_output_bytes``
     (stdout, stderr, any file), ``nproc`` (processes and threads), ``nofile``; ``tmp_mb`` caps a worker's
     /tmp. Program text over ``max_program_bytes`` or not UTF-8 is a runtime error on every test.
+
+    ``harness="lcb"`` runs and judges tests as LiveCodeBench's evaluator does (``_suite.py``, ``lcb.py``):
+    all tests of a program in one process, module state and one ``Solution()`` shared, its prelude, no
+    memory cap, numpy importable (its folder bound read-only), the first failure ending the run
+    (``Verdict.NOT_RUN`` after it). ``harness="authors"`` runs and judges each test as the authors'
+    training reward does (verl's ``prime_code``, :mod:`crlab.rewards.prime`): every test in one process at
+    ``time_limit_s``; unless all pass, each of the first ``max_tests`` in a process of its own at
+    ``second_time_limit_s``, as a stdin program whatever the spec's kind; its prelude, ``code()`` wrapper
+    and lenient comparison, no memory cap, numpy importable. The isolation is the same.
     """
 
     def __init__(
@@ -179,9 +195,16 @@ class Sandbox:
         nofile: int = 128,
         tmp_mb: int = 64,
         uid_base: int | None = None,
+        harness: str = "strict",
+        second_time_limit_s: float | None = None,
     ):
         if workers < 1 or time_limit_s <= 0 or memory_mb < 64 or max_output_bytes < 1024 or nofile < 48:
             raise ValueError("Sandbox: need workers >= 1, time_limit_s > 0, memory_mb >= 64, ...")
+        if harness not in HARNESSES:
+            raise ValueError(f"Sandbox: harness must be one of {HARNESSES}, got {harness!r}")
+        self.harness = harness
+        self.second_time_limit_s = float(second_time_limit_s or time_limit_s)  # the authors' second pass
+        self._binds, self._paths = numpy_binds() if harness != "strict" else ([], [])
         if isolation not in ("bwrap", "rlimit"):
             raise ValueError(f"Sandbox: isolation must be 'bwrap' or 'rlimit', got {isolation!r}")
         self.workers, self.time_limit_s, self.memory_mb = workers, float(time_limit_s), int(memory_mb)
@@ -219,11 +242,14 @@ class Sandbox:
             "kill_all": self.isolation == "bwrap",
             "python": self._python,
             "script": None,
+            "paths": self._paths,
+            "preload": list(LCB_PRELOAD) if self.harness != "strict" else [],
         }
 
     def _argv(self, index: int) -> list[str]:
         if self.isolation == "bwrap":
-            prefix, base = _bwrap_argv(self._bwrap, self._python, self.tmp_mb << 20), "/tmp"
+            prefix = _bwrap_argv(self._bwrap, self._python, self.tmp_mb << 20, tuple(self._binds))
+            base = "/tmp"
         else:
             prefix, base = [], tempfile.mkdtemp(prefix="crlab-sandbox-")
             os.chmod(base, 0o711)
@@ -270,6 +296,10 @@ class Sandbox:
         for _, spec in jobs:
             if not isinstance(spec, TestSpec):
                 raise TypeError(f"run_many: expected TestSpec, got {type(spec).__name__}")
+            if self.harness != "strict" and spec.kind == "assert":
+                raise ValueError(
+                    f"run_many: the {self.harness} harness runs stdin and functional tests, not assert"
+                )
         futures = [self._executor.submit(self._run_one, program, spec, max_tests) for program, spec in jobs]
         return [f.result() for f in futures]
 
@@ -292,24 +322,36 @@ class Sandbox:
         problem, program = self._precheck(program)
         if problem or n == 0:
             return ProgramResult(tuple(TestResult(Verdict.RUNTIME_ERROR, 0.0, problem) for _ in range(n)))
-        request = job_request(program, spec, n)
-        raw = self._call(request, n)
+        if (
+            self.harness == "authors"
+        ):  # prime_code: every test in one process; if one fails, each of the first n
+            first = self._run_request(job_request(program, spec, None, "authors"), spec, len(spec))
+            if all(r.verdict is Verdict.PASSED for r in first.results):
+                return ProgramResult(first.results[:n])
+            again, spec = prime.second_pass(program, spec, n, self.second_time_limit_s)
+            return self._run_request(again, spec, n, self.second_time_limit_s)
+        return self._run_request(job_request(program, spec, n, self.harness), spec, n)
+
+    def _run_request(
+        self, request: dict, spec: TestSpec, n: int, limit: float | None = None
+    ) -> ProgramResult:
+        raw = self._call(request, n, limit or self.time_limit_s)
         if raw is None:  # its worker died (the OOM killer, an operator): once more, on a fresh worker
-            raw = self._call(request, n)
+            raw = self._call(request, n, limit or self.time_limit_s)
         if raw is None:  # twice: the program itself brings its worker down
             dead = TestResult(
                 Verdict.RUNTIME_ERROR, 0.0, "sandbox worker died or misbehaved twice; restarted"
             )
             return ProgramResult((dead,) * n)
+        if request["harness"] != "strict":
+            return _finish_suite(raw, spec, request["harness"])
         return ProgramResult(tuple(_finish(r, spec, i) for i, r in enumerate(raw)))
 
-    def _call(self, request: dict, n: int) -> list | None:
+    def _call(self, request: dict, n: int, limit: float) -> list | None:
         """One run of a program on an idle worker; None when the worker died or misbehaved (it is replaced)."""
         worker = self._idle.get()
         try:
-            return worker.call(
-                {"id": os.urandom(8).hex(), **request}, n, n * (self.time_limit_s + 1.0) + 10.0, _VERDICTS
-            )
+            return worker.call({"id": os.urandom(8).hex(), **request}, n, n * (limit + 1.0) + 10.0, _VERDICTS)
         finally:
             self._idle.put(worker)
 
@@ -322,6 +364,27 @@ def _finish(raw: dict, spec: TestSpec, i: int) -> TestResult:
     if spec.output_matches(i, str(raw.get("out" if spec.kind == "stdin" else "val", ""))):
         return TestResult(Verdict.PASSED, wall)
     return TestResult(Verdict.WRONG_ANSWER, wall, "output differs")
+
+
+def _finish_suite(raw: list, spec: TestSpec, harness: str) -> ProgramResult:
+    """Verdicts of the lcb harness (LiveCodeBench's rules; after the first failure, not run) or of the
+    authors' one (their reward's rules; each test on its own)."""
+    passes = lcb.entry_passes if harness == "lcb" else prime.entry_passes
+    results, failed = [], False
+    for i, r in enumerate(raw):
+        wall = float(r.get("t", 0.0))
+        if failed:
+            results.append(TestResult(Verdict.NOT_RUN, 0.0, "an earlier test failed"))
+            continue
+        if r.get("v") is not None:
+            result = TestResult(Verdict(r["v"]), wall, str(r.get("d", "")))
+        elif passes(spec.kind, str(r.get("val", "")), spec.outputs[i]):
+            result = TestResult(Verdict.PASSED, wall)
+        else:
+            result = TestResult(Verdict.WRONG_ANSWER, wall, "output differs")
+        failed = harness == "lcb" and result.verdict is not Verdict.PASSED
+        results.append(result)
+    return ProgramResult(tuple(results))
 
 
 def _warn_rlimit_once() -> None:

@@ -140,10 +140,21 @@ class TrainingEval:
     """When to evaluate, how, and the best checkpoint so far; its state travels in the checkpoints."""
 
     def __init__(self, cfg: Any, style: str) -> None:
-        self.ev, self.style = cfg.eval, style
+        from crlab.eval.scoring import resolve_scoring
+
+        self.cfg, self.ev, self.style = cfg, cfg.eval, style
         self.crl_threshold = cfg.reward.crl_label_threshold
         self.select = selection_metric(cfg.eval)
         self.sets = load_sets(cfg, style)
+        try:  # eval.scoring, per code set: livecodebench (LiveCodeBench's verdicts) or strict (the reward's)
+            self.scoring = {
+                found.source: resolve_scoring(self.ev.scoring, found.problems, "eval.scoring")
+                for _, found in self.sets
+                if found.kind == "code"
+            }
+        except CrlabError as exc:
+            raise ConfigError(str(exc)) from None
+        self._lcb: Any = None  # the sandbox of livecodebench scoring, started when first needed
         self.best: Best | None = None
         self.pending: int | None = None  # a step whose evaluation a preemption skipped
 
@@ -194,7 +205,9 @@ class TrainingEval:
             for prefix, found in self.sets:
                 path = _records_file(out_dir, step, prefix, found.kind)
                 with _Samples(path) as sink:
-                    report = evaluate(policy, found, sandbox, settings, on_record=sink.write_record)
+                    report = evaluate(
+                        policy, found, self.sandbox_for(found, sandbox), settings, on_record=sink.write_record
+                    )
                 outcome.metrics.update(report.metrics(prefix))
                 if found.kind == "code":
                     outcome.problems.append({
@@ -204,6 +217,29 @@ class TrainingEval:
             return outcome
         finally:
             restore_rng_state(state)
+
+    def sandbox_for(self, found: Any, sandbox: Any) -> Any:
+        """The run's sandbox, or for a set scored as LiveCodeBench scores it, a sandbox with its harness
+        (its 6 s per test; the run's workers and isolation), started once and kept until :meth:`close`."""
+        if self.scoring.get(found.source) != "livecodebench":
+            return sandbox
+        if self._lcb is None:
+            from crlab.eval.scoring import LCB_TIME_LIMIT_S
+            from crlab.rewards.sandbox import Sandbox
+            from crlab.train.setup import sandbox_workers
+
+            self._lcb = Sandbox(
+                sandbox_workers(self.cfg),
+                LCB_TIME_LIMIT_S,
+                isolation=self.cfg.reward.isolation,
+                harness="lcb",
+            ).__enter__()
+        return self._lcb
+
+    def close(self) -> None:
+        if self._lcb is not None:
+            self._lcb.__exit__(None, None, None)
+            self._lcb = None
 
     def observe(self, step: int, metrics: dict[str, float]) -> bool:
         """Take this step's metrics; True when its checkpoint is the new best."""

@@ -175,7 +175,8 @@ def filter_overlong(
 
 def make_sandbox(cfg: Any) -> Any:
     """The run's sandbox, entered; with ``reward.fallback_time_limit_s``, the authors' two passes
-    (:class:`crlab.rewards.code.FallbackRunner`: a second pool of workers at the longer limit)."""
+    (:class:`crlab.rewards.code.FallbackRunner`: a second pool of workers at the longer limit). With
+    ``reward.harness: authors`` the sandbox's authors harness makes both passes itself, as prime_code."""
     from crlab.rewards.code import FallbackRunner
     from crlab.rewards.sandbox import Sandbox
 
@@ -184,6 +185,11 @@ def make_sandbox(cfg: Any) -> Any:
     def pool(limit: float) -> Sandbox:
         return Sandbox(sandbox_workers(cfg), limit, r.memory_mb, r.isolation)
 
+    if r.harness == "authors":
+        return Sandbox(
+            sandbox_workers(cfg), r.time_limit_s, r.memory_mb, r.isolation, harness="authors",
+            second_time_limit_s=r.fallback_time_limit_s,
+        ).__enter__()  # fmt: skip
     if r.fallback_time_limit_s is None:
         return pool(r.time_limit_s).__enter__()
     return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s)).__enter__()

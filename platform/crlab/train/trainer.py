@@ -405,4 +405,6 @@ class Trainer:
         if self.sandbox is not None:
             self.sandbox.__exit__(None, None, None)
             self.sandbox = None
+        if getattr(self, "evals", None) is not None:
+            self.evals.close()
 
