@@ -3,15 +3,15 @@
 - while a sweep runs its cell, a second one with ``--no-wait`` exits 3 naming the cell; once the first is
   SIGKILLed (its cell trains on), a rerun adopts the cell, waits for it, prints it completed in its table
   and ablation and exits 0; adopting spends no attempt (the cell's own attempt goes on);
-- two sweeps of one spec started together both exit 0, each with every cell completed;
 - a cell killed ``max_retries + 1`` times ends failed, exit 1, with a line naming ``--retry-failed``; the
   rerun with ``--retry-failed`` completes it, with every step's metrics equal to an undisturbed run's.
+
+(Two sweeps of one spec started together, both exiting 0 with every cell completed: tests/sweeps/test_runner.py.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -98,23 +98,8 @@ def test_a_rerun_adopts_the_cell_of_a_killed_sweep_and_waits_for_it(
     with Registry(env["CRLAB_DB_URL"]) as reg:
         run = reg.get_run(run_id)
         assert before.status == "running" and (run.status, run.attempt) == ("completed", before.attempt)
-        assert {m.step for m in reg.metrics(run_id, keys=["reward/rl_mean"])} == set(range(1, 13))
-
-
-@pytest.mark.slow
-def test_two_sweeps_of_one_spec_started_together_both_exit_0(env: dict[str, str], tmp_path: Path) -> None:
-    cmd = [*_cmd(tmp_path, "together", "[0.0, 0.5]", steps=3, retries=0), "--json"]
-    both = [
-        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in "ab"
-    ]
-    outs = [p.communicate(timeout=600) for p in both]
-    for proc, (out, err) in zip(both, outs, strict=True):
-        assert proc.returncode == 0, err[-3000:]
-        cells = json.loads(out)["cells"]
-        assert [c["status"] for c in cells] == ["completed", "completed"]
-    with Registry(env["CRLAB_DB_URL"]) as reg:
-        assert sorted((r.status, r.attempt) for r in reg.list_runs()) == [("completed", 1), ("completed", 1)]
+        rows = [(m.key, m.step) for m in reg.metrics(run_id)]
+        assert len(rows) == len(set(rows)) and max(step for _, step in rows) == 12  # trained once
 
 
 @pytest.mark.slow
