@@ -30,6 +30,8 @@ from crlab.registry.lifecycle import is_alive, process_state
 from crlab.registry.models import EventRow, RunRow
 from crlab.registry.store import Registry, _run, begin_attempt, utcnow
 
+WATCH_EVENT = "sweep_watch"  # the sweep process (host, pid) that claimed or adopted a run last
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -100,9 +102,6 @@ def _claim_once(
         return Claim(action, _run(row))
 
 
-WATCH_EVENT = "sweep_watch"
-
-
 def _watched(s: Any, run_id: str) -> bool:
     """Whether the sweep process that last claimed or adopted the run still lives (another host's: assumed)."""
     query = (
@@ -115,9 +114,11 @@ def _watched(s: Any, run_id: str) -> bool:
     return watcher_alive(event.payload if event is not None else None)
 
 
-def watcher_alive(payload: dict[str, Any] | None) -> bool:
-    """Whether the sweep process of a ``sweep_watch`` payload lives. None (a run taken by hand with
-    `platform resume`, or by a sweep from before watchers were recorded): nobody watches it."""
+def watcher_alive(payload: dict[str, Any] | None, elsewhere: bool = True) -> bool:
+    """Whether the sweep process of a ``sweep_watch`` payload lives; ``elsewhere``: the answer for one on
+    another host, which cannot be checked. None (a run taken by hand with `platform resume`, or by a sweep
+    from before watchers were recorded): nobody watches it."""
     if payload is None:
         return False
-    return process_state(payload.get("host"), payload.get("pid")) is not False
+    state = process_state(payload.get("host"), payload.get("pid"))
+    return elsewhere if state is None else state

@@ -13,7 +13,7 @@ attempts, each resuming from its newest checkpoint; or ``platform resume RUN``).
 A sweep answers for every cell of its spec: a cell still training from a sweep process that died is
 adopted (followed and settled here, counted in the table; :mod:`crlab.sweeps.watch`), and a cell that
 another live sweep runs is waited for, unless ``wait`` is off (``--no-wait``). :func:`run_sweep` returns
-the exit code a script can rely on (:data:`EXIT_CODES`).
+the exit code a script can rely on: 0 every cell completed, 1 a cell failed, 3 returned before the end.
 
 SIGTERM or SIGINT to the sweep is passed on to the cells it launched, which checkpoint and stop as
 ``preempted``; rerunning the command resumes them.
@@ -50,7 +50,6 @@ CLAIM_STATES = {
 }  # fmt: skip
 WAITING = "waiting for another sweep"
 LIVE_STATES = {"started", "resumed", "adopted", "running elsewhere", WAITING, "watching its job"}
-EXIT_CODES = {0: "every cell completed", 1: "a cell failed", 3: "returned before the end"}
 
 
 TABLE_COLUMNS = ("cell", "run", "status", "attempt", "step", "reward/rl_mean", "critique/accuracy")
@@ -191,7 +190,7 @@ def run_sweep(
 ) -> int:  # fmt: skip
     """Run every cell not yet completed; report progress and print a summary table (or JSON).
 
-    Returns the exit code (:data:`EXIT_CODES`): 0 when every cell completed, 1 when a cell is failed, 3 when
+    Returns the exit code: 0 when every cell completed, 1 when a cell is failed, 3 when
     a cell had not ended when this returned (``--no-wait``, or the sweep was stopped). Raises
     :class:`~crlab.sweeps.scheduler.EnvironmentFailure` when two cells fail alike before step 1, and
     :class:`~crlab.errors.RegistryUnreachable` (exit code 3, naming the cells that carry on) when the

@@ -44,5 +44,7 @@ class Watched:
         return None  # not this sweep's process: it trains on
 
     def _watcher_alive(self) -> bool:
+        """A watcher on another host is not waited on here: the run is dead by the liveness rule (its
+        heartbeat is stale), so whichever of the two settles it first, settles it the same."""
         events = self.registry.events(self.run_id, kind=WATCH_EVENT)
-        return watcher_alive(events[-1].payload if events else None)
+        return watcher_alive(events[-1].payload if events else None, elsewhere=False)
