@@ -147,13 +147,25 @@ def sweep(
         int,
         typer.Option("--every", min=1, help="Off a terminal: a progress line every N steps of each cell."),
     ] = 10,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Do not wait for cells another live sweep runs (exit 3 if any).")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Failed cells get max_retries + 1 more attempts (from checkpoints)."),
+    ] = False,
 ) -> None:
-    """Run every cell of a sweep exactly once (rerun to resume); --dry-run lists the cells."""
+    """Run every cell of a sweep exactly once (rerun to resume); --dry-run lists the cells.
+
+    Exit code: 0 every cell completed; 1 a cell failed; 2 the environment or the config; 3 returned before
+    the end (--no-wait, a stop, or a registry that stayed unreachable), naming the cells still running."""
     from crlab.cli_views import cells_table
     from crlab.sweeps.spec import expand, load_spec
 
     sweep_spec = load_spec(spec, overrides or [])
     if sweep_spec.search is not None:
+        if no_wait or retry_failed:
+            raise CrlabError("--no-wait and --retry-failed are for grid sweeps; a search sweep takes neither")
         _search(sweep_spec, db, dry_run, json_out, every)
         return
     cells = expand(sweep_spec)
@@ -175,13 +187,15 @@ def sweep(
         return
     from crlab.sweeps.runner import run_sweep
 
-    failed = run_sweep(sweep_spec, cells, db_url=db, json_out=json_out, every=every)
+    code = run_sweep(
+        sweep_spec, cells, db_url=db, json_out=json_out, every=every, wait=not no_wait, retry_failed=retry_failed
+    )
     if not json_out:
         from crlab.cli_report import print_sweep_ablation
 
         print_sweep_ablation(sweep_spec.name, db, sweep_spec.metric, sweep_spec.select)
-    if failed:
-        raise typer.Exit(1)
+    if code:
+        raise typer.Exit(code)
 
 
 def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool, every: int) -> None:

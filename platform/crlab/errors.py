@@ -31,6 +31,13 @@ class RegistryError(CrlabError):
     """The registry database cannot be used as asked (unreachable, wrong schema, unknown run)."""
 
 
+class RegistryUnreachable(RegistryError):
+    """A sweep gave up on a registry that stayed unreachable for ``executor.registry_retry_s``: it returned
+    before its cells ended (they carry on), exit code 3 as any sweep that returns before the end."""
+
+    exit_code = 3
+
+
 class SchemaOutOfDate(RegistryError):
     """The database's schema is older (or newer) than this code's migrations."""
 

@@ -4,11 +4,14 @@
 ``N - 1`` good steps (and their checkpoints): a crash in the middle of a run, as a bug or a lost device
 would cause, that a sweep must retry from the checkpoint and then give up on. ``CRLAB_FAULT=sleep:S``
 makes every step last ``S`` seconds longer: a slow run, for tests that must act while it still trains.
+``CRLAB_FAULT=kill:N`` makes the training process SIGKILL itself as step ``N`` begins: a death that leaves
+no word (out of memory, a node lost), which whoever watches the run must settle.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 
@@ -21,5 +24,7 @@ def at_step(step: int) -> None:
     kind, _, value = os.environ.get("CRLAB_FAULT", "").partition(":")
     if kind == "step" and value.strip() == str(step):
         raise InjectedFault(f"fault injected at step {step} (CRLAB_FAULT=step:{step})")
+    if kind == "kill" and value.strip() == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
     if kind == "sleep":
         time.sleep(float(value))

@@ -53,7 +53,9 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(reg: Registry) -> Non
 
     sweep = reg.create_sweep("s", {}).id
     assert _claim(reg, sweep, "k", "r1").action == "start"
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(done.stdout)  # a process of this host that has exited
     reg.start_attempt("r1", host=socket.gethostname(), pid=dead_pid)  # heartbeat fresh, process gone
     assert _claim(reg, sweep, "k", "r2").action == "resume"
@@ -63,7 +65,9 @@ def test_a_dead_process_on_this_host_is_taken_over_at_once(reg: Registry) -> Non
     assert _claim(reg, sweep, "k", "r4").action == "running"
 
 
-def test_an_old_heartbeat_elsewhere_is_believed_only_after_watching_a_whole_grace_period(reg: Registry) -> None:
+def test_an_old_heartbeat_elsewhere_is_believed_only_after_watching_a_whole_grace_period(
+    reg: Registry,
+) -> None:
     """After an outage no heartbeat got through: a run elsewhere (its process cannot be checked) is taken
     over only by a claimer that has since seen the registry healthy for a whole grace period."""
     from sqlalchemy.exc import OperationalError
@@ -138,3 +142,59 @@ def test_concurrent_claimers_never_share_a_cell(db_url: str) -> None:
     assert sorted(won) == sorted(keys)  # every cell claimed exactly once across the 4 processes
     with Registry(db_url) as reg:
         assert len(reg.list_runs(sweep_id=sweep)) == len(keys)
+
+
+def test_a_live_run_whose_sweep_is_gone_is_adopted_without_an_attempt(reg: Registry) -> None:
+    """Issue 22: the claimer of a live cell whose sweep process died adopts it (and becomes its watcher);
+    a second claimer then finds it watched. An adopted run whose process dies is settled by its follower."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from crlab.sweeps.watch import Watched
+
+    here = socket.gethostname()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    sweep = reg.create_sweep("s", {}).id
+    start = claim_cell(
+        reg, sweep, "k", _new("r1"), grace_s=60, max_retries=0, owner={"host": here, "pid": int(gone.stdout)}
+    )
+    assert start.action == "start"
+    with subprocess.Popen(["sleep", "60"]) as trainer:  # the cell's process, alive; its sweep is gone
+        reg.update_run("r1", host=here, pid=trainer.pid)
+        me = {"host": here, "pid": os.getpid()}
+        adopt = claim_cell(reg, sweep, "k", _new("x"), grace_s=60, max_retries=0, owner=me)
+        assert (adopt.action, adopt.run.attempt, adopt.mine) == ("adopt", 1, False)  # no attempt spent
+        assert _claim(reg, sweep, "k", "x").action == "running"  # now this process watches it
+        watched = Watched(reg, adopt.run, grace_s=60, adopted=True)
+        assert watched.poll() is None  # training
+        trainer.kill()
+        trainer.wait()
+        waiting = Watched(reg, adopt.run, grace_s=60, adopted=False)
+        assert (
+            waiting.poll() is None
+        )  # its watcher (this process) lives: the watcher settles it, not a waiter
+        assert watched.poll() == 0
+    run = reg.get_run("r1")
+    assert (run.status, run.attempt) == ("failed", 1)
+    assert run.error == f"its process (pid {trainer.pid} on {here}) ended without saying how"
+
+
+def test_an_exited_process_not_yet_reaped_counts_as_dead() -> None:
+    import socket
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from crlab.registry.lifecycle import process_state
+
+    child = subprocess.Popen(["true"])  # not waited for: a zombie once it exits
+    deadline = time.monotonic() + 30
+    while "Z" not in Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2][:3]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert process_state(socket.gethostname(), child.pid) is False
+    child.wait()

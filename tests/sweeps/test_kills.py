@@ -4,17 +4,13 @@
   again, from its newest checkpoint, to the end; the sweep exits 0.
 - One rank of a two-rank (data-parallel) cell: the other rank stops at its next collective, the launcher
   ends the cell, and the sweep runs it again from its newest checkpoint, on both ranks, to the end.
-- The sweep process alone: its cell is not its child in any way that kills it; it trains on to the end and
-  records itself completed, in one attempt; a rerun of the sweep meanwhile leaves it alone (its process is
-  alive on this host) and starts nothing twice.
+- The sweep process alone: tests/sweeps/test_exit_codes.py (its cell trains on; a rerun adopts it).
 (SIGKILL of both at once, a machine crash, is tests/sweeps/test_runner.py.)
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
 import re
 import signal
 import subprocess
@@ -86,10 +82,6 @@ def _one_row_per_step(reg: Registry, run_id: str, steps: int) -> None:
     assert set(rows.values()) == {1} and max(step for _, step in rows) == steps
 
 
-def _alive(process: psutil.Process) -> bool:
-    return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-
-
 @pytest.mark.slow
 def test_a_cell_killed_alone_is_run_again_from_its_checkpoint(env: dict[str, str], tmp_path: Path) -> None:
     cmd = _sweep(tmp_path, env, steps=6)
@@ -132,30 +124,3 @@ def test_a_data_parallel_rank_killed_alone_is_run_again_on_both_ranks(
         _one_row_per_step(reg, run_id, 6)
         newest = max(reg.checkpoints(run_id, complete_only=True), key=lambda c: c.step)
         assert newest.step == 6 and len(list(Path(newest.path).glob("rng_state_rank*.pt"))) == 2
-
-
-@pytest.mark.slow
-def test_a_sweep_killed_alone_leaves_its_cell_training_once(env: dict[str, str], tmp_path: Path) -> None:
-    cmd = _sweep(tmp_path, env, steps=40)  # long enough to outlast the rerun
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, **quiet)
-    try:
-        run_id, cell = _cell_after_first_checkpoint(env["CRLAB_DB_URL"], proc)
-        os.kill(proc.pid, signal.SIGKILL)  # the sweep alone
-        proc.wait()
-        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert "running elsewhere" in again.stdout
-        assert _alive(cell), "the rerun finished only after the cell: it tested nothing"
-        with Registry(env["CRLAB_DB_URL"]) as reg:
-            assert reg.get_run(run_id).attempt == 1  # the rerun did not take the live cell over
-        cell.wait(timeout=600)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the first sweep's session
-    with Registry(env["CRLAB_DB_URL"]) as reg:
-        run = reg.get_run(run_id)
-        assert (run.status, run.attempt) == ("completed", 1)
-        _one_row_per_step(reg, run_id, 40)
-    last = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert last.returncode == 0 and "nothing to do" in last.stdout

@@ -1,7 +1,9 @@
-"""`platform sweep` end to end: two concurrent sweep processes run each cell once; a rerun does nothing."""
+"""`platform sweep` end to end: two concurrent sweep processes run each cell once, and both exit 0 with every
+cell completed; a rerun does nothing."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +32,10 @@ def test_two_sweep_processes_run_each_cell_once(
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=900) for p in procs]
-    for proc, (_, err) in zip(procs, outputs, strict=True):
+    for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
+        # each waits for the cell the other runs: both print every cell completed (issue 22)
+        assert [c["status"] for c in json.loads(out)["cells"]] == ["completed", "completed"]
     with Registry(env["CRLAB_DB_URL"]) as reg:
         runs = reg.list_runs()
         assert len(runs) == 2 and {r.status for r in runs} == {"completed"}

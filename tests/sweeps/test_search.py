@@ -84,6 +84,7 @@ def test_a_six_trial_search_prunes_and_links_trials_to_runs(
     cmd = [sys.executable, "-m", "crlab", "sweep", str(spec), "--json"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "preempted" not in res.stderr  # a pruned trial is `pruned` in every line (issue 22)
 
     study = optuna.load_study(study_name="tiny-search", storage=url)  # the registry's own database
     trials = study.get_trials()
@@ -107,6 +108,7 @@ def test_a_six_trial_search_prunes_and_links_trials_to_runs(
             last_step = max(m.step for m in reg.metrics(run.id, keys=["reward/rl_mean"]))
             if trial.state == optuna.trial.TrialState.PRUNED:
                 assert run.status == "pruned" and last_step < 8  # stopped early
+                assert f"[trial {trial.number}] pruned at step " in res.stderr  # the progress line says so
             else:
                 assert run.status == "completed" and last_step == 8
                 assert trial.value == pytest.approx(objective(reg, run.id, "reward/rl_mean", 2))

@@ -6,6 +6,14 @@ counted at once (see :mod:`crlab.registry.lifecycle`). Another sweep process tha
 over. Completed and pruned cells are skipped; a failed one is taken again until it has had
 ``max_retries + 1`` attempts, whatever the failure. Two processes inserting the same new cell race on the
 unique (sweep_id, cell_key) constraint: one wins, the other sees the winner's row.
+
+**Who watches a cell.** Every claim that starts or resumes a cell records the claiming sweep process as the
+run's watcher (a ``sweep_watch`` event: host, pid). A live run whose watcher is gone (its sweep was killed:
+the cell, not the sweep's child in any way that kills it, trains on) is **adopted** by the next claimer,
+which records itself as the watcher in the same transaction: it follows the run and settles it as if it had
+started it. Adopting counts no attempt: the run's process and its attempt go on (the attempt's own records,
+its ending included, are only applied to the attempt that wrote them, :mod:`crlab.registry.journal`). A
+watcher on another host cannot be checked from here and counts as alive.
 """
 
 from __future__ import annotations
@@ -18,14 +26,18 @@ from sqlalchemy.exc import IntegrityError
 
 from crlab.registry import db
 from crlab.registry.entities import Run, RunStatus
-from crlab.registry.lifecycle import is_alive
-from crlab.registry.models import RunRow
+from crlab.registry.lifecycle import is_alive, process_state
+from crlab.registry.models import EventRow, RunRow
 from crlab.registry.store import Registry, _run, begin_attempt, utcnow
+
+WATCH_EVENT = "sweep_watch"  # the sweep process (host, pid) that claimed or adopted a run last
 
 
 @dataclass(frozen=True)
 class Claim:
-    action: str  # start | resume (this process runs it) | completed | running | gave_up (it does not)
+    # start | resume (this process runs it) | adopt (it follows a live run whose sweep is gone) |
+    # completed | running (another live sweep watches it) | gave_up
+    action: str
     run: Run
 
     @property
@@ -80,7 +92,33 @@ def _claim_once(
             action = "start"
         else:
             action = _decide(row, grace_s, max_retries, registry.reach.healthy_for())
+            if action == "running" and not _watched(s, row.id):
+                action = "adopt"
         if action in ("start", "resume"):
             begin_attempt(row, owner)
         s.flush()
+        if action in ("start", "resume", "adopt") and owner:
+            s.add(EventRow(run_id=row.id, step=None, kind=WATCH_EVENT, payload=dict(owner), time=utcnow()))
         return Claim(action, _run(row))
+
+
+def _watched(s: Any, run_id: str) -> bool:
+    """Whether the sweep process that last claimed or adopted the run still lives (another host's: assumed)."""
+    query = (
+        select(EventRow)
+        .where(EventRow.run_id == run_id, EventRow.kind == WATCH_EVENT)
+        .order_by(EventRow.id.desc())
+        .limit(1)
+    )
+    event = s.scalars(query).first()
+    return watcher_alive(event.payload if event is not None else None)
+
+
+def watcher_alive(payload: dict[str, Any] | None, elsewhere: bool = True) -> bool:
+    """Whether the sweep process of a ``sweep_watch`` payload lives; ``elsewhere``: the answer for one on
+    another host, which cannot be checked. None (a run taken by hand with `platform resume`, or by a sweep
+    from before watchers were recorded): nobody watches it."""
+    if payload is None:
+        return False
+    state = process_state(payload.get("host"), payload.get("pid"))
+    return elsewhere if state is None else state

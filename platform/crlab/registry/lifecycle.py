@@ -48,7 +48,16 @@ def process_state(host: str | None, pid: int | None) -> bool | None:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited but is not yet reaped (a cell whose sweep died is nobody's child)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): os.kill is all there is
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def heartbeat_age(heartbeat_at: datetime | None) -> float | None:
@@ -151,13 +160,18 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def settle(registry: Registry, run_id: str, exit_code: int, log: str | None = None) -> Run:
+def settle(registry: Registry, run_id: str, exit_code: int | None, log: str | None = None) -> Run:
     """After a run's process exited: what its journal holds and the registry lacks is sent first (it ended
-    while the registry was away); a run still ``running`` then died before it could say how it ended."""
+    while the registry was away); a run still ``running`` then died before it could say how it ended.
+    ``exit_code`` None: the process was not the caller's child (a cell adopted from a sweep that died), so
+    no exit code could be read."""
     run = registry.get_run(run_id)
     if run.status == RunStatus.RUNNING and replay(registry.engine, run.id, run.run_dir):
         run = registry.get_run(run_id)
     if run.status != RunStatus.RUNNING:
         return run
-    how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
+    if exit_code is None:
+        how = f"its process (pid {run.pid} on {run.host}) ended without saying how"
+    else:
+        how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
     return registry.finish_run(run_id, RunStatus.FAILED, error=f"{how}{f' (see {log})' if log else ''}")

@@ -6,7 +6,7 @@ Every :class:`~crlab.registry.store.Registry` call goes through its :class:`Reac
 sweep or a search sets ``retry_s`` (``executor.registry_retry_s``, 10 minutes by default): its calls are
 retried with backoff while the registry is unreachable, ``on_change`` is told when an outage starts and ends
 (the live view says "registry unreachable, retrying"), and only after ``retry_s`` does the call fail, with
-one line.
+one line (:class:`~crlab.errors.RegistryUnreachable`, exit code 3).
 
 ``healthy_for()`` is how long this process has seen the registry answer without a break. A run whose
 heartbeat is older than the grace period may have gone quiet only because the registry was away (every
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from crlab.errors import RegistryError
+from crlab.errors import RegistryUnreachable
 
 T = TypeVar("T")
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # then every 15 s
@@ -80,7 +80,7 @@ class Reachability:
                 if waited >= self.retry_s:
                     if self.retry_s <= 0:
                         raise
-                    raise RegistryError(
+                    raise RegistryUnreachable(
                         f"registry unreachable for {waited:.0f} s ({reason(exc)}); gave up (running cells "
                         "carry on: rerun the same command once the registry is back)"
                     ) from None

@@ -66,6 +66,10 @@ class SweepProgress:
         self._seen[item.run_id] = _Seen(events=len(self.registry.events(run.id)))
         log = Path(run.run_dir) / "train.log" if run.run_dir else None
         how = "started" if run.attempt == 1 else f"attempt {run.attempt}"
+        if item.watch is not None:  # trained by a process this sweep did not start
+            step = max((s for s, _ in self.registry.latest_metrics(run.id).values()), default=0)
+            whose = "adopted (its sweep is gone)" if item.watch == "adopted" else "run by another sweep, waited for"
+            how = f"{whose} at step {step} of attempt {run.attempt}"
         where = f", job {item.handle.job_id}" if getattr(item.handle, "job_id", None) else ""
         self.line(f"[{item.label}] {how}: run {run.id}{where}, log {log or '-'}")
 

@@ -6,9 +6,16 @@ The sweep is found (or created) in the registry by name. Each cell is claimed in
 from its newest checkpoint). The loop is :func:`crlab.sweeps.scheduler.schedule`, shared with search
 sweeps; progress is :class:`crlab.sweeps.progress.SweepProgress`. Rerunning the same command skips
 completed cells, resumes preempted, failed or stale ones and starts the rest; a failed cell gets at most
-``executor.max_retries + 1`` attempts, whatever the failure, then is left failed with its error.
+``executor.max_retries + 1`` attempts, whatever the failure, then is left failed with its error (and the
+summary says how to go on: ``--retry-failed`` grants every failed cell a fresh ``max_retries + 1``
+attempts, each resuming from its newest checkpoint; or ``platform resume RUN``).
 
-SIGTERM or SIGINT to the sweep is passed on to the running cells, which checkpoint and stop as
+A sweep answers for every cell of its spec: a cell still training from a sweep process that died is
+adopted (followed and settled here, counted in the table; :mod:`crlab.sweeps.watch`), and a cell that
+another live sweep runs is waited for, unless ``wait`` is off (``--no-wait``). :func:`run_sweep` returns
+the exit code a script can rely on: 0 every cell completed, 1 a cell failed, 3 returned before the end.
+
+SIGTERM or SIGINT to the sweep is passed on to the cells it launched, which checkpoint and stop as
 ``preempted``; rerunning the command resumes them.
 """
 
@@ -26,7 +33,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from crlab import config as cfgmod
-from crlab.errors import CrlabError
+from crlab.errors import CrlabError, RegistryUnreachable
 from crlab.registry import Registry, resolve_db_url
 from crlab.registry.claims import claim_cell
 from crlab.registry.entities import RunStatus
@@ -35,11 +42,14 @@ from crlab.sweeps.executors import Executor, make_executor
 from crlab.sweeps.progress import EVERY, SweepProgress
 from crlab.sweeps.scheduler import Active, schedule
 from crlab.sweeps.spec import Cell, SweepSpec
+from crlab.sweeps.watch import Watched
 
 CLAIM_STATES = {
-    "start": "started", "resume": "resumed", "completed": "already completed",
+    "start": "started", "resume": "resumed", "completed": "already completed", "adopt": "adopted",
     "running": "running elsewhere", "gave_up": "failed (no retries left)",
 }  # fmt: skip
+WAITING = "waiting for another sweep"
+LIVE_STATES = {"started", "resumed", "adopted", "running elsewhere", WAITING, "watching its job"}
 
 
 TABLE_COLUMNS = ("cell", "run", "status", "attempt", "step", "reward/rl_mean", "critique/accuracy")
@@ -79,10 +89,11 @@ def stop_signals() -> Iterator[list[int]]:
 
 class GridCells:
     """A grid sweep's cells as a :class:`~crlab.sweeps.scheduler.CellSource`, with their state in this
-    invocation for the live view and the summary."""
+    invocation for the live view and the summary. ``wait``: follow cells that another live sweep runs to
+    their end; ``retry_failed``: a failed cell gets ``max_retries + 1`` attempts more than it has had."""
 
     def __init__(self, registry: Registry, url: str, sweep_id: str, spec: SweepSpec, cells: list[Cell],
-                 executor: Executor) -> None:  # fmt: skip
+                 executor: Executor, wait: bool = True, retry_failed: bool = False) -> None:  # fmt: skip
         self.registry, self.url, self.sweep_id, self.spec, self.executor = (
             registry,
             url,
@@ -90,37 +101,51 @@ class GridCells:
             spec,
             executor,
         )
-        self.cells = cells
+        self.cells, self.wait = cells, wait
         self.queue = list(cells)
         self.state: dict[str, str] = {c.key: "waiting" for c in cells}
         self.run_ids: dict[str, str] = {}
+        self.had: dict[str, int] = {}  # --retry-failed: attempts a failed cell had before this invocation
+        if retry_failed:
+            runs = registry.list_runs(sweep_id=sweep_id, status=RunStatus.FAILED)
+            self.had = {r.cell_key: r.attempt for r in runs if r.cell_key}
+
+    def max_retries(self, cell: Cell) -> int:
+        return self.spec.executor.max_retries + self.had.get(cell.key, 0)
 
     def next_cell(self) -> Active | None:
         while self.queue:
-            cell = self.queue.pop(0)
-            handle = self._start(cell)
-            if handle is not None:
-                return Active(cell.label, self.run_ids[cell.key], handle, payload=cell)
+            item = self._start(self.queue.pop(0))
+            if item is not None:
+                return item
         return None
 
-    def _start(self, cell: Cell) -> Any:
-        """Claim ``cell`` and launch it (or watch its live Slurm job); None when this process does not run it."""
+    def _start(self, cell: Cell) -> Active | None:
+        """Claim ``cell`` and launch it, adopt it, or follow it; None when this process does neither."""
         cfg = cfgmod.from_dict(cell.config)
+        grace_s = float(self.spec.executor.heartbeat_grace_s)
         claim = claim_cell(
             self.registry, self.sweep_id, cell.key, {**new_run_fields(cfg), "name": cell.run_name},
-            grace_s=float(self.spec.executor.heartbeat_grace_s), max_retries=self.spec.executor.max_retries,
-            owner=owner(),
+            grace_s=grace_s, max_retries=self.max_retries(cell), owner=owner(),
         )  # fmt: skip
         if claim.action == "start":
             write_run_dir(claim.run.run_dir or "", cfg)
-        self.run_ids[cell.key] = claim.run.id
+        run = claim.run
+        self.run_ids[cell.key] = run.id
         self.state[cell.key] = CLAIM_STATES[claim.action]
-        if claim.action in ("running", "resume"):
-            handle = self.executor.adopt(claim.run)
+        if claim.action in ("running", "resume", "adopt"):
+            handle = self.executor.adopt(run)  # a Slurm job still queued or running
             if handle is not None:
                 self.state[cell.key] = "watching its job"
-                return handle
-        return self.executor.launch(claim.run, self.url) if claim.mine else None
+                return Active(cell.label, run.id, handle, payload=cell)
+        if claim.mine:
+            return Active(cell.label, run.id, self.executor.launch(run, self.url), payload=cell)
+        if claim.action == "adopt":
+            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, True), cell, "adopted")
+        if claim.action == "running" and self.wait:
+            self.state[cell.key] = WAITING
+            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, False), cell, "waiting")
+        return None
 
     def on_poll(self, item: Active) -> None:
         return None
@@ -128,8 +153,12 @@ class GridCells:
     def on_finish(self, item: Active, run: Any, stopping: bool) -> None:
         cell = item.payload
         self.state[cell.key] = str(run.status)
-        if run.status == RunStatus.FAILED and run.attempt <= self.spec.executor.max_retries and not stopping:
+        if stopping:
+            return
+        if run.status == RunStatus.FAILED and run.attempt <= self.max_retries(cell):
             self.queue.append(cell)  # another attempt, after the cells that have not run yet
+        elif run.status == RunStatus.PREEMPTED and item.watch is not None:
+            self.queue.append(cell)  # stopped with the sweep that ran it: this one answers for it now
 
     def judged(self, run_id: str | None) -> float | None:
         """The run's value of the spec's ``metric`` (its best or its last, as ``select`` says)."""
@@ -156,23 +185,31 @@ class GridCells:
 
 
 def run_sweep(
-    spec: SweepSpec, cells: list[Cell], db_url: str | None = None, json_out: bool = False, every: int = EVERY
-) -> int:
+    spec: SweepSpec, cells: list[Cell], db_url: str | None = None, json_out: bool = False, every: int = EVERY,
+    wait: bool = True, retry_failed: bool = False,
+) -> int:  # fmt: skip
     """Run every cell not yet completed; report progress and print a summary table (or JSON).
 
-    Returns the number of cells that ended failed in this invocation (the CLI exits 1 when there are any).
-    Raises :class:`~crlab.sweeps.scheduler.EnvironmentFailure` when two cells fail alike before step 1.
+    Returns the exit code: 0 when every cell completed, 1 when a cell is failed, 3 when
+    a cell had not ended when this returned (``--no-wait``, or the sweep was stopped). Raises
+    :class:`~crlab.sweeps.scheduler.EnvironmentFailure` when two cells fail alike before step 1, and
+    :class:`~crlab.errors.RegistryUnreachable` (exit code 3, naming the cells that carry on) when the
+    registry stayed unreachable.
     """
     executor = make_executor(spec.executor)  # an unusable executor fails before anything is registered
     url = resolve_db_url(db_url)
     registry = Registry(url)
-    grid = GridCells(registry, url, ensure_sweep(registry, spec), spec, cells, executor)
+    sweep_id = ensure_sweep(registry, spec)
+    grid = GridCells(registry, url, sweep_id, spec, cells, executor, wait, retry_failed)
     console = sweep_console(json_out)
     progress = SweepProgress(console, registry, grid.table, every)
     progress.watch(registry, float(spec.executor.registry_retry_s))
     with stop_signals() as stopping, progress:
         try:
             schedule(registry, grid, executor, progress, stopping)
+        except RegistryUnreachable as exc:
+            live = [cell.label for cell in cells if grid.state[cell.key] in LIVE_STATES]
+            raise RegistryUnreachable(f"{exc.message}; still running: {', '.join(live) or 'none'}") from None
         finally:
             if stopping and executor.detaches:
                 progress.line(
@@ -180,7 +217,27 @@ def run_sweep(
                 )
             if registry.reach.down_since is None:  # no summary from a registry that gave out
                 _summary(grid, console, json_out)
-    return sum(state.startswith("failed") for state in grid.state.values())
+    return _exit_code(grid)
+
+
+def _exit_code(grid: GridCells) -> int:
+    """1 if a cell is failed, else 3 if one has not ended (named on stderr), else 0."""
+    runs = {r.cell_key: r for r in grid.registry.list_runs(sweep_id=grid.sweep_id)}
+    status = {c.label: runs[c.key].status if c.key in runs else None for c in grid.cells}
+    if any(s == RunStatus.FAILED for s in status.values()):
+        return 1
+    unfinished = [f"{label} ({s or 'not started'})" for label, s in status.items() if s != RunStatus.COMPLETED]
+    if unfinished:
+        Console(stderr=True).print(
+            escape(
+                f"returned before the end: {len(unfinished)} cell(s) not completed: {', '.join(unfinished)}; "
+                "rerun the same command to follow them to the end"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 3
+    return 0
 
 
 def _summary(grid: GridCells, console: Console, json_out: bool) -> None:
@@ -211,5 +268,9 @@ def _summary(grid: GridCells, console: Console, json_out: bool) -> None:
     console.print(grid.table())
     for r in rows:
         if r["status"] == RunStatus.FAILED and r["error"]:
-            text = f"[{r['cell']}] after {r['attempts']} attempt(s): {r['error']} (log: {r['run_dir']}/train.log)"
+            text = (
+                f"[{r['cell']}] after {r['attempts']} attempt(s): {r['error']} (log: {r['run_dir']}/train.log); "
+                f"to retry it: rerun this sweep with --retry-failed (max_retries + 1 more attempts, each from its "
+                f"newest checkpoint), or `platform resume {r['run']}`"
+            )
             console.print(f"[red]failed[/] {escape(text)}", highlight=False, soft_wrap=True)

@@ -6,6 +6,10 @@ it has attempts left; a search: tell the study). The loop claims nothing itself:
 ``executor.parallel`` cells running, polls them, settles the run of a cell whose process ended without
 saying how (:func:`~crlab.registry.lifecycle.settle`), and reports progress.
 
+A source may also hand it cells it did not launch (:mod:`crlab.sweeps.watch`): one *adopted* from a sweep
+that died fills a slot of ``executor.parallel`` as its own would; one *waited for* while another live sweep
+runs it fills none. Stopping the sweep leaves both training (they are no process of this one).
+
 When the first attempts of two cells fail with the same error before their first step, the cause is the
 environment (a missing tool, a model that cannot load), not bad luck: the loop stops the other cells and
 raises :class:`EnvironmentFailure` with that one line, instead of spending every cell's retries. A cell that
@@ -40,6 +44,7 @@ class Active:
     run_id: str
     handle: CellHandle
     payload: Any = None  # the source's own (a search: its trial and what it has reported)
+    watch: str | None = None  # None: launched here; "adopted" (its sweep died); "waiting" (another sweep's)
 
 
 class CellSource(Protocol):
@@ -67,12 +72,14 @@ def schedule(
     active: dict[str, Active] = {}
     first_failures: dict[str, str] = {}  # error -> label of the first cell that failed with it early
     while True:
-        while not stopping and len(active) < executor.parallel:
+        while not stopping and sum(a.watch != "waiting" for a in active.values()) < executor.parallel:
             item = source.next_cell()
             if item is None:
                 break
             active[item.run_id] = item
             report.started(item)
+        if stopping:  # cells this process did not launch train on
+            active = {k: a for k, a in active.items() if a.watch is None}
         if not active or (stopping and executor.detaches):
             return
         if stopping:
@@ -87,6 +94,7 @@ def schedule(
                 continue
             del active[item.run_id]
             source.on_finish(item, run, bool(stopping))
+            run = registry.get_run(item.run_id)  # as the source left it (a search: a pruned trial is pruned)
             report.finished(item, run)
             failure = _environment_failure(registry, item, run, first_failures)
             if failure is not None:
@@ -126,7 +134,9 @@ def _environment_failure(
 
 
 def _stop_all(registry: Registry, active: dict[str, Active], report: Reporter, wait: bool) -> None:
-    """Ask every running cell to checkpoint and stop, and wait until they have (Slurm jobs go on)."""
+    """Ask every running cell to checkpoint and stop, and wait until they have (Slurm jobs go on, and so
+    do cells this process did not launch)."""
+    active = {k: a for k, a in active.items() if a.watch is None}
     for item in active.values():
         item.handle.stop()
     while wait and active:
