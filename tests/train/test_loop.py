@@ -63,7 +63,8 @@ def _wandb_bytes(run_dir: str) -> bytes:
 
 def test_a_run_completes_and_records_everything(env: dict[str, str], tmp_path: Path) -> None:
     # window 1 + min_delta 1.0: every step counts as flat, so the monitor fires right after min_steps
-    switch = ["switch.window=1", "switch.min_delta=1.0", "switch.patience=1", "switch.min_steps=2"]
+    switch = ["switch.rule=mean", "switch.window=1", "switch.min_delta=1.0", "switch.patience=1",
+              "switch.min_steps=2"]
     res = subprocess.run(_run_args(tmp_path, "grpo.max_steps=4", "checkpoint.every=2", *switch),
                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
