@@ -164,3 +164,11 @@ def test_the_shipped_sweeps_warn_about_nothing():
     for name in ("crl_ratio", "context_switch"):
         cells = expand(load_spec(REPO / f"sweeps/{name}.yaml"))
         assert [w for c in cells for w in config_warnings(from_dict(c.config))] == [], name
+
+
+def test_the_t_quantile_is_scipy_stats():
+    from scipy import stats
+
+    for df in (2, 6, 14, 22):
+        monitor = PlateauMonitor(window=df // 2 + 1, confidence=0.95)
+        assert monitor._q == stats.t.ppf(0.95, df)
