@@ -72,7 +72,7 @@ def test_a_run_completes_and_records_everything(env: dict[str, str], tmp_path: P
     assert run.status == "completed" and run.attempt == 1 and run.git_commit
     assert [c.step for c in checkpoints] == [2, 4]
     assert latest["phase/index"] == (4, 1.0)  # switched to the second phase
-    assert {"reward/rl_mean", "reward/crl_mean", "critique/accuracy", "actor/clip_frac", "actor/entropy",
+    assert {"reward/rl_mean", "reward/crl_mean", "reward/rl_mean_se", "reward/crl_mean_se", "critique/accuracy", "actor/clip_frac", "actor/entropy",
             "response/length_mean", "time/step_s", "perf/tokens_per_s"} <= set(latest)  # fmt: skip
     (switch_event,) = [e for e in events if e.kind == "phase_switch"]
     assert switch_event.payload["from_phase"] == "short" and switch_event.payload["to_phase"] == "long"
