@@ -145,10 +145,12 @@ def test_a_plateau_switch_on_the_rl_reward_warns_when_no_prompt_is_rl() -> None:
         cfg = load_config(REPO / "experiments/tiny_coder.yaml", list(overrides))
         return any("the phase never switches" in w for w in config_warnings(cfg))
 
-    assert warned("data.crl_ratio=1.0")
-    assert not warned("data.crl_ratio=0.5")
+    rl = "switch.metric=reward/rl_mean"
+    assert warned("data.crl_ratio=1.0", rl)
+    assert not warned("data.crl_ratio=0.5", rl)
     assert not warned("data.crl_ratio=1.0", "switch.metric=reward/crl_mean")
+    assert not warned("data.crl_ratio=1.0")  # switch.metric: auto watches reward/crl_mean there
     fresh = config_warnings(
-        load_config(REPO / "experiments/tiny_coder.yaml", ["data.crl_ratio=1.0", "switch.restart=fresh"])
+        load_config(REPO / "experiments/tiny_coder.yaml", ["data.crl_ratio=1.0", "switch.restart=fresh", rl])
     )
     assert any("switches only when its data pass ends" in w for w in fresh)

@@ -149,7 +149,14 @@ def _paper_phases() -> list[PhaseConfig]:
 @dataclass
 class SwitchConfig:
     policy: str = "plateau"  # plateau | fixed | never
-    metric: str = "reward/rl_mean"  # the per-step metric the plateau monitor watches
+    # the per-step metric the plateau monitor watches; auto: reward/rl_mean when the steps have RL prompts,
+    # reward/crl_mean when every prompt is a critique
+    metric: str = "auto"
+    # confident: flat when the upper end of a one-sided `confidence` interval on the improvement (a weighted
+    # least-squares line over the last 2*window steps, weighted by each step's standard error) is below
+    # min_delta | mean: when the mean of the last window minus that of the window before is below min_delta
+    rule: str = "confident"
+    confidence: float = 0.95
     window: int = 10
     min_delta: float = 0.01
     patience: int = 3
@@ -263,6 +270,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.scoring": ("auto", "livecodebench", "strict"),
     "reward.harness": ("strict", "authors"),
     "switch.policy": ("plateau", "fixed", "never"),
+    "switch.rule": ("confident", "mean"),
     "switch.restart": ("keep", "fresh"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
     "tracking.mode": ("offline", "online", "disabled"),

@@ -87,6 +87,11 @@ def _check_phases(cfg: DictConfig) -> None:
     _check_range(cfg, "switch.window", 1)
     _check_range(cfg, "switch.patience", 1)
     _check_range(cfg, "switch.min_steps", 0)
+    if not 0.5 <= sw.confidence < 1:
+        _fail("switch.confidence", f"{sw.confidence} is outside [0.5, 1); give a one-sided level such as 0.95")
+    if sw.rule == "confident" and sw.window < 2:
+        _fail("switch.window", f"{sw.window}: the confident rule fits a line to 2*window steps and needs "
+                               "window >= 2; raise it, or set switch.rule=mean")  # fmt: skip
     if sw.policy == "fixed":
         steps = list(sw.at_steps)
         if len(steps) != len(phases) - 1:
@@ -219,14 +224,13 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             f"data.crl_ratio={cfg.data.crl_ratio} x grpo.prompts_per_step={cfg.grpo.prompts_per_step} "
             "rounds to 0 CRL prompts per step"
         )
-    sw, pps = cfg.switch, cfg.grpo.prompts_per_step
-    no_rl = round(cfg.data.crl_ratio * pps) >= pps and cfg.data.crl_mix == "exact" or cfg.data.crl_ratio >= 1
-    if sw.policy == "plateau" and len(cfg.phases) > 1 and sw.metric.startswith("reward/rl") and no_rl:
+    sw = cfg.switch
+    if sw.policy == "plateau" and len(cfg.phases) > 1 and sw.metric.startswith("reward/rl") and not has_rl(cfg):
         out.append(
             f"switch.metric={sw.metric} is never logged when every prompt is a critique (data.crl_ratio="
             f"{cfg.data.crl_ratio}): the plateau never fires, so the phase "
             + ("switches only when its data pass ends" if sw.restart == "fresh" else "never switches")
-            + "; set switch.metric=reward/crl_mean, or "
+            + "; set switch.metric=auto (or reward/crl_mean), or "
             "switch.policy=fixed with switch.at_steps"
         )
     out += _budget_warnings(cfg)
@@ -242,6 +246,14 @@ def config_warnings(cfg: DictConfig) -> list[str]:
             "equals pass@1; raise eval.temperature (e.g. 0.6) for pass@k > 1, or set eval.n=1"
         )
     return out
+
+
+def has_rl(cfg: Any) -> bool:
+    """Whether the steps have RL prompts: not when every prompt is a critique (``data.crl_ratio`` 1, or a
+    ratio that rounds to every prompt of a step under ``data.crl_mix: exact``)."""
+    pps = cfg.grpo.prompts_per_step
+    exact_all = round(cfg.data.crl_ratio * pps) >= pps and cfg.data.crl_mix == "exact"
+    return not (exact_all or cfg.data.crl_ratio >= 1)
 
 
 def _budget_warnings(cfg: DictConfig) -> list[str]:

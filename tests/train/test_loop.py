@@ -63,7 +63,8 @@ def _wandb_bytes(run_dir: str) -> bytes:
 
 def test_a_run_completes_and_records_everything(env: dict[str, str], tmp_path: Path) -> None:
     # window 1 + min_delta 1.0: every step counts as flat, so the monitor fires right after min_steps
-    switch = ["switch.window=1", "switch.min_delta=1.0", "switch.patience=1", "switch.min_steps=2"]
+    switch = ["switch.rule=mean", "switch.window=1", "switch.min_delta=1.0", "switch.patience=1",
+              "switch.min_steps=2"]
     res = subprocess.run(_run_args(tmp_path, "grpo.max_steps=4", "checkpoint.every=2", *switch),
                          env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -71,7 +72,7 @@ def test_a_run_completes_and_records_everything(env: dict[str, str], tmp_path: P
     assert run.status == "completed" and run.attempt == 1 and run.git_commit
     assert [c.step for c in checkpoints] == [2, 4]
     assert latest["phase/index"] == (4, 1.0)  # switched to the second phase
-    assert {"reward/rl_mean", "reward/crl_mean", "critique/accuracy", "actor/clip_frac", "actor/entropy",
+    assert {"reward/rl_mean", "reward/crl_mean", "reward/rl_mean_se", "reward/crl_mean_se", "critique/accuracy", "actor/clip_frac", "actor/entropy",
             "response/length_mean", "time/step_s", "perf/tokens_per_s"} <= set(latest)  # fmt: skip
     (switch_event,) = [e for e in events if e.kind == "phase_switch"]
     assert switch_event.payload["from_phase"] == "short" and switch_event.payload["to_phase"] == "long"

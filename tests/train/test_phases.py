@@ -47,21 +47,21 @@ CURVE_CASES = [
     ("name", "values", "kwargs", "expected"), CURVE_CASES, ids=[c[0] for c in CURVE_CASES]
 )
 def test_plateau_on_curves(name, values, kwargs, expected):
-    assert first_fire(PlateauMonitor(min_delta=0.01, **kwargs), values) == expected
+    assert first_fire(PlateauMonitor(min_delta=0.01, rule="mean", **kwargs), values) == expected
 
 
 def test_noisy_rising_fires_with_too_small_a_window():
     # the same noisy curve with window 2: the gap is 0.01, at min_delta itself -> noise makes it fire,
     # which is why the window must match the noise level
     values = noisy_rising(400, 0.005, 0.05, seed=0)
-    assert first_fire(PlateauMonitor(window=2, min_delta=0.01, patience=3, min_steps=4), values) is not None
+    assert first_fire(PlateauMonitor(window=2, min_delta=0.01, patience=3, min_steps=4, rule="mean"), values) is not None
 
 
 def test_rising_then_flat_fires_after_the_flattening():
     # rises 0.01/step for steps 1-60, then flat at 0.6; window 5: fires after step 60, no later than
     # 60 + 2*window (windows fully flat) + patience
     values = rising(60, 0.01, 0.0) + [0.6] * 60
-    monitor = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10)
+    monitor = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, rule="mean")
     fired = first_fire(monitor, values)
     assert 60 < fired <= 60 + 10 + 3
     trig = monitor.last_trigger
@@ -71,7 +71,7 @@ def test_rising_then_flat_fires_after_the_flattening():
 
 def test_nan_is_ignored_and_fired_is_latched_until_reset():
     # NaN between every value: the 12th real value still fires (NaNs are not counted)
-    monitor = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10)
+    monitor = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, rule="mean")
     values = [v for pair in zip([0.5] * 40, [float("nan")] * 40, strict=True) for v in pair]
     assert first_fire(monitor, values) == 23  # value 12 sits at position 2*12 - 1
     # latched: more flat values never fire again
@@ -84,26 +84,26 @@ def test_mode_min_on_a_falling_then_flat_loss():
     # falling 0.02/step is improvement in "min" mode -> no fire while falling; flat afterwards fires
     values = [1.0 - 0.02 * i for i in range(30)] + [0.42] * 30
     assert (
-        first_fire(PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, mode="min"), values)
+        first_fire(PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, mode="min", rule="mean"), values)
         > 30
     )
     # in "max" mode the same falling curve is flat-or-worse from the first check: fires at 12
-    assert first_fire(PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10), values) == 12
+    assert first_fire(PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, rule="mean"), values) == 12
 
 
 def test_monitor_state_round_trip_gives_identical_decisions():
     values = rising(40, 0.01) + noisy_rising(80, 0.0, 0.02, seed=3)
-    a = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10)
+    a = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, rule="mean")
     for step, v in enumerate(values[:45], start=1):
         a.update(step, v)
-    b = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10)
+    b = PlateauMonitor(window=5, min_delta=0.01, patience=3, min_steps=10, rule="mean")
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     rest = list(enumerate(values[45:], start=46))
     assert [a.update(s, v) for s, v in rest] == [b.update(s, v) for s, v in rest]
     assert a.state_dict() == b.state_dict()
     # settings must match the checkpoint
     with pytest.raises(ValueError, match="settings differ"):
-        PlateauMonitor(window=6).load_state_dict(a.state_dict())
+        PlateauMonitor(window=6, rule="mean").load_state_dict(a.state_dict())
 
 
 # ---------------------------------------------------------------- PhaseSchedule
@@ -120,6 +120,8 @@ def switch(policy="plateau", **kw):
     base = dict(
         policy=policy,
         metric="reward/rl_mean",
+        rule="mean",
+        confidence=0.95,
         window=5,
         min_delta=0.01,
         patience=3,

@@ -39,8 +39,18 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def _stderr(values: list[float]) -> float:
+    """The standard error of the mean of ``values``: their Bessel-corrected std over sqrt(n); NaN under 2."""
+    n = len(values)
+    if n < 2:
+        return math.nan
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 class _Tally:
-    """Per-step statistics over every sampled response, kept or not."""
+    """Per-step statistics over every sampled response, kept or not (a reward mean with its standard error
+    over those samples: ``reward/rl_mean_se``, ``reward/crl_mean_se``)."""
 
     def __init__(self) -> None:
         self.rl: list[float] = []
@@ -71,6 +81,8 @@ class _Tally:
         return {
             "reward/rl_mean": _mean(self.rl),
             "reward/crl_mean": _mean(self.crl),
+            "reward/rl_mean_se": _stderr(self.rl),  # the plateau monitor's per-step standard errors
+            "reward/crl_mean_se": _stderr(self.crl),
             "critique/accuracy": _mean(self.crl),  # a CRL reward is 1 exactly when the judgment is right
             "critique/parse_rate": _mean(self.parsed),
             "code/solved_frac": _mean([float(r >= 1.0) for r in self.rl]),

@@ -45,6 +45,7 @@ from crlab.train.tiny_model import TINY_URI
 
 class Trainer:
     def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
+        from crlab.config_checks import has_rl
         from crlab.train.phases import PhaseSchedule
 
         self.cfg, self.registry = cfg, registry
@@ -64,7 +65,7 @@ class Trainer:
         if setup.launched_rank() == 0:
             self.evals.label(self.sandbox)  # held-out critique rows from problems: labelled once, here
         self.sampler = self._new_sampler()
-        self.schedule = PhaseSchedule(cfg.phases, cfg.switch)
+        self.schedule = PhaseSchedule(cfg.phases, cfg.switch, has_rl=has_rl(cfg))
         self.phase_start: dict[str, int] | None = None  # switch.restart=fresh: where the phase's run began
         self.planned_steps = setup.planned_steps(cfg, len(self.rl_rows), len(self.crl_rows))
         self.total_steps = self.planned_steps
