@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from tests.train.test_loop import SMALL
 
-from crlab.config import load_config, redact_url, to_dict, to_yaml
+from crlab.config import load_config, to_dict, to_yaml
+from crlab.redact import redact_url
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-pw-7781"

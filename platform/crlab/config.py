@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -251,32 +250,6 @@ class ExperimentConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
-    "grpo.micro_weight": ("exact", "verl"),
-    "grpo.warmup_unit": ("optimizer_step", "training_step"),
-    "grpo.dapo_quota": ("global", "per_rank"),
-    "rollout.engine": ("auto", "hf", "vllm"),
-    "reward.code_mode": ("pass_rate", "all_or_nothing"),
-    "reward.code_extraction": ("last", "joined"),
-    "reward.conclusion_parse": ("exact", "authors"),
-    "data.overlong_prompts": ("keep", "filter"),
-    "data.crl_prompt": ("platform", "paper"),
-    "data.budget": ("rows", "pool", "rl_rows"),
-    "data.crl_mix": ("exact", "shuffled"),
-    "grpo.single_sample_advantage": ("zero", "raw"),
-    "reward.isolation": ("bwrap", "rlimit"),
-    "eval.scoring": ("auto", "livecodebench", "strict"),
-    "reward.harness": ("strict", "authors"),
-    "switch.policy": ("plateau", "fixed", "never"),
-    "switch.rule": ("confident", "mean"),
-    "switch.restart": ("keep", "fresh"),
-    "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
-    "tracking.mode": ("offline", "online", "disabled"),
-}
-
-
 def schema_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
     """All dotted keys of the schema (list items appear as ``phases.0.name``-style ``phases.N.name``)."""
     keys: list[str] = []
@@ -408,24 +381,6 @@ def validate(cfg: DictConfig) -> None:
     check_config(cfg)
 
 
-def redact_url(url: str | None) -> str | None:
-    """A database URL with its password replaced by ``***`` (``postgresql://user:***@host/db``)."""
-    if not url or "@" not in url or "://" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    user, colon, _password = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if colon else ''}{at}{location}"
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***`` (e.g. a command line)."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
-
-
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@]+:)[^\s]*@(?=[^\s@]*$|[^\s@]*\s)")
-
-
 def to_yaml(cfg: DictConfig) -> str:
     """The config as text, with no credential (what ``config.yaml`` and ``--dry-run`` show)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
@@ -437,6 +392,8 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
     config's own value."""
     data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     if data.get("registry_url"):
+        from crlab.redact import redact_url
+
         data["registry_url"] = redact_url(data["registry_url"])
     return data
 

@@ -8,6 +8,32 @@ from omegaconf import DictConfig
 
 from crlab.errors import ConfigError
 
+# the keys whose value is one of a few names, and those names
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+    "grpo.micro_weight": ("exact", "verl"),
+    "grpo.warmup_unit": ("optimizer_step", "training_step"),
+    "grpo.dapo_quota": ("global", "per_rank"),
+    "rollout.engine": ("auto", "hf", "vllm"),
+    "reward.code_mode": ("pass_rate", "all_or_nothing"),
+    "reward.code_extraction": ("last", "joined"),
+    "reward.conclusion_parse": ("exact", "authors"),
+    "data.overlong_prompts": ("keep", "filter"),
+    "data.crl_prompt": ("platform", "paper"),
+    "data.budget": ("rows", "pool", "rl_rows"),
+    "data.crl_mix": ("exact", "shuffled"),
+    "grpo.single_sample_advantage": ("zero", "raw"),
+    "reward.isolation": ("bwrap", "rlimit"),
+    "eval.scoring": ("auto", "livecodebench", "strict"),
+    "reward.harness": ("strict", "authors"),
+    "switch.policy": ("plateau", "fixed", "never"),
+    "switch.rule": ("confident", "mean"),
+    "switch.restart": ("keep", "fresh"),
+    "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
+    "tracking.mode": ("offline", "online", "disabled"),
+}
+
 
 def _fail(key: str, message: str) -> None:
     raise ConfigError(f"{key}: {message}")
@@ -30,8 +56,6 @@ def _check_range(cfg: DictConfig, key: str, lo: float | None = None, hi: float |
 
 
 def _check_choices(cfg: DictConfig) -> None:
-    from crlab.config import CHOICES
-
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:

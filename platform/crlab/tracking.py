@@ -66,7 +66,7 @@ class Tracker:
             return
         import wandb
 
-        from crlab.config import redact_text
+        from crlab.redact import redact_text
 
         sys.argv = [redact_text(arg) for arg in sys.argv]  # W&B records the command line: no password in it
         wandb_dir = Path(run_dir)

@@ -169,12 +169,12 @@ def test_training_evaluation_scores_livecodebench_sets_with_its_evaluators_rules
     evals = TrainingEval(load_config(overrides=[f"eval.source={source}"]), "qwen3")
     try:
         assert evals.scoring == {source: "livecodebench"}
-        sandbox = evals.sandbox_for(evals.sets[0], "the run's sandbox")
+        sandbox = evals.sandbox_for(evals.sets[0][1], "the run's sandbox")
         assert sandbox.harness == "lcb" and sandbox.time_limit_s == 6.0
-        add = {p.id: p for p in evals.sets[0].problems}["add"]
+        add = {p.id: p for p in evals.sets[0][1].problems}["add"]
         passed = sandbox.run("print(sum(Counter(map(int, input().split())).elements()))", add.spec)
         assert passed.pass_rate == 1.0  # (Counter from LiveCodeBench's prelude)
     finally:
         evals.close()
     strict = TrainingEval(load_config(overrides=[f"eval.source={source}", "eval.scoring=strict"]), "qwen3")
-    assert strict.sandbox_for(strict.sets[0], "the run's sandbox") == "the run's sandbox"
+    assert strict.sandbox_for(strict.sets[0][1], "the run's sandbox") == "the run's sandbox"
