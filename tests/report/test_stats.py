@@ -1,6 +1,6 @@
-"""crlab.stats against values worked out by hand: a paired difference on 4 problems x 2 seeds, a permutation
-test small enough to enumerate, Holm on 3 p-values, identical cells, intervals whose every resample is known,
-and the power figures of the same 4 x 2 example."""
+"""crlab.stats against values worked out by hand: a paired difference on 4 problems x 2 seeds, the t-test over
+seed means and Student's t tail it uses, a permutation test small enough to enumerate, Holm on 3 p-values,
+identical cells, intervals whose every resample is known, and the power figures of the same 4 x 2 example."""
 
 from __future__ import annotations
 
@@ -14,18 +14,69 @@ from crlab import stats
 # pass@1 per problem (c / n with n = 4) of a cell A and its baseline B; rows seeds 0, 1; columns problems p1..p4
 A = [[1.00, 0.50, 0.75, 0.00], [1.00, 1.00, 0.25, 0.50]]
 B = [[0.50, 0.50, 0.25, 0.00], [0.75, 1.00, 0.25, 0.75]]
-# d = A - B = [[0.5, 0, 0.5, 0], [0.25, 0, 0, -0.25]]: seed means 0.25 and 0, delta 0.125. Four pairs are
-# non-zero, magnitudes 0.5, 0.5, 0.25, 0.25, sum 1.0. Of the 16 sign vectors, |sum| >= 1.0 for + + + +
-# (1.5), + + + - and + + - + (1.0), and their mirror images: 6 of 16, p = 0.375.
+# d = A - B = [[0.5, 0, 0.5, 0], [0.25, 0, 0, -0.25]]: seed means 0.25 and 0, delta 0.125. The t-test over
+# the 2 seed means: sd sqrt(0.03125), standard error sqrt(0.03125 / 2) = 0.125, t = 1 at 1 degree of freedom
+# (Cauchy): p = 1 - (2 / pi) atan(1) = 0.5. The permutation over the (seed, problem) pairs (the rule for one
+# seed): four pairs are non-zero, magnitudes 0.5, 0.5, 0.25, 0.25, sum 1.0; of the 16 sign vectors, |sum| >=
+# 1.0 for + + + + (1.5), + + + - and + + - + (1.0), and their mirror images: 6 of 16, p = 0.375.
 
 
 def test_paired_difference_on_4_problems_by_2_seeds():
     got = stats.paired(A, B)
     assert got.delta == pytest.approx(0.125, abs=1e-15)
-    assert got.p == pytest.approx(6 / 16, abs=1e-15)
+    assert got.p == pytest.approx(0.5, abs=1e-15) and got.test == stats.SEED_TEST
     assert (got.seeds, got.problems) == (2, 4)
     # every resample mean lies between the smallest and largest difference, and the interval holds delta
     assert -0.25 <= got.ci95[0] <= 0.125 <= got.ci95[1] <= 0.5
+
+
+def test_one_seed_is_tested_by_the_permutation_over_its_problems():
+    got = stats.paired(A[:1], B[:1])  # d = [0.5, 0, 0.5, 0]: two non-zero pairs, |sum| 1 only for ++ and --
+    assert got.p == pytest.approx(2 / 4, abs=1e-15) and got.test == stats.PROBLEM_TEST
+
+
+@pytest.mark.parametrize(
+    ("t", "df", "p"),
+    [
+        (1.0, 1, 0.5),  # Cauchy: 1 - (2 / pi) atan(1)
+        (math.sqrt(3), 1, 1 / 3),  # theta = pi / 3: 1 - 2 / 3
+        (math.sqrt(6), 2, 1 - math.sqrt(3) / 2),  # df 2: 1 - t / sqrt(t**2 + 2) = 1 - sqrt(6 / 8)
+        (math.sqrt(3), 3, 0.5 - 1 / math.pi),  # theta = pi / 4: 1 - (2 / pi) (pi / 4 + 1 / 2)
+        (-math.sqrt(3), 3, 0.5 - 1 / math.pi),  # two-sided: the sign does not matter
+        (2.0, 4, 1 - 5 * math.sqrt(2) / 8),  # theta = pi / 4: 1 - sin (1 + cos**2 / 2) = 1 - (1 / sqrt 2)(5 / 4)
+        (0.0, 5, 1.0),
+        (math.inf, 2, 0.0),
+        # the tables' 97.5% quantiles (to 9 decimals) leave 5% in the two tails
+        (12.706204736, 1, 0.05), (4.302652730, 2, 0.05), (3.182446305, 3, 0.05), (2.776445105, 4, 0.05),
+        (2.570581836, 5, 0.05), (2.228138852, 10, 0.05), (2.042272456, 30, 0.05),
+    ],
+)  # fmt: skip
+def test_students_t_two_sided_tail(t, df, p):
+    assert stats.t_sf(t, df) == pytest.approx(p, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("d", "p"),
+    [
+        ([[0.5, 0, 0.5, 0], [0.25, 0, 0, -0.25]], 0.5),  # A - B: seed means 0.25, 0: t = 1, df 1
+        ([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]], 1 - math.sqrt(3 / 5)),  # means 0, .25, .5: t = sqrt 3, df 2
+        ([[0.25, -0.25], [-0.25, 0.25]], 1.0),  # seed means 0, 0: the mean difference is 0
+        ([[0.5], [-0.5]], 1.0),  # seed means cancel: mean 0
+        ([[0.0] * 4] * 3, 1.0),  # identical cells
+        # zero seed spread: every seed mean 0.25, so the seeds say nothing about their spread; p is the
+        # permutation over the (seed, problem) pairs: 0.5, 0.5, 0.25, 0.25 (zeros dropped), only + + + +
+        # and - - - - reach |sum| 1.5: 2 of 16
+        ([[0.5, 0.0], [0.0, 0.5], [0.25, 0.25]], 2 / 16),
+        ([[0.25, 0.25], [0.25, 0.25]], 2 / 16),  # a constant: 4 pairs of 0.25, again only the two extremes
+    ],
+)  # fmt: skip
+def test_t_test_over_seed_means(d, p):
+    assert stats.seed_t_p(d) == pytest.approx(p, abs=1e-12)
+
+
+def test_t_test_needs_two_seeds():
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        stats.seed_t_p([[0.5, 0.25]])
 
 
 @pytest.mark.parametrize(
