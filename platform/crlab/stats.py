@@ -26,7 +26,9 @@ Every figure below can be recomputed from the records with this exact procedure:
   two identical configs, 3 seeds x 32 problems x 8 samples): false alarms at p < 0.05 of 5.0%, 5.9%,
   5.6% over 2000 simulated sweeps for a run-to-run effect sd of 0, 0.1, 0.3 (logit), where the
   permutation test over (seed, problem) pairs gave 4.5%, 9.8%, 35.5% and the centred two-level
-  bootstrap (the interval's resamples turned into a test) 1.3%, 4.7%, 14.7% over 150.
+  bootstrap (the interval's resamples turned into a test) 1.3%, 4.7%, 14.7% over 150. With 2 seeds
+  the t-test is conservative (2.2%, 2.8%, 3.8% over 1000; exact ties of the two seed means go to the
+  permutation test); with 5 seeds 6.0%, 5.3%, 4.9%.
 - **p-value, one seed** (:func:`permutation_p`): a paired sign-flip permutation test, two-sided, on the
   problems: under "no difference" the two runs' scores of a problem are exchangeable, so each ``d``
   may flip its sign. Statistic ``T = |sum(d)|``. Pairs with ``d == 0`` are dropped (flipping them changes
