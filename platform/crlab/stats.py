@@ -44,11 +44,13 @@ Every figure below can be recomputed from the records with this exact procedure:
   effects split of ``d``: ``var_problem`` = the pooled within-seed variance over problems (ddof 1),
   ``var_seed = max(0, var(seed means, ddof 1) - var_problem / P)`` (0 with one seed, which makes the
   figures below lower bounds). The variance of delta with S seeds is ``V/S`` with ``V = var_seed +
-  var_problem / P``; at two-sided level ``ALPHA = 0.05`` and power ``POWER = 0.8`` (normal
-  approximation, ``z = z_0.975 + z_0.8 = 2.8016``) the smallest detectable difference is ``z *
-  sqrt(V / S)`` and the seeds needed for a difference ``delta`` are ``ceil(z**2 * V / delta**2)``.
+  var_problem / P``. At two-sided level ``ALPHA = 0.05`` and power ``POWER = 0.8``, for the t-test above
+  (the usual approximation to the noncentral t), ``k(S) = t_{0.975, S-1} + t_{0.8, S-1}`` (one seed: the
+  normal ``z_0.975 + z_0.8 = 2.8016``; t quantiles by bisection of :func:`t_sf`, normal ones above 1000
+  degrees of freedom); the smallest detectable difference is ``k(S) * sqrt(V / S)`` and the seeds needed
+  for a difference ``delta`` are the smallest S >= 2 with ``k(S)**2 * V / delta**2 <= S``.
 
-numpy only (the normal quantiles come from :class:`statistics.NormalDist`).
+numpy only (the normal quantiles come from :class:`statistics.NormalDist`, Student's t's from :func:`t_sf`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ SEED_TEST = "t-test over seed means"  # 2 or more seeds
 PROBLEM_TEST = "sign-flip permutation over problems"  # one seed
 ALPHA = 0.05
 POWER = 0.80
+NORMAL_DF = 1000  # t quantiles above this many degrees of freedom are the normal's (within 0.1%)
 
 
 @dataclass(frozen=True)
@@ -222,16 +225,34 @@ def variance_components(d: Sequence[Sequence[float]] | np.ndarray) -> tuple[floa
     return max(0.0, between), within
 
 
-def _z(alpha: float, power: float) -> float:
-    normal = NormalDist()
-    return normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)
+def t_quantile(prob: float, df: int) -> float:
+    """The ``prob`` quantile (0.5 < prob < 1) of Student's t with ``df`` degrees of freedom: bisection of
+    :func:`t_sf` to 1e-12; above ``NORMAL_DF`` degrees of freedom, the normal quantile."""
+    if df > NORMAL_DF:
+        return NormalDist().inv_cdf(prob)
+    tail, low, high = 2 * (1 - prob), 0.0, 1.0
+    while t_sf(high, df) > tail:
+        high *= 2
+    while high - low > 1e-12 * high:
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_sf(mid, df) > tail else (low, mid)
+    return (low + high) / 2
+
+
+def multiplier(seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Standard errors between 0 and the smallest detectable difference: ``t_{1-alpha/2, S-1} + t_{power,
+    S-1}`` for the t-test over ``seeds`` >= 2 seed means, ``z_{1-alpha/2} + z_power`` with one seed."""
+    if seeds < 2:
+        normal = NormalDist()
+        return normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)
+    return t_quantile(1 - alpha / 2, seeds - 1) + t_quantile(power, seeds - 1)
 
 
 def detectable(
     var_seed: float, var_problem: float, seeds: int, problems: int, alpha: float = ALPHA, power: float = POWER
 ) -> float:
     """The smallest difference a paired comparison with ``seeds`` x ``problems`` detects with ``power``."""
-    return _z(alpha, power) * math.sqrt((var_seed + var_problem / problems) / seeds)
+    return multiplier(seeds, alpha, power) * math.sqrt((var_seed + var_problem / problems) / seeds)
 
 
 def seeds_needed(
@@ -242,8 +263,16 @@ def seeds_needed(
     alpha: float = ALPHA,
     power: float = POWER,
 ) -> int:
-    """The seeds a paired comparison on ``problems`` problems needs to detect ``delta`` with ``power``."""
+    """The fewest seeds (at least 2) with which a paired comparison on ``problems`` problems detects
+    ``delta`` with ``power``: the smallest S with ``multiplier(S)**2 * V / delta**2 <= S``."""
     if delta <= 0:
         raise ValueError(f"the difference to detect must be positive, got {delta}")
-    spread = var_seed + var_problem / problems
-    return max(1, math.ceil(_z(alpha, power) ** 2 * spread / delta**2))
+    ratio = (var_seed + var_problem / problems) / delta**2
+    enough = lambda n: multiplier(n, alpha, power) ** 2 * ratio <= n  # noqa: E731
+    low, high = 1, 2  # enough(low) is False (one seed is never enough: the t-test needs 2); find a high
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:  # the multiplier falls as seeds grow, so enough() is monotone
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high

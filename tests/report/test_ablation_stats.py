@@ -5,6 +5,7 @@ by hand (the 4 problems x 2 seeds example of test_stats.py)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -106,11 +107,14 @@ def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
     assert any("no intervals for the rows of run(s)" in note for note in data["notes"])
     assert any("chosen on the reported set itself" in note for note in data["notes"])
     # power: spread pooled over the two comparisons (var_seed 0.015625 and 0; var_problem 0.0625 and 0),
-    # V = 0.0078125 + 0.03125 / 4 = 0.015625; z = 2.8016: detectable z * sqrt(V / 2), seeds ceil(z^2 V / 0.024^2)
+    # V = 0.0078125 + 0.03125 / 4 = 0.015625; 2 seeds, the t-test's 1 degree of freedom (Cauchy quantiles):
+    # detectable (t_0.975 + t_0.80) sqrt(V / 2); the seeds needed, the smallest S with k(S)^2 V / 0.024^2 <= S:
+    # V / 0.024^2 = 27.13; k(215)^2 = 7.921 gives 214.87 <= 215, k(214)^2 214.88 > 214 (the normal z: 213)
     power = data["power"]
     assert (power["seeds"], power["problems"], power["comparisons"]) == (2, 4, 2)
-    assert power["detectable"] == pytest.approx(2.801585218 * (0.015625 / 2) ** 0.5, abs=1e-8)
-    assert power["delta"] == 0.024 and power["seeds_needed"] == 213
+    k = math.tan(0.475 * math.pi) + math.tan(0.3 * math.pi)
+    assert power["detectable"] == pytest.approx(k * (0.015625 / 2) ** 0.5, abs=1e-8)
+    assert power["delta"] == 0.024 and power["seeds_needed"] == 215
 
 
 def test_markdown_against_another_baseline_and_the_sweeps_last_table_and_plot_in_wandb(tmp_path):

@@ -168,9 +168,43 @@ def test_power_of_the_4_by_2_example():
     # within seeds (ddof 1): seed 0 sum of squares 4 * 0.25**2 = 0.25 -> 1/12; seed 1 0.125 -> 1/24; mean 1/16
     # seed means 0.25, 0: var 0.03125; minus (1/16) / 4 -> 0.015625
     assert (var_seed, var_problem) == pytest.approx((0.015625, 0.0625), abs=1e-15)
-    z = 1.959963984540054 + 0.8416212335729143  # z_0.975 + z_0.80
+    # 2 seeds, the t-test's 1 degree of freedom (Cauchy: quantile tan(pi (q - 1/2))): k = t_0.975 + t_0.80
+    k = math.tan(0.475 * math.pi) + math.tan(0.3 * math.pi)  # 12.7062 + 1.3764
     # V = 0.015625 + 0.0625 / 4 = 0.03125; with 2 seeds sqrt(V / 2) = 0.125
-    assert stats.detectable(var_seed, var_problem, 2, 4) == pytest.approx(z * 0.125, abs=1e-12)
-    # z**2 * 0.03125 / 0.024**2 = 425.8... -> 426 seeds to detect the paper's 2.4 points
-    assert stats.seeds_needed(0.024, var_seed, var_problem, 4) == 426
+    assert stats.detectable(var_seed, var_problem, 2, 4) == pytest.approx(k * 0.125, abs=1e-9)
+    # the normal approximation's z**2 * 0.03125 / 0.024**2 = 425.8 -> 426; the t's quantiles at 427 degrees of
+    # freedom are a little wider: 428 seeds to detect the paper's 2.4 points
+    needed = stats.seeds_needed(0.024, var_seed, var_problem, 4)
+    ratio = 0.03125 / 0.024**2
+    assert needed == 428
+    assert (
+        stats.multiplier(needed) ** 2 * ratio <= needed
+        and stats.multiplier(needed - 1) ** 2 * ratio > needed - 1
+    )
     assert stats.variance_components([[0.5, 0.0, 0.5, 0.0]]) == pytest.approx((0.0, 1 / 12), abs=1e-15)
+
+
+# the tables' t quantiles: df 1 0.975 12.706204736, 0.80 1.376381920; df 2 4.302652730, 1.060660172; df 3
+# 3.182446305, 0.978472312. k(S) = t_0.975 + t_0.80 at S - 1 degrees of freedom: k(2)**2 = 198.31,
+# k(3)**2 = 5.363313**2 = 28.765, k(4)**2 = 4.160919**2 = 17.313.
+@pytest.mark.parametrize(
+    ("var_seed", "var_problem", "problems", "delta", "seeds"),
+    [
+        (0.001, 0.0, 4, 0.1, 3),  # V / delta**2 = 0.1: 2 seeds need 19.8 > 2; 3 need 2.88 <= 3
+        (0.0011, 0.0, 4, 0.1, 4),  # 0.11: 3 seeds need 3.16 > 3; 4 need 1.90 <= 4
+        (0.0, 0.004, 4, 0.1, 3),  # V from the problems alone, 0.004 / 4 = 0.001: 0.1 again
+        (0.0001, 0.0, 4, 0.1, 2),  # 0.01: 2 seeds need 1.98 <= 2 (one seed is never enough for the t-test)
+    ],
+)
+def test_seeds_needed_with_t_quantiles(var_seed, var_problem, problems, delta, seeds):
+    assert stats.seeds_needed(delta, var_seed, var_problem, problems) == seeds
+
+
+@pytest.mark.parametrize(
+    ("prob", "df", "q"),
+    [(0.975, 1, 12.706204736), (0.8, 1, 1.376381920), (0.975, 2, 4.302652730), (0.8, 2, 1.060660172),
+     (0.975, 3, 3.182446305), (0.8, 3, 0.978472312), (0.975, 30, 2.042272456), (0.975, 5000, 1.959963985)],
+)  # fmt: skip
+def test_t_quantiles(prob, df, q):
+    assert stats.t_quantile(prob, df) == pytest.approx(q, abs=1e-8)
+    assert stats.multiplier(1) == pytest.approx(1.959963985 + 0.841621234, abs=1e-8)  # one seed: normal

@@ -36,7 +36,7 @@ Pooled = dict[Any, Counts]  # seed -> problem id -> (n, c)
 METHOD = (
     "95% CI: two-level bootstrap (seeds, then problems; {b} resamples, numpy default_rng({s})); p: two-sided "
     "t-test of the seed means of the paired differences (S - 1 degrees of freedom; with one seed, a sign-flip "
-    "permutation test over problems), Holm-adjusted; power: normal approximation (crlab.stats)"
+    "permutation test over problems), Holm-adjusted; power: the t-test's quantiles (crlab.stats)"
 )
 
 
