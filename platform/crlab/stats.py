@@ -20,15 +20,15 @@ Every figure below can be recomputed from the records with this exact procedure:
   Stegun 26.7.3/26.7.4; no random draws). Each seed mean already carries its problems' sampling noise,
   so the spread of the seed means holds both the run-to-run and the per-problem variation (on these
   problems: the test holds the problem set fixed, the interval resamples it); with few seeds the t
-  quantile (4.30 at S = 3) pays for that spread being estimated from S numbers. ``mean(m) == 0`` (within ``1e-9 * max|d|``) gives p = 1; seed
-  means that all agree (spread within the same tolerance) estimate no seed spread, and p is then the
-  permutation test below over all (seed, problem) pairs. Calibration (benchmarks/ablation_calibration.py,
-  two identical configs, 3 seeds x 32 problems x 8 samples): false alarms at p < 0.05 of 5.0%, 5.9%,
-  5.6% over 2000 simulated sweeps for a run-to-run effect sd of 0, 0.1, 0.3 (logit), where the
-  permutation test over (seed, problem) pairs gave 4.5%, 9.8%, 35.5% and the centred two-level
-  bootstrap (the interval's resamples turned into a test) 1.3%, 4.7%, 14.7% over 150. With 2 seeds
-  the t-test is conservative (2.2%, 2.8%, 3.8% over 1000; exact ties of the two seed means go to the
-  permutation test); with 5 seeds 6.0%, 5.3%, 4.9%.
+  quantile (4.30 at S = 3) pays for that spread being estimated from S numbers. ``mean(m) == 0``
+  (within ``1e-9 * max|d|``) gives p = 1; seed means that all agree (spread within the same tolerance)
+  estimate no seed spread, and p is then the permutation test below over all (seed, problem) pairs.
+  Calibration (benchmarks/ablation_calibration.py, two identical configs, 3 seeds x 32 problems x 8
+  samples): false alarms at p < 0.05 of 5.0%, 5.9%, 5.6% over 2000 simulated sweeps for a run-to-run
+  effect sd of 0, 0.1, 0.3 (logit), where the permutation test over (seed, problem) pairs gave 4.5%,
+  9.8%, 35.5% and the centred two-level bootstrap (the interval's resamples turned into a test) 1.3%,
+  4.7%, 14.7% over 150. With 2 seeds the t-test is conservative (2.2%, 2.8%, 3.8% over 1000; exact
+  ties of the two seed means go to the permutation test); with 5 seeds 6.0%, 5.3%, 4.9%.
 - **p-value, one seed** (:func:`permutation_p`): a paired sign-flip permutation test, two-sided, on the
   problems: under "no difference" the two runs' scores of a problem are exchangeable, so each ``d``
   may flip its sign. Statistic ``T = |sum(d)|``. Pairs with ``d == 0`` are dropped (flipping them changes
@@ -117,10 +117,7 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Two-level percentile bootstrap interval of the mean of ``x`` (S, P): seeds, then problems within
     each drawn seed (see the module docstring for the exact draws)."""
-    return _percentile(bootstrap_means(x, resamples, seed), level)
-
-
-def _percentile(means: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    means = bootstrap_means(x, resamples, seed)  # (B,)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
