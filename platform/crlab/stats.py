@@ -14,28 +14,43 @@ Every figure below can be recomputed from the records with this exact procedure:
 - **Paired difference** (:func:`paired`): cell A against baseline B on the seeds and problems both have
   (pairs by seed value and problem id): ``d = x_A - x_B`` (S, P); ``delta = d.mean()``; its interval is
   :func:`bootstrap_ci` of ``d`` (same procedure, a fresh ``default_rng(0)``).
-- **p-value** (:func:`permutation_p`): a paired sign-flip permutation test, two-sided, on the (seed,
-  problem) pairs: under "no difference" the two runs' scores of a pair are exchangeable, so each ``d``
+- **p-value, 2 or more seeds** (:func:`seed_t_p`): a two-sided one-sample t-test on the S seed means of
+  ``d``: ``m_j = d[j].mean()``, ``t = mean(m) / (sd(m, ddof=1) / sqrt(S))``, ``p = P(|T_{S-1}| >= |t|)``
+  with Student's t at S - 1 degrees of freedom (:func:`t_sf`, the closed-form series of Abramowitz &
+  Stegun 26.7.3/26.7.4; no random draws). Each seed mean already carries its problems' sampling noise,
+  so the spread of the seed means holds both the run-to-run and the per-problem variation (on these
+  problems: the test holds the problem set fixed, the interval resamples it); with few seeds the t
+  quantile (4.30 at S = 3) pays for that spread being estimated from S numbers. ``mean(m) == 0``
+  (within ``1e-9 * max|d|``) gives p = 1; seed means that all agree (spread within the same tolerance)
+  estimate no seed spread, and p is then the permutation test below over all (seed, problem) pairs.
+  Calibration (benchmarks/ablation_calibration.py, two identical configs, 3 seeds x 32 problems x 8
+  samples): false alarms at p < 0.05 of 5.0%, 5.9%, 5.6% over 2000 simulated sweeps for a run-to-run
+  effect sd of 0, 0.1, 0.3 (logit), where the permutation test over (seed, problem) pairs gave 4.5%,
+  9.8%, 35.5% and the centred two-level bootstrap (the interval's resamples turned into a test) 1.3%,
+  4.7%, 14.7% over 150. With 2 seeds the t-test is conservative (2.2%, 2.8%, 3.8% over 1000; exact
+  ties of the two seed means go to the permutation test); with 5 seeds 6.0%, 5.3%, 4.9%.
+- **p-value, one seed** (:func:`permutation_p`): a paired sign-flip permutation test, two-sided, on the
+  problems: under "no difference" the two runs' scores of a problem are exchangeable, so each ``d``
   may flip its sign. Statistic ``T = |sum(d)|``. Pairs with ``d == 0`` are dropped (flipping them changes
   nothing, so the exact p is the same); with m pairs left, ``m <= EXACT_MAX = 13`` enumerates all
   ``2**m`` sign vectors and ``p = #{T* >= T} / 2**m`` (the identity included); larger m draws
   ``PERMUTATIONS = 10000`` sign vectors ``flips = default_rng(0).integers(0, 2, size=(10000, m),
   dtype=uint8)`` (1 = flip) and ``p = (1 + #{T* >= T}) / 10001``. ``T* >= T`` counts ties: ``T* >= T -
-  1e-9 * sum(|d|)``. m = 0 gives p = 1. The test holds the runs fixed: it asks whether the difference is
-  larger than the problems' pair-by-pair noise; the spread between seeds enters the interval, not p, so
-  with few seeds and a real run-to-run spread p is too small (benchmarks/ablation_calibration.py measures
-  by how much).
+  1e-9 * sum(|d|)``. m = 0 gives p = 1. The test holds the two runs fixed: it answers "does this run
+  differ from that run on these problems", and cannot see how much another seed would move either.
 - **Holm** (:func:`holm`): the m p-values sorted ascending, ``p_holm_(i) = max_{j<=i} min(1, (m-j+1)
   p_(j))``; a cell "differs at 0.05" when ``p_holm < 0.05``.
 - **Power** (:func:`variance_components`, :func:`detectable`, :func:`seeds_needed`): a one-way random
   effects split of ``d``: ``var_problem`` = the pooled within-seed variance over problems (ddof 1),
   ``var_seed = max(0, var(seed means, ddof 1) - var_problem / P)`` (0 with one seed, which makes the
   figures below lower bounds). The variance of delta with S seeds is ``V/S`` with ``V = var_seed +
-  var_problem / P``; at two-sided level ``ALPHA = 0.05`` and power ``POWER = 0.8`` (normal
-  approximation, ``z = z_0.975 + z_0.8 = 2.8016``) the smallest detectable difference is ``z *
-  sqrt(V / S)`` and the seeds needed for a difference ``delta`` are ``ceil(z**2 * V / delta**2)``.
+  var_problem / P``. At two-sided level ``ALPHA = 0.05`` and power ``POWER = 0.8``, for the t-test above
+  (the usual approximation to the noncentral t), ``k(S) = t_{0.975, S-1} + t_{0.8, S-1}`` (one seed: the
+  normal ``z_0.975 + z_0.8 = 2.8016``; t quantiles by bisection of :func:`t_sf`, normal ones above 1000
+  degrees of freedom); the smallest detectable difference is ``k(S) * sqrt(V / S)`` and the seeds needed
+  for a difference ``delta`` are the smallest S >= 2 with ``k(S)**2 * V / delta**2 <= S``.
 
-numpy only (the normal quantiles come from :class:`statistics.NormalDist`).
+numpy only (the normal quantiles come from :class:`statistics.NormalDist`, Student's t's from :func:`t_sf`).
 """
 
 from __future__ import annotations
@@ -52,8 +67,11 @@ PERMUTATIONS = 10000  # random sign vectors when the test is too large to enumer
 EXACT_MAX = 13  # enumerate every sign vector up to 2**13 = 8192 of them
 SEED = 0  # every interval and every random test starts from numpy.random.default_rng(SEED)
 LEVEL = 0.95
+SEED_TEST = "t-test over seed means"  # 2 or more seeds
+PROBLEM_TEST = "sign-flip permutation over problems"  # one seed
 ALPHA = 0.05
 POWER = 0.80
+NORMAL_DF = 1000  # t quantiles above this many degrees of freedom are the normal's (within 0.1%)
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class Paired:
     p: float
     seeds: int
     problems: int
+    test: str  # SEED_TEST or PROBLEM_TEST: which test gave p
 
 
 def _matrix(x: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -72,6 +91,22 @@ def _matrix(x: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
     if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
         raise ValueError(f"need a (seeds, problems) matrix with at least one of each, got shape {data.shape}")
     return data
+
+
+def bootstrap_means(
+    x: Sequence[Sequence[float]] | np.ndarray, resamples: int = RESAMPLES, seed: int = SEED
+) -> np.ndarray:
+    """The two-level bootstrap distribution (B,) of the mean of ``x`` (S, P): per resample, seeds with
+    replacement, then problems with replacement within each drawn seed (the draws: module docstring)."""
+    data = _matrix(x)
+    n_seeds, n_problems = data.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)  # (B,)
+    for b in range(resamples):
+        rows = rng.integers(0, n_seeds, size=n_seeds)  # (S,)
+        cols = rng.integers(0, n_problems, size=(n_seeds, n_problems))  # (S, P)
+        means[b] = data[rows[:, None], cols].mean()
+    return means
 
 
 def bootstrap_ci(
@@ -82,17 +117,53 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Two-level percentile bootstrap interval of the mean of ``x`` (S, P): seeds, then problems within
     each drawn seed (see the module docstring for the exact draws)."""
-    data = _matrix(x)
-    n_seeds, n_problems = data.shape
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)  # (B,)
-    for b in range(resamples):
-        rows = rng.integers(0, n_seeds, size=n_seeds)  # (S,)
-        cols = rng.integers(0, n_problems, size=(n_seeds, n_problems))  # (S, P)
-        means[b] = data[rows[:, None], cols].mean()
+    means = bootstrap_means(x, resamples, seed)  # (B,)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def t_sf(t: float, df: int) -> float:
+    """Two-sided tail ``P(|T| >= |t|)`` of Student's t with integer ``df`` >= 1: the finite series of
+    Abramowitz & Stegun 26.7.3 (odd df) and 26.7.4 (even df) in ``theta = atan(|t| / sqrt(df))``."""
+    if df < 1:
+        raise ValueError(f"Student's t needs df >= 1, got {df}")
+    if math.isinf(t):
+        return 0.0
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, term = math.cos(theta) ** 2, 1.0
+    if df % 2 == 0:  # A = sin(theta) (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... up to c^(df-2))
+        total = 1.0
+        for j in range(1, df // 2):
+            term *= c2 * (2 * j - 1) / (2 * j)
+            total += term
+        inside = math.sin(theta) * total
+    else:  # A = 2/pi (theta + sin cos (1 + 2/3 c^2 + 2*4/(3*5) c^4 + ... up to c^(df-3))), df > 1
+        total = 1.0 if df > 1 else 0.0
+        for j in range(1, (df - 1) // 2):
+            term *= c2 * (2 * j) / (2 * j + 1)
+            total += term
+        inside = 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def seed_t_p(d: Sequence[Sequence[float]] | np.ndarray) -> float:
+    """Two-sided one-sample t-test that the seed means of ``d`` (S, P), S >= 2, average 0: ``t = mean /
+    (sd / sqrt(S))`` over the S seed means (sd with ddof 1), S - 1 degrees of freedom (:func:`t_sf`).
+    Seed means that all agree (|spread| within ``1e-9 * max|d|``) carry no estimate of the seed-to-seed
+    spread: then the test is :func:`permutation_p` over the (seed, problem) pairs."""
+    data = _matrix(d)
+    n_seeds = data.shape[0]
+    if n_seeds < 2:
+        raise ValueError("a t-test over seeds needs at least 2 seeds")
+    seed_means = data.mean(axis=1)  # (S,)
+    observed = float(seed_means.mean())
+    tolerance = 1e-9 * float(np.abs(data).max())
+    if abs(observed) <= tolerance:
+        return 1.0
+    if float(seed_means.max() - seed_means.min()) <= tolerance:
+        return permutation_p(data)
+    return t_sf(observed / math.sqrt(float(seed_means.var(ddof=1)) / n_seeds), n_seeds - 1)
 
 
 def permutation_p(d: Sequence[Sequence[float]] | np.ndarray, seed: int = SEED) -> float:
@@ -118,9 +189,14 @@ def permutation_p(d: Sequence[Sequence[float]] | np.ndarray, seed: int = SEED) -
 
 
 def paired(a: Sequence[Sequence[float]] | np.ndarray, b: Sequence[Sequence[float]] | np.ndarray) -> Paired:
-    """``a - b`` for matrices (S, P) already aligned by seed and problem: delta, its interval and p."""
+    """``a - b`` for matrices (S, P) already aligned by seed and problem: delta, its interval and p (a
+    t-test over the seed means with 2 or more seeds, the sign-flip permutation over problems with one)."""
     d = _matrix(a) - _matrix(b)  # (S, P)
-    return Paired(float(d.mean()), bootstrap_ci(d), permutation_p(d), d.shape[0], d.shape[1])
+    if d.shape[0] > 1:
+        p, test = seed_t_p(d), SEED_TEST
+    else:
+        p, test = permutation_p(d), PROBLEM_TEST
+    return Paired(float(d.mean()), bootstrap_ci(d), p, d.shape[0], d.shape[1], test)
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -146,16 +222,34 @@ def variance_components(d: Sequence[Sequence[float]] | np.ndarray) -> tuple[floa
     return max(0.0, between), within
 
 
-def _z(alpha: float, power: float) -> float:
-    normal = NormalDist()
-    return normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)
+def t_quantile(prob: float, df: int) -> float:
+    """The ``prob`` quantile (0.5 < prob < 1) of Student's t with ``df`` degrees of freedom: bisection of
+    :func:`t_sf` to 1e-12; above ``NORMAL_DF`` degrees of freedom, the normal quantile."""
+    if df > NORMAL_DF:
+        return NormalDist().inv_cdf(prob)
+    tail, low, high = 2 * (1 - prob), 0.0, 1.0
+    while t_sf(high, df) > tail:
+        high *= 2
+    while high - low > 1e-12 * high:
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_sf(mid, df) > tail else (low, mid)
+    return (low + high) / 2
+
+
+def multiplier(seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Standard errors between 0 and the smallest detectable difference: ``t_{1-alpha/2, S-1} + t_{power,
+    S-1}`` for the t-test over ``seeds`` >= 2 seed means, ``z_{1-alpha/2} + z_power`` with one seed."""
+    if seeds < 2:
+        normal = NormalDist()
+        return normal.inv_cdf(1 - alpha / 2) + normal.inv_cdf(power)
+    return t_quantile(1 - alpha / 2, seeds - 1) + t_quantile(power, seeds - 1)
 
 
 def detectable(
     var_seed: float, var_problem: float, seeds: int, problems: int, alpha: float = ALPHA, power: float = POWER
 ) -> float:
     """The smallest difference a paired comparison with ``seeds`` x ``problems`` detects with ``power``."""
-    return _z(alpha, power) * math.sqrt((var_seed + var_problem / problems) / seeds)
+    return multiplier(seeds, alpha, power) * math.sqrt((var_seed + var_problem / problems) / seeds)
 
 
 def seeds_needed(
@@ -166,8 +260,16 @@ def seeds_needed(
     alpha: float = ALPHA,
     power: float = POWER,
 ) -> int:
-    """The seeds a paired comparison on ``problems`` problems needs to detect ``delta`` with ``power``."""
+    """The fewest seeds (at least 2) with which a paired comparison on ``problems`` problems detects
+    ``delta`` with ``power``: the smallest S with ``multiplier(S)**2 * V / delta**2 <= S``."""
     if delta <= 0:
         raise ValueError(f"the difference to detect must be positive, got {delta}")
-    spread = var_seed + var_problem / problems
-    return max(1, math.ceil(_z(alpha, power) ** 2 * spread / delta**2))
+    ratio = (var_seed + var_problem / problems) / delta**2
+    enough = lambda n: multiplier(n, alpha, power) ** 2 * ratio <= n  # noqa: E731
+    low, high = 1, 2  # enough(low) is False (one seed is never enough: the t-test needs 2); find a high
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:  # the multiplier falls as seeds grow, so enough() is monotone
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high

@@ -5,6 +5,7 @@ by hand (the 4 problems x 2 seeds example of test_stats.py)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ PROBLEMS = ["p1", "p2", "p3", "p4"]
 # (crl_ratio, seed) -> passing samples c per problem at step 10 (the best checkpoint) and step 20 (the last)
 BEST = {
     (0.0, 0): [2, 2, 1, 0], (0.0, 1): [3, 4, 1, 3],  # pass@1 B of test_stats.py: seed means 0.3125, 0.6875
-    (0.2, 0): [4, 2, 3, 0], (0.2, 1): [4, 4, 1, 2],  # A: 0.5625, 0.6875; A - B: delta 0.125, exact p 6/16
+    (0.2, 0): [4, 2, 3, 0], (0.2, 1): [4, 4, 1, 2],  # A: 0.5625, 0.6875; A - B: delta 0.125, t-test p 0.5
     (1.0, 0): [2, 2, 1, 0], (1.0, 1): [3, 4, 1, 3],  # the baseline's verdicts: delta 0, [0, 0], p 1
 }  # fmt: skip
 LAST = {key: [0, 0, 0, 1] for key in BEST}  # pass@1 0.0625 everywhere
@@ -91,11 +92,13 @@ def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
     assert base["baseline"] and base["delta"] is None and base["mean"] == pytest.approx(0.5)
     assert a["mean"] == pytest.approx(0.625) and a["n"] == 2 and a["std"] == pytest.approx(0.125 / 2**0.5)
     assert a["ci95"][0] <= 0.625 <= a["ci95"][1]
-    assert a["delta"] == pytest.approx(0.125) and a["p"] == pytest.approx(6 / 16)
+    assert a["delta"] == pytest.approx(0.125) and a["p"] == pytest.approx(0.5)  # t = 1 over 2 seed means
     assert a["delta_ci95"][0] <= 0.125 <= a["delta_ci95"][1]
     assert same["delta"] == 0.0 and same["delta_ci95"] == [0.0, 0.0] and same["p"] == 1.0
-    # Holm over the two comparisons: 2 * 0.375 = 0.75, then max(0.75, 1 * 1.0) = 1.0
-    assert a["p_holm"] == pytest.approx(0.75) and same["p_holm"] == 1.0
+    # Holm over the two comparisons: 2 * 0.5 = 1.0, then max(1.0, 1 * 1.0) = 1.0
+    assert a["p_holm"] == pytest.approx(1.0) and same["p_holm"] == 1.0
+    assert any("t-test of the seed means" in note for note in data["notes"])
+    assert not any("on one common seed" in note for note in data["notes"])
     assert a["significant"] is False and same["significant"] is False and base["significant"] is None
     # the base model, pooled per seed (n = 12): seed 0 [3, 0, 3, 0] / 12, seed 1 [6, 0, 0, 0] / 12
     assert data["base"]["mean"] == pytest.approx(0.125) and data["base"]["n"] == 2
@@ -104,11 +107,14 @@ def test_ablation_json_carries_intervals_paired_tests_base_and_power(tmp_path):
     assert any("no intervals for the rows of run(s)" in note for note in data["notes"])
     assert any("chosen on the reported set itself" in note for note in data["notes"])
     # power: spread pooled over the two comparisons (var_seed 0.015625 and 0; var_problem 0.0625 and 0),
-    # V = 0.0078125 + 0.03125 / 4 = 0.015625; z = 2.8016: detectable z * sqrt(V / 2), seeds ceil(z^2 V / 0.024^2)
+    # V = 0.0078125 + 0.03125 / 4 = 0.015625; 2 seeds, the t-test's 1 degree of freedom (Cauchy quantiles):
+    # detectable (t_0.975 + t_0.80) sqrt(V / 2); the seeds needed, the smallest S with k(S)^2 V / 0.024^2 <= S:
+    # V / 0.024^2 = 27.13; k(215)^2 = 7.921 gives 214.87 <= 215, k(214)^2 214.88 > 214 (the normal z: 213)
     power = data["power"]
     assert (power["seeds"], power["problems"], power["comparisons"]) == (2, 4, 2)
-    assert power["detectable"] == pytest.approx(2.801585218 * (0.015625 / 2) ** 0.5, abs=1e-8)
-    assert power["delta"] == 0.024 and power["seeds_needed"] == 213
+    k = math.tan(0.475 * math.pi) + math.tan(0.3 * math.pi)
+    assert power["detectable"] == pytest.approx(k * (0.015625 / 2) ** 0.5, abs=1e-8)
+    assert power["delta"] == 0.024 and power["seeds_needed"] == 215
 
 
 def test_markdown_against_another_baseline_and_the_sweeps_last_table_and_plot_in_wandb(tmp_path):
@@ -131,7 +137,7 @@ def test_markdown_against_another_baseline_and_the_sweeps_last_table_and_plot_in
                          cwd=REPO, timeout=300)  # fmt: skip
     assert end.returncode == 0, end.stderr
     assert "| base | 0.1250 |" in end.stdout and "| 0.2 | 0.6250 | 0.0884 | 2 | [" in end.stdout
-    assert "| 0.3750 | 0.7500 | no |" in end.stdout and "smallest difference detectable" in end.stdout
+    assert "| 0.5000 | 1.0000 | no |" in end.stdout and "smallest difference detectable" in end.stdout
     folder = tmp_path / "ablation-crl-ratio"
     assert f"W&B: the ablation (table with intervals, plot) is in {folder / 'wandb'}" in end.stderr
     assert (folder / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -182,6 +188,8 @@ def test_two_swept_keys_compare_within_each_value_of_the_other_and_one_seed_says
     assert rows[(0.2, 2e-6)].delta == pytest.approx(0.25) and rows[(0.2, 2e-6)].p == 1.0
     assert rows[(0.2, 2e-6)].ci95 == pytest.approx((0.0, 0.75)) and rows[(0.2, 2e-6)].std is None
     assert "one seed per row: the 95% CI is over problems only" in result.notes
+    assert any(n.startswith("p of 2 comparison(s) on one common seed: a permutation over problems") and
+               "cannot see seed-to-seed variation" in n for n in result.notes)  # fmt: skip
     assert result.base is None and "no base row: no run evaluated the base model (step 0)" in result.notes
 
 

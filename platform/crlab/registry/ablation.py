@@ -41,7 +41,7 @@ class AblationRow:
     ci95: tuple[float, float] | None = None  # the mean's 95% interval (seeds, then problems)
     delta: float | None = None  # the paired difference from the row's baseline
     delta_ci95: tuple[float, float] | None = None
-    p: float | None = None  # paired permutation test of delta == 0
+    p: float | None = None  # paired test of delta == 0 (crlab.stats.paired: t over seeds, or permutation)
     p_holm: float | None = None  # p, Holm-adjusted over the rows compared
     significant: bool | None = None  # p_holm < 0.05
     gain: float | None = None  # the paired difference from the base model (step 0)

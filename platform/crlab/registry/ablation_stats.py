@@ -34,9 +34,9 @@ from crlab.registry.store import Registry
 
 Pooled = dict[Any, Counts]  # seed -> problem id -> (n, c)
 METHOD = (
-    "95% CI: two-level bootstrap (seeds, then problems; {b} resamples, numpy default_rng({s})); p: paired "
-    "sign-flip permutation test over (seed, problem) pairs, Holm-adjusted; power: normal approximation "
-    "(crlab.stats)"
+    "95% CI: two-level bootstrap (seeds, then problems; {b} resamples, numpy default_rng({s})); p: two-sided "
+    "t-test of the seed means of the paired differences (S - 1 degrees of freedom; with one seed, a sign-flip "
+    "permutation test over problems), Holm-adjusted; power: the t-test's quantiles (crlab.stats)"
 )
 
 
@@ -64,7 +64,7 @@ def with_uncertainty(
     rows = _holm(rows)
     rows = [_gain(r, c, base, k) for r, c in zip(rows, cells, strict=True)]
     notes = [METHOD.format(b=stats.RESAMPLES, s=stats.SEED), *notes]
-    notes += _notes(result, found, cells, base, key, value, len(comparisons))
+    notes += _notes(result, found, cells, base, key, value, comparisons)
     return replace(
         result, rows=rows, base=base[0] if base else None, baseline={"key": key, "value": value},
         notes=notes, power=power_of(comparisons, delta),
@@ -226,10 +226,14 @@ def power_of(diffs: list[np.ndarray], delta: float | None) -> dict[str, Any]:
 
 def _notes(
     result: Ablation, found: dict[str, RunEvidence], cells: list[Pooled | None],
-    base: tuple[AblationRow, Pooled] | None, key: str, value: Any, compared: int,
+    base: tuple[AblationRow, Pooled] | None, key: str, value: Any, diffs: list[np.ndarray],
 ) -> list[str]:  # fmt: skip
     notes = [f"delta: paired (same seeds, same problems) against {key}={json.dumps(value)}; "
-             f"Holm over {compared} comparison(s)"]  # fmt: skip
+             f"Holm over {len(diffs)} comparison(s)"]  # fmt: skip
+    single = sum(1 for d in diffs if d.shape[0] == 1)
+    if single:
+        notes.append(f"p of {single} comparison(s) on one common seed: a permutation over problems, which holds "
+                     "the two runs fixed and cannot see seed-to-seed variation (run more seeds for that)")  # fmt: skip
     used = [e for c, row in zip(cells, result.rows, strict=True) if c is not None for e in
             (found[i] for i in row.runs)]  # fmt: skip
     if used and max(len(c) for c in cells if c is not None) == 1:
