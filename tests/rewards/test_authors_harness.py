@@ -105,12 +105,18 @@ CORPUS = [  # (spec, program): each probes a rule of theirs (the comment says wh
 
 
 def _load_prime_code():
-    """verl's ``utils/reward_score/prime_code`` package from the installed wheel's files, without
-    importing ``verl`` itself (its ``__init__`` pulls in the training stack)."""
-    spec = importlib.util.find_spec("verl")
-    if spec is None:
-        pytest.fail("verl is not installed: pip install --no-deps verl==0.9.1 (README, Run the tests)")
-    folder = Path(spec.origin).parent / "utils" / "reward_score" / "prime_code"
+    """verl's ``utils/reward_score/prime_code`` package from the wheel's files, without importing ``verl``
+    itself (its ``__init__`` pulls in the training stack). The wheel is unpacked beside the environment
+    (``pip install --no-deps --target $VENV/verl-wheel verl==0.9.1``), not into it: it also ships top-level
+    ``tests`` and ``scripts`` packages, and a ``tests`` package in site-packages hides this repository's
+    from every process the tests spawn."""
+    unpacked = Path(sys.prefix) / "verl-wheel" / "verl"
+    spec = importlib.util.find_spec("verl") if not unpacked.is_dir() else None
+    if spec is None and not unpacked.is_dir():
+        pytest.fail("verl's wheel is not there: pip install --no-deps --target .venv/verl-wheel verl==0.9.1 "
+                    "(README, Run the tests)")  # fmt: skip
+    root = unpacked if unpacked.is_dir() else Path(spec.origin).parent
+    folder = root / "utils" / "reward_score" / "prime_code"
     name = "verl_prime_code_under_test"
     module_spec = importlib.util.spec_from_file_location(
         name, folder / "__init__.py", submodule_search_locations=[str(folder)]
