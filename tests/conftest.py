@@ -7,6 +7,8 @@ a missing server is a failure. Slurm tests likewise: CRLAB_TEST_SLURM_PARTITION,
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -88,15 +90,53 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` need CUDA (and vLLM where they use it); skipped where there is none."""
+    """Tests marked `gpu` need CUDA (and vLLM where they use it); skipped where there is none. Under
+    pytest-xdist, the heaviest units of work come first (tests/scheduling.py)."""
     import torch
 
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker
+        from tests.scheduling import heaviest_first
+
+        heaviest_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+if importlib.util.find_spec("xdist") is not None:  # (a hook pytest knows only with the plugin installed)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+        """`--dist loadfile` with this suite's units of work (tests/scheduling.py)."""
+        if config.getvalue("dist") != "loadfile":
+            return None
+        from tests.scheduling import UnitScheduling
+
+        return UnitScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _serial(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `serial` runs while no other test does (the others wait): a
+    readers-writer lock shared by the workers, with a turnstile so that a waiting `serial` test is not
+    starved. Without xdist there is nothing to do."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # the workers' basetemps are popen-gwN under it
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("serial") else fcntl.LOCK_SH
+    with open(shared / "serial.turnstile", "a") as turnstile, open(shared / "serial.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, mode)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
