@@ -7,6 +7,7 @@ a missing server is a failure. Slurm tests likewise: CRLAB_TEST_SLURM_PARTITION,
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import os
@@ -60,9 +61,9 @@ def slurm_partition() -> str:
     return _service("CRLAB_TEST_SLURM_PARTITION", "CRLAB_REQUIRE_SLURM", "a Slurm cluster, see .ci/slurm.sh")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; dropped after the test."""
+@contextlib.contextmanager
+def _pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped afterwards."""
     from sqlalchemy import create_engine, text
 
     from crlab.registry.db import resolve_db_url
@@ -81,12 +82,33 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped after the test."""
+    with _pg_database() as url:
+        yield url
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
     """An empty registry database URL, once per backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty registry database URL, once per backend, shared by a module's tests: for a module that fills
+    it once (a module-scoped fixture) and whose tests only read it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}"
+        return
+    with _pg_database() as url:
+        yield url
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
