@@ -7,9 +7,9 @@ A worker takes a unit of tests at a time:
   workers at once instead of one after another (a parametrized test's cases stay together);
 - TOGETHER files are one unit: the hostile-program checks assert that no process carrying their marker is
   left on the host, so two of those files must not run side by side.
-Units are handed out heaviest first (COST, seconds measured on a 2-core machine: a scheduling hint only),
-so that no long test starts last while the other worker sits idle. Tests that must run alone carry the
-`serial` marker (tests/conftest.py holds the lock).
+Units are handed out heaviest first (COST, seconds on a 2-core machine: a scheduling hint only), so that
+no long test starts last while the other worker sits idle. Tests that must run alone carry the `serial`
+marker (tests/conftest.py holds the lock); their units go last, when the other worker's tests are short.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def heaviest_first(items: list[pytest.Item]) -> None:
     cost = {
         name: COST.get(name, SLOW if name in slow else 0.0) for name in map(unit, (i.nodeid for i in items))
     }
+    for item in items:  # last: a `serial` test waits for the other worker's test, which is short by then
+        if item.get_closest_marker("serial"):
+            cost[unit(item.nodeid)] = -1.0
     items.sort(key=lambda item: -cost[unit(item.nodeid)])
 
 
