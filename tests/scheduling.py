@@ -7,9 +7,9 @@ A worker takes a unit of tests at a time:
   workers at once instead of one after another (a parametrized test's cases stay together);
 - TOGETHER files are one unit: the hostile-program checks assert that no process carrying their marker is
   left on the host, so two of those files must not run side by side.
-Units are handed out heaviest first (COST, seconds on a 2-core machine: a scheduling hint only), so that
-no long test starts last while the other worker sits idle. Tests that must run alone carry the `serial`
-marker (tests/conftest.py holds the lock); their units go last, when the other worker's tests are short.
+Units are handed out heaviest first (COST: a scheduling hint only), so that no long test starts last while
+the other worker sits idle. Tests that must run alone carry the `serial` marker (tests/conftest.py holds
+the lock); their units go last, when the other worker's tests are short.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ SPLIT = {
     "tests/train/test_tiny_model.py",
 }
 TOGETHER = {"tests/rewards/test_hostile.py": "hostile", "tests/rewards/test_forgery.py": "hostile"}
-# Units known to be long (seconds on a 2-core machine, rounded); any other unit that holds a `slow` test
-# counts SLOW, the rest nothing. Only the order depends on these numbers.
+# Units known to be long, in rough seconds on a 2-core machine (the build's own record for the rebuild;
+# estimates from the steps and ranks each trains for the others); any other unit that holds a `slow` test
+# counts SLOW, the rest nothing. Only the order depends on these numbers: refine them from `--durations`.
 COST: dict[str, float] = {
     "tests/train/test_tiny_model.py::test_rebuilding_seed_0_gives_the_shipped_bytes": 545,  # its build.json
     "tests/train/test_data_parallel.py": 240,
