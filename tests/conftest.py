@@ -7,6 +7,9 @@ a missing server is a failure. Slurm tests likewise: CRLAB_TEST_SLURM_PARTITION,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -58,9 +61,9 @@ def slurm_partition() -> str:
     return _service("CRLAB_TEST_SLURM_PARTITION", "CRLAB_REQUIRE_SLURM", "a Slurm cluster, see .ci/slurm.sh")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; dropped after the test."""
+@contextlib.contextmanager
+def _pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped afterwards."""
     from sqlalchemy import create_engine, text
 
     from crlab.registry.db import resolve_db_url
@@ -79,7 +82,17 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped after the test."""
+    with _pg_database() as url:
+        yield url
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
     """An empty registry database URL, once per backend."""
     if request.param == "sqlite":
@@ -87,16 +100,65 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty registry database URL, once per backend, shared by a module's tests: for a module that fills
+    it once (a module-scoped fixture) and whose tests only read it."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}"
+        return
+    with _pg_database() as url:
+        yield url
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` need CUDA (and vLLM where they use it); skipped where there is none."""
+    """Tests marked `gpu` need CUDA (and vLLM where they use it); skipped where there is none. Under
+    pytest-xdist, the heaviest units of work come first (tests/scheduling.py)."""
     import torch
 
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker
+        from tests.scheduling import heaviest_first
+
+        heaviest_first(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+if importlib.util.find_spec("xdist") is not None:  # (a hook pytest knows only with the plugin installed)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN001, ANN201
+        """`--dist loadfile` with this suite's units of work (tests/scheduling.py)."""
+        if config.getvalue("dist") != "loadfile":
+            return None
+        from tests.scheduling import UnitScheduling
+
+        return UnitScheduling(config, log)
+
+
+@pytest.fixture(autouse=True)
+def _serial(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `serial` runs while no other test does (the others wait): a
+    readers-writer lock shared by the workers, with a turnstile so that a waiting `serial` test is not
+    starved. Without xdist there is nothing to do."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # the workers' basetemps are popen-gwN under it
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("serial") else fcntl.LOCK_SH
+    with open(shared / "serial.turnstile", "a") as turnstile, open(shared / "serial.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, mode)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,7 @@ def test_a_line_cut_short_by_a_kill_is_skipped_and_numbering_goes_on(tmp_path: P
     ]
 
 
+@pytest.mark.serial  # a wall-time bound: no record waits 0.1 s
 def test_the_writer_rides_out_a_sqlite_file_locked_by_another_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

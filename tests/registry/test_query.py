@@ -88,9 +88,10 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def reg(db_url: str):
-    with Registry(db_url) as registry:
+@pytest.fixture(scope="module")
+def reg(module_db_url: str):
+    """The runs above, registered once per backend for the module (its tests only read them)."""
+    with Registry(module_db_url) as registry:
         sweeps = {name: registry.create_sweep(name, {}).id for name in ("crl-ratio", "scale")}
         for run_id, (name, sweep, status, overrides, metrics) in RUNS.items():
             config = cfgmod.to_dict(cfgmod.load_config(None, overrides)) if overrides is not None else {}

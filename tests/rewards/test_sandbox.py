@@ -151,6 +151,7 @@ def test_verdicts_rlimit(rlimit_sandbox, name, program, spec, expected):
     _check_verdicts(rlimit_sandbox, program, spec, expected)
 
 
+@pytest.mark.serial  # a wall-time bound
 def test_timeout_wall_time_is_near_the_limit(sandbox):
     (r,) = sandbox.run("while True:\n    pass", STDIN, max_tests=1).results
     assert r.verdict is TO and 0.9 <= r.wall_s < 2.0
@@ -200,6 +201,7 @@ def test_non_utf8_stdout_is_compared_not_crashing(sandbox):
     assert sandbox.run(program, STDIN).results[0].verdict is W
 
 
+@pytest.mark.serial  # a wall-time bound
 def test_run_many_keeps_input_order_and_runs_concurrently(sandbox):
     jobs = [
         (
@@ -220,6 +222,7 @@ def test_run_many_rejects_non_specs(sandbox):
         sandbox.run_many([("print(1)", {"kind": "stdin"})])
 
 
+@pytest.mark.serial  # kills the workers 0.3 s into 0.8 s programs
 def test_workers_killed_mid_run_are_replaced_and_their_programs_run_again(sandbox):
     spec = TestSpec(kind="stdin", inputs=("",), outputs=("done\n",))
     slow = "import time\ntime.sleep(0.8)\nprint('done')"

@@ -134,7 +134,9 @@ def test_evaluating_changes_no_training_and_a_preempted_eval_step_is_evaluated_o
     )  # the best, the earlier on ties
 
 
-# -- the acceptance: eval.every=20 over 80 steps, through the `platform run` command ---------------
+# -- the acceptance (eval.every=20 over 80 steps, checkpoints every 30), scaled down ten times: eval.every=2
+# over 8 steps, checkpoints every 3 -- the same schedule (an evaluated step on the checkpoint schedule, three off
+# it), through the `platform run` command
 def _cli_run(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
     args = [
         sys.executable, "-m", "crlab", "run", str(REPO / "experiments/tiny_coder.yaml"), *SMALL,
@@ -144,7 +146,7 @@ def _cli_run(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.Com
 
 
 @pytest.mark.slow
-def test_eval_every_20_logs_pass_at_1_at_20_40_60_80_and_flags_one_best_checkpoint(
+def test_eval_every_2_logs_pass_at_1_at_2_4_6_8_and_flags_one_best_checkpoint(
     tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'reg.db'}"
@@ -152,18 +154,18 @@ def test_eval_every_20_logs_pass_at_1_at_20_40_60_80_and_flags_one_best_checkpoi
         **child_env, "CRLAB_CACHE": tiny_cache, "CRLAB_DB_URL": url, "WANDB_MODE": "offline",
         "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions")),
     }  # fmt: skip
-    # checkpoints every 30 steps, keep 1: the evaluated steps add 20, 40, 80 (60 is on the schedule)
+    # checkpoints every 3 steps, keep 1: the evaluated steps add 2, 4, 8 (6 is on the schedule)
     res = _cli_run(
-        tmp_path, env, "grpo.max_steps=80", "checkpoint.every=30", "checkpoint.keep=1", "eval.source=tiny-eval",
-        "eval.select_source=null", "eval.every=20", "eval.max_problems=16",
+        tmp_path, env, "grpo.max_steps=8", "checkpoint.every=3", "checkpoint.keep=1", "eval.source=tiny-eval",
+        "eval.select_source=null", "eval.every=2", "eval.max_problems=16",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     with Registry(url) as reg:
         (run,) = reg.list_runs()
         assert run.status == "completed"
         pass1 = {m.step: m.value for m in reg.metrics(run.id, keys=["eval/pass@1"])}
-        assert sorted(pass1) == [20, 40, 60, 80]
-        assert sorted(m.step for m in reg.metrics(run.id, keys=["time/eval_s"])) == [0, 20, 40, 60, 80]
+        assert sorted(pass1) == [2, 4, 6, 8]
+        assert sorted(m.step for m in reg.metrics(run.id, keys=["time/eval_s"])) == [0, 2, 4, 6, 8]  # 0: the base
         checkpoints = reg.checkpoints(run.id)
         (best,) = [c for c in checkpoints if c.best]  # exactly one
         assert reg.best_checkpoint(run.id) == best
@@ -171,8 +173,8 @@ def test_eval_every_20_logs_pass_at_1_at_20_40_60_80_and_flags_one_best_checkpoi
     assert best.step == min(s for s, v in pass1.items() if v == top)  # the best, the earlier on ties
     # keep 1: the newest and the best are all that is left, on disk and in the registry
     on_disk = sorted(p.name for p in Path(run.run_dir, "checkpoints").iterdir() if p.name.startswith("step-"))
-    assert on_disk == sorted({f"step-{best.step:06d}", "step-000080"})
-    assert sorted(c.step for c in checkpoints) == sorted({best.step, 80})
+    assert on_disk == sorted({f"step-{best.step:06d}", "step-000008"})
+    assert sorted(c.step for c in checkpoints) == sorted({best.step, 8})
     assert Path(best.path, "COMPLETE.json").is_file()
     history = [row for row in wandb_history(run.run_dir) if "eval/pass@1" in row]
     assert {int(row["_step"]): float(row["eval/pass@1"]) for row in history} == pass1
