@@ -36,6 +36,7 @@ from crlab.train.step import (
     micro_weights,
     pack,
     pad_micro_weights,
+    rollout_logprob_gap,
     split_mini_batches,
     update_loss,
 )
@@ -108,6 +109,8 @@ class Trainer:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
         rng = self._restore(run) if resume else None
+        if rng is not None:  # the engine was built from the base weights: it samples from the restored ones
+            self.rollout.sync_weights(self.engine.module)
         self.checkpoints.pinned = {self.evals.best.step} if self.evals.best else set()
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
         if dist.is_main():  # rank 0 records for all: journal first, the registry in the background
@@ -125,18 +128,15 @@ class Trainer:
             restore_rng_state(rng)
 
     def _make_rollout(self) -> Any:
-        from crlab.train.rollout import HFRollout, VLLMRollout
+        from crlab.train.rollout import HFRollout
 
         cfg = self.cfg
-        engine = setup.rollout_engine(cfg)
-        if engine == "vllm":
+        if setup.rollout_engine(cfg) == "vllm":
+            from crlab.train.vllm_rollout import VLLMRollout, settings_from_config
+
             return VLLMRollout(
                 self.model_dir, self.tokenizer, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                top_k=cfg.rollout.top_k, dtype=cfg.model.dtype,
-                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                tensor_parallel_size=cfg.rollout.tensor_parallel_size,
-                max_model_len=cfg.data.max_prompt_length + max(p.max_response_length for p in cfg.phases),
-                sleep_mode=cfg.rollout.sleep_mode, seed=cfg.seed,
+                top_k=cfg.rollout.top_k, settings=settings_from_config(cfg),
             )  # fmt: skip
         return HFRollout(
             self.engine.module, self.tokenizer, temperature=cfg.rollout.temperature,
@@ -340,6 +340,7 @@ class Trainer:
         if n_updates == 0:
             return {}
         rollouts, advantages = samples
+        self.rollout.sleep()  # vLLM (where it can) frees its memory for the update; woken by the push
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
         with timed("logprob", timings):
             packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id, g.train_eos)
@@ -362,10 +363,12 @@ class Trainer:
                 )
                 for key, value in out.items():
                     totals.setdefault(key, []).append(float(value))
-            if hasattr(self.rollout, "sync_weights"):
-                self.rollout.sync_weights(self.engine.module)
+            self.rollout.sync_weights(self.engine.module)
+        gap = dist.all_gather(rollout_logprob_gap(rollouts, kept, packed))  # [(sum, count)] per rank
         ranks = dist.all_gather({k: sum(v) / len(v) for k, v in totals.items()})
-        return {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
+        out = {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
+        out["rollout/logprob_diff"] = sum(s for s, _ in gap) / max(sum(c for _, c in gap), 1)
+        return out
 
     def finish(self, status: str, error: str | None) -> bool:
         """Record how the attempt ended (rank 0); False when the trainer has no journal yet (it failed in
@@ -385,6 +388,9 @@ class Trainer:
         if self.sandbox is not None:
             self.sandbox.__exit__(None, None, None)
             self.sandbox = None
+        if self.rollout is not None:  # last: vLLM's shutdown also ends the process group it joined
+            self.rollout.close()
+            self.rollout = None
 
 
 STEP_LINE_KEYS = ("reward/rl_mean", "reward/crl_mean", "critique/accuracy", "eval/pass@1")
