@@ -30,6 +30,7 @@ from crlab.registry.writer import RunRecorder
 from crlab.train import dist, restart, setup
 from crlab.train.collect import collect_groups
 from crlab.train.evaluation import TrainingEval
+from crlab.train.memory import measured_peak
 from crlab.train.step import (
     Packed,
     fill_logprobs,
@@ -302,6 +303,7 @@ class Trainer:
                 "phase/index": float(self.schedule.index),
                 "phase/max_response_length": float(phase.max_response_length),
                 "phase/crl_reward_scale": float(phase.crl_reward_scale),
+                **measured_peak(),
             }
         )
         return metrics

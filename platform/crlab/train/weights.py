@@ -14,6 +14,7 @@ import torch
 
 from crlab.errors import CrlabError
 from crlab.train.checkpoint import DS_TAG, check_checkpoint
+from crlab.train.dist import import_deepspeed
 
 
 def checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -22,6 +23,7 @@ def checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     problem = check_checkpoint(path)
     if problem:
         raise CrlabError(f"checkpoint {path}: {problem}")
+    import_deepspeed()  # unpickling the states imports DeepSpeed: its start-up line goes to stderr, not stdout
     states = torch.load(path / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
     stage = int((states.get("ds_config") or {}).get("zero_optimization", {}).get("stage", 0))
     if stage < 3:
