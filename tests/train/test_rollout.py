@@ -215,3 +215,14 @@ def test_weights_go_to_vllm_one_whole_decoder_layer_at_a_time() -> None:
     pushed = dict(pushed_weights(model))  # not partitioned: the parameters themselves, detached
     assert pushed.keys() == dict(model.named_parameters()).keys()
     assert all(not t.requires_grad for t in pushed.values())
+
+
+def test_vllm_with_tensor_parallel_is_refused_before_any_model_loads() -> None:
+    from crlab.config import load_config
+    from crlab.errors import ConfigError
+    from crlab.train.setup import check_rollout
+
+    cfg = load_config(None, ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"])
+    with pytest.raises(ConfigError, match=r"rollout.tensor_parallel_size=2: .*use 1"):
+        check_rollout(cfg)
+    check_rollout(load_config(None, ["rollout.engine=vllm"]))  # 1: fine

@@ -1,6 +1,6 @@
 """Training and evaluation with ``rollout.engine=vllm`` on the real engine (subprocesses, the tiny coder).
 
-A 3-step run crashes as step 3 begins (CRLAB_FAULT), after checkpoints at steps 1 and 2; `platform resume`
+A 3-step run on two data-parallel ranks with ZeRO-3 (one vLLM engine per rank) crashes as step 3 begins (CRLAB_FAULT), after checkpoints at steps 1 and 2; `platform resume`
 restores step 2 and completes step 3. Each step logs ``rollout/logprob_diff``, the mean gap between the
 log-probs vLLM reported for its samples and the trainer's recomputation: near zero only when vLLM sampled
 from the trainer's weights, so the resumed step's value says that vLLM was given the restored weights
@@ -27,7 +27,11 @@ SMALL = [
     "rollout.engine=vllm", "rollout.enforce_eager=true", "data.rl_source=tiny:48", "grpo.prompts_per_step=4",
     "grpo.mini_batch_size=2", "grpo.group_size=4", "grpo.micro_batch_size=8", "phases.0.max_response_length=48",
     "phases.1.max_response_length=64", "grpo.max_refill_rounds=1", "reward.sandbox_workers=1",
-    "grpo.max_steps=3", "checkpoint.every=1", "checkpoint.keep=3", "eval.max_problems=8",
+    "grpo.max_steps=3", "checkpoint.every=1", "checkpoint.keep=3", "eval.max_problems=4",
+    # two ranks, ZeRO-3 with every parameter split (as in a 4B model): each rank's engine takes the weights
+    # one gathered decoder layer at a time; the held-out evaluation runs on rank 0's engine alone
+    "deepspeed.zero_stage=3", *[f"deepspeed.overrides.zero_optimization.stage3_{key}=0" for key in (
+        "param_persistence_threshold", "max_live_parameters", "max_reuse_distance", "prefetch_bucket_size")],
 ]  # fmt: skip
 
 
@@ -44,13 +48,17 @@ def resumed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env.update(CRLAB_DB_URL=url, CRLAB_HOME=str(tmp / "home"), WANDB_MODE="offline")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
-    args = _cli("run", str(REPO / "experiments/tiny_coder.yaml"), *SMALL, f"paths.runs_dir={tmp / 'runs'}")
+    args = _cli(
+        "run", str(REPO / "experiments/tiny_coder.yaml"), *SMALL, f"paths.runs_dir={tmp / 'runs'}", "--nproc", "2"
+    )
     start = time.perf_counter()
     crashed = subprocess.run(args, env={**env, "CRLAB_FAULT": "step:3"}, capture_output=True, text=True, timeout=400)
     crash_s = time.perf_counter() - start
     with Registry(url) as reg:
         (run,) = reg.list_runs()
-    resumed = subprocess.run(_cli("resume", run.id), env=env, capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        _cli("resume", run.id, "--nproc", "2"), env=env, capture_output=True, text=True, timeout=400
+    )
     return {"url": url, "env": env, "run_id": run.id, "crashed": crashed, "crash_s": crash_s, "resumed": resumed}
 
 

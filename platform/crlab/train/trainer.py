@@ -53,6 +53,7 @@ class Trainer:
         dist.import_deepspeed()  # first, so that its log lines go to stderr
         setup.check_world(cfg, setup.launched_world())
         setup.check_model_path(cfg.model.path)
+        setup.check_rollout(cfg)
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
         style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
         self.evals = TrainingEval(cfg, style)  # so does a bad eval source
@@ -129,20 +130,7 @@ class Trainer:
             restore_rng_state(rng)
 
     def _make_rollout(self) -> Any:
-        from crlab.train.rollout import HFRollout
-
-        cfg = self.cfg
-        if setup.rollout_engine(cfg) == "vllm":
-            from crlab.train.vllm_rollout import VLLMRollout, settings_from_config
-
-            return VLLMRollout(
-                self.model_dir, self.tokenizer, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                top_k=cfg.rollout.top_k, settings=settings_from_config(cfg),
-            )  # fmt: skip
-        return HFRollout(
-            self.engine.module, self.tokenizer, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, synced=self._zero3_ranks(),
-        )  # fmt: skip
+        return setup.make_rollout(self.cfg, self.model_dir, self.tokenizer, self.engine.module, self._zero3_ranks())
 
     def _zero3_ranks(self) -> bool:
         """ZeRO-3 on several ranks: every forward gathers parameters from all ranks, so every rank must run
