@@ -25,8 +25,8 @@ pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [
     "rollout.engine=vllm", "rollout.enforce_eager=true", "data.rl_source=tiny:48", "grpo.prompts_per_step=4",
-    "grpo.mini_batch_size=2", "grpo.group_size=4", "grpo.micro_batch_size=8", "phases.0.max_response_length=48",
-    "phases.1.max_response_length=64", "grpo.max_refill_rounds=1", "reward.sandbox_workers=1",
+    "grpo.mini_batch_size=2", "grpo.group_size=4", "grpo.dynamic_sampling=false", "grpo.micro_batch_size=8", "phases.0.max_response_length=48",
+    "phases.1.max_response_length=64", "reward.sandbox_workers=1",
     "grpo.max_steps=3", "checkpoint.every=1", "checkpoint.keep=3", "eval.max_problems=4",
     # two ranks, ZeRO-3 with every parameter split (as in a 4B model): each rank's engine takes the weights
     # one gathered decoder layer at a time; the held-out evaluation runs on rank 0's engine alone
@@ -76,6 +76,7 @@ def test_a_vllm_run_completes_and_resumes_sampling_from_the_restored_weights(res
         evals = {m.step: m.value for m in reg.metrics(run.id, keys=["eval/pass@1"])}
     print("rollout/logprob_diff by step:", gaps, "crashed run took", round(resumed_run["crash_s"], 1), "s")
     assert set(gaps) == {1, 2, 3} and max(gaps.values()) < 1e-3, gaps  # step 3: after the restore
+    # (every step updates: without dynamic sampling no group is dropped, so each step has a log-prob pass)
     assert 3 in evals  # the last step is evaluated, with vLLM (greedy)
 
 
