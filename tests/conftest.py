@@ -112,20 +112,26 @@ def module_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` need CUDA (and vLLM where they use it); skipped where there is none. Under
-    pytest-xdist, the heaviest units of work come first (tests/scheduling.py)."""
+    """Tests marked `gpu` need CUDA (and vLLM where they use it); skipped where there is none. Tests marked
+    `vllm` need vLLM importable (the CPU build: .ci/vllm.sh); skipped where it is not, unless
+    CRLAB_REQUIRE_VLLM=1 (as in CI), where they run and fail without it. Under pytest-xdist, the heaviest
+    units of work come first (tests/scheduling.py)."""
+    import importlib.util
+
     import torch
 
     if hasattr(config, "workerinput"):  # a pytest-xdist worker
         from tests.scheduling import heaviest_first
 
         heaviest_first(items)
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA GPU")
+    has_vllm = importlib.util.find_spec("vllm") is not None or os.environ.get("CRLAB_REQUIRE_VLLM") == "1"
+    skip_vllm = None if has_vllm else pytest.mark.skip(reason="needs vLLM (.ci/vllm.sh builds a venv with it)")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if skip_gpu is not None and item.get_closest_marker("gpu"):
+            item.add_marker(skip_gpu)
+        if skip_vllm is not None and item.get_closest_marker("vllm"):
+            item.add_marker(skip_vllm)
 
 
 if importlib.util.find_spec("xdist") is not None:  # (a hook pytest knows only with the plugin installed)

@@ -143,8 +143,11 @@ def data_build_crl(
 
             policy = load_policy(target, "auto")
             torch.manual_seed(seed)
-            with EvalProgress(gen.generator, not json_out, verb="generate") as shown:
-                texts, kind = crl_build.generate_candidates(policy, pool, gen, shown), "response"
+            try:
+                with EvalProgress(gen.generator, not json_out, verb="generate") as shown:
+                    texts, kind = crl_build.generate_candidates(policy, pool, gen, shown), "response"
+            finally:
+                policy.close()  # vLLM's engine: the process would wait on it at exit
         else:
             texts, kind = load_crl_candidates(candidates), "code"
         rows, counts = crl_build.label_candidates(pool, texts, sandbox, kind, provenance, threshold)

@@ -140,7 +140,7 @@ def load_policy(target: dict[str, Any], engine: str) -> Any:
     from omegaconf import OmegaConf
 
     from crlab.train import setup
-    from crlab.train.rollout import HFRollout, VLLMRollout
+    from crlab.train.rollout import HFRollout
 
     on_gpu = torch.cuda.is_available()
     fixes = {"gradient_checkpointing": False, **({} if on_gpu else {"dtype": CPU_DTYPE})}
@@ -163,11 +163,10 @@ def load_policy(target: dict[str, Any], engine: str) -> Any:
         model_dir = str(Path(target["checkpoint"].path) / "hf")
         model.save_pretrained(model_dir)
         tok.save_pretrained(model_dir)
-    return VLLMRollout(
-        model_dir, tok, **sampling, dtype=cfg.model.dtype, gpu_memory_utilization=0.85, tensor_parallel_size=1,
-        max_model_len=cfg.data.max_prompt_length + max(p.max_response_length for p in cfg.phases),
-        sleep_mode=False, seed=cfg.seed,
-    )  # fmt: skip
+    from crlab.train.vllm_rollout import VLLMRollout, settings_from_config
+
+    settings = settings_from_config(cfg, sleep_mode=False, gpu_memory=0.85)
+    return VLLMRollout(model_dir, tok, **sampling, settings=settings)
 
 
 def _has_vllm() -> bool:
@@ -333,7 +332,6 @@ def _run_eval(
     records: RecordFile, label: str, progress: bool,
 ) -> Any:  # fmt: skip
     """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport."""
-    from crlab.eval.runner import EvalSettings, evaluate
     from crlab.eval.samples import score_samples_file
     from crlab.eval.scoring import HARNESS
     from crlab.rewards.sandbox import Sandbox
@@ -352,17 +350,28 @@ def _run_eval(
             )  # fmt: skip
         if progress:
             err.print(f"loading {label} ...", highlight=False)
-        import torch  # (not for a samples file)
-
         policy = load_policy(resolved, opts["engine"])
-        run_length = (
-            cfg.phases[-1].max_response_length if resolved["run"] is not None else MODEL_MAX_NEW_TOKENS
-        )
-        settings = EvalSettings(
-            n=opts["n"], ks=opts["ks"], temperature=opts["temperature"], top_p=opts["top_p"], top_k=opts["top_k"],
-            max_new_tokens=opts["max_new_tokens"] or run_length, batch_problems=opts["batch"],
-            style=_style(resolved, opts["style"]),
-        )  # fmt: skip
-        torch.manual_seed(opts["seed"])
-        shown.start = time.perf_counter()
-        return evaluate(policy, eval_set, sandbox, settings, on_progress=shown, on_record=records)
+        try:
+            return _generate_and_score(policy, eval_set, sandbox, resolved, opts, records, shown)
+        finally:
+            policy.close()  # vLLM's engine: the process would wait on it at exit
+
+
+def _generate_and_score(
+    policy: Any, eval_set: Any, sandbox: Any, resolved: dict[str, Any], opts: dict[str, Any],
+    records: RecordFile, shown: Any,
+) -> Any:  # fmt: skip
+    import torch
+
+    from crlab.eval.runner import EvalSettings, evaluate
+
+    cfg = resolved["cfg"]
+    run_length = cfg.phases[-1].max_response_length if resolved["run"] is not None else MODEL_MAX_NEW_TOKENS
+    settings = EvalSettings(
+        n=opts["n"], ks=opts["ks"], temperature=opts["temperature"], top_p=opts["top_p"], top_k=opts["top_k"],
+        max_new_tokens=opts["max_new_tokens"] or run_length, batch_problems=opts["batch"],
+        style=_style(resolved, opts["style"]),
+    )  # fmt: skip
+    torch.manual_seed(opts["seed"])
+    shown.start = time.perf_counter()
+    return evaluate(policy, eval_set, sandbox, settings, on_progress=shown, on_record=records)

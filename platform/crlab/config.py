@@ -110,7 +110,8 @@ class RolloutConfig:
     top_k: int = 20
     gpu_memory_utilization: float = 0.5  # vLLM's share of GPU memory, colocated with the trainer
     tensor_parallel_size: int = 1
-    sleep_mode: bool = True  # vLLM frees its memory while the trainer updates
+    sleep_mode: bool = True  # vLLM frees its memory while the trainer updates (where vLLM can: not on CPU)
+    enforce_eager: bool = False  # vLLM without torch.compile / CUDA graphs: starts faster, decodes slower
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Rollouts: the KV-cache sampler (lean Qwen3 and transformers decoders) on CPU; vLLM on GPU (`gpu`)."""
+"""Rollouts: the KV-cache sampler (lean Qwen3 and transformers decoders) on CPU; vLLM's sleep mode on GPU (`gpu`);
+vLLM on CPU is in test_vllm.py."""
 
 from __future__ import annotations
 
@@ -158,29 +159,70 @@ def test_render_prompt_uses_the_chat_template_when_there_is_one() -> None:
 
 
 @pytest.mark.gpu
-def test_vllm_rollout_generates_and_takes_new_weights() -> None:
-    """vLLM colocated: sample, push changed weights, sample again (needs CUDA and the gpu extra)."""
+@pytest.mark.vllm
+def test_vllm_on_gpu_sleeps_wakes_and_takes_new_weights() -> None:
+    """vLLM colocated on a GPU, in sleep mode: sample, sleep (as before an update), push all-zero weights
+    (which wakes it), sample again: every token equally likely."""
     pytest.importorskip("vllm")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from crlab.train.rollout import VLLMRollout
     from crlab.train.tiny_model import TINY_URI, resolve_model_path
+    from crlab.train.vllm_rollout import VLLMRollout, VLLMSettings
 
     path = resolve_model_path(TINY_URI)
     tok = AutoTokenizer.from_pretrained(path)
-    rollout = VLLMRollout(str(path), tok, temperature=1.0, top_p=1.0, top_k=0, dtype="float32",
-                          gpu_memory_utilization=0.3, tensor_parallel_size=1, max_model_len=512,
-                          sleep_mode=True, seed=0)  # fmt: skip
-    out = rollout.generate(["Solve in Python (stdin to stdout).\nRead a string. Print it reversed.\n"], 4, 48)
-    assert len(out) == 4 and all(
-        len(lp) == len(ids) for lp, ids in zip(out.logprobs, out.response_ids, strict=True)
-    )
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-    rollout.sleep()
-    rollout.sync_weights(model)
-    zeroed = rollout.generate(["hello"], 2, 8)
-    uniform = -math.log(model.config.vocab_size)  # all-zero weights: every token equally likely
-    assert all(abs(lp - uniform) < 1e-3 for lps in zeroed.logprobs for lp in lps)
+    settings = VLLMSettings(dtype="float32", gpu_memory_utilization=0.3, max_model_len=512, sleep_mode=True)
+    rollout = VLLMRollout(str(path), tok, temperature=1.0, top_p=1.0, top_k=0, settings=settings)
+    try:
+        assert rollout.sleep_mode  # CUDA has it
+        out = rollout.generate(["Solve in Python (stdin to stdout).\nRead a string. Print it reversed.\n"], 4, 48)
+        assert len(out) == 4 and all(
+            len(lp) == len(ids) for lp, ids in zip(out.logprobs, out.response_ids, strict=True)
+        )
+        model = AutoModelForCausalLM.from_pretrained(path)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        free = torch.cuda.mem_get_info()[0]
+        rollout.sleep()
+        assert torch.cuda.mem_get_info()[0] > free  # the KV cache and weights left the GPU
+        rollout.sync_weights(model)
+        zeroed = rollout.generate(["hello"], 2, 8)
+        uniform = -math.log(model.config.vocab_size)  # all-zero weights: every token equally likely
+        assert all(abs(lp - uniform) < 1e-3 for lps in zeroed.logprobs for lp in lps)
+    finally:
+        rollout.close()
+
+
+def test_weights_go_to_vllm_one_whole_decoder_layer_at_a_time() -> None:
+    """The push's groups (vllm_rollout.layer_groups): every parameter once; one group per
+    decoder layer, so the parts of a fused projection (q/k/v, gate/up) always arrive together."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from crlab.train.vllm_rollout import layer_groups, pushed_weights
+
+    cfg = Qwen3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=8)  # fmt: skip
+    model = Qwen3ForCausalLM(cfg)
+    groups = [[name for name, _ in group] for group in layer_groups(model)]
+    flat = [name for group in groups for name in group]
+    assert sorted(flat) == sorted(n for n, _ in model.named_parameters()) and len(set(flat)) == len(flat)
+    assert len(groups) == 3 and groups[0][0] == "model.embed_tokens.weight" and "model.norm.weight" in groups[0]
+    for i, group in enumerate(groups[1:]):
+        assert all(name.startswith(f"model.layers.{i}.") for name in group)
+        parts = {name.split(".")[-2] for name in group}
+        assert {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"} <= parts
+    pushed = dict(pushed_weights(model))  # not partitioned: the parameters themselves, detached
+    assert pushed.keys() == dict(model.named_parameters()).keys()
+    assert all(not t.requires_grad for t in pushed.values())
+
+
+def test_vllm_with_tensor_parallel_is_refused_before_any_model_loads() -> None:
+    from crlab.config import load_config
+    from crlab.errors import ConfigError
+    from crlab.train.setup import check_rollout
+
+    cfg = load_config(None, ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"])
+    with pytest.raises(ConfigError, match=r"rollout.tensor_parallel_size=2: .*use 1"):
+        check_rollout(cfg)
+    check_rollout(load_config(None, ["rollout.engine=vllm"]))  # 1: fine

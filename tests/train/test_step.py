@@ -129,3 +129,22 @@ def test_one_update_a_step_skips_the_old_log_prob_pass_with_the_same_loss_and_gr
         packed = _packed()
         fill_logprobs(model, packed, 0.7, [[0, 1, 2, 3, 4, 5]], ref=model, on_policy=True)
     assert packed.old_logp is not None and packed.ref_logp is not None
+
+
+def test_rollout_logprob_gap_is_over_the_trained_response_tokens_only() -> None:
+    """Worked by hand: two samples (prompt 2 tokens; responses of 2 and 1 tokens, the first ending in EOS 9).
+    With train_eos=False the EOS is out of the loss, so only |(-1.0) - (-1.5)| and |(-2.0) - (-2.0)| count."""
+    from crlab.train.step import pack, rollout_logprob_gap
+
+    rollouts = Rollouts(
+        prompt_ids=[[5, 6], [5, 6]], response_ids=[[7, 9], [8]], logprobs=[[-1.5, -0.3], [-2.0]],
+        texts=["a", "b"], truncated=[False, True],
+    )  # fmt: skip
+    packed = pack(rollouts, [0, 1], torch.zeros(2), pad_id=0, train_eos=False)
+    packed.old_logp = torch.tensor([[0.0, -1.0, -7.0], [0.0, -2.0, 0.0]])  # (B, L-1): position 1 predicts token 2
+    total, count = rollout_logprob_gap(rollouts, [0, 1], packed)
+    assert (round(total, 6), count) == (0.5, 2)
+    packed = pack(rollouts, [0, 1], torch.zeros(2), pad_id=0, train_eos=True)  # the EOS in the loss: |-7 + 0.3|
+    packed.old_logp = torch.tensor([[0.0, -1.0, -7.0], [0.0, -2.0, 0.0]])
+    total, count = rollout_logprob_gap(rollouts, [0, 1], packed)
+    assert (round(total, 6), count) == (7.2, 3)

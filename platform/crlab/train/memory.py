@@ -239,3 +239,17 @@ def dry_run_report(cfg: Any, world: int) -> tuple[str, dict[str, Any]]:
         why = f"cannot read the model config of {cfg.model.path}: {str(exc).strip(chr(39))}"
         return f"# Memory per GPU: not estimated ({why})\n", {"error": why}
     return render(rows, cfg.model.path), {"ranks": world, "rows": [r.to_json() for r in rows]}
+
+
+def measured_peak() -> dict[str, float]:
+    """``perf/gpu_peak_gib``: the most GPU memory torch allocated in this process since the last call (the
+    trainer's step: the model, optimizer, activations and, colocated in this process, vLLM's allocations made
+    through torch); then the count starts again. Nothing without CUDA. Set beside the estimate above by
+    benchmarks/gpu_check.sh."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    torch.cuda.reset_peak_memory_stats()
+    return {"perf/gpu_peak_gib": peak}

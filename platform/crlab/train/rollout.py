@@ -1,9 +1,10 @@
 """Rollouts: sample responses to prompts with the current policy.
 
 ``HFRollout`` samples from a transformers model in its own KV-cache loop (CPU, or small GPU runs);
-``VLLMRollout`` uses vLLM colocated with the trainer: weights are pushed into vLLM after each update and,
-where vLLM has it, vLLM sleeps (frees its KV cache and weights) while the trainer updates. Both return
-token ids, the sampling policy's log-probs of the sampled tokens and the decoded texts.
+``VLLMRollout`` (:mod:`crlab.train.vllm_rollout`) uses vLLM colocated with the trainer: weights are pushed
+into vLLM after each update and, where vLLM has it, vLLM sleeps (frees its KV cache and weights) while the
+trainer updates. Both return token ids, the sampling policy's log-probs of the sampled tokens and the
+decoded texts, and both have ``sync_weights(model)``, ``sleep()``, ``wake()`` and ``close()``.
 
 Prompts are the user message's text; a tokenizer with a chat template gets it applied (generation
 prompt added), one without gets the raw text.
@@ -53,6 +54,8 @@ class HFRollout:
     ``synced``: every rank decodes in step with the others (ZeRO-3 on several ranks); then every rank must
     call :meth:`generate` with as many prompts."""
 
+    samples_from_trainer = True  # the trainer's own module: with one update a step, no old-log-prob pass
+
     def __init__(
         self,
         model: Any,
@@ -76,6 +79,15 @@ class HFRollout:
     def sync_weights(self, model: Any) -> None:
         """The HF path samples from the training model itself: nothing to copy."""
         self.model = model
+
+    def sleep(self) -> None:
+        """Nothing to free: the sampler is the training model."""
+
+    def wake(self) -> None:
+        """Nothing to restore."""
+
+    def close(self) -> None:
+        """Nothing to end."""
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, max_new_tokens: int, **overrides: Any) -> Rollouts:
@@ -130,80 +142,3 @@ def append_samples(
         out.logprobs.append(chosen[row, : len(ids)].tolist())
         out.texts.append(tok.decode(ids, skip_special_tokens=True))
         out.truncated.append(truncated)
-
-
-class VLLMRollout:
-    """vLLM colocated with the trainer on the same GPU(s).
-
-    ``sync_weights(model)`` copies the trainer's weights into vLLM's model (``LLM.apply_model``), and
-    ``sleep()``/``wake()`` release and restore vLLM's GPU memory around the trainer's update when
-    ``sleep_mode`` is on. Needs the ``gpu`` extra (``pip install -e '.[gpu]'``) and a CUDA GPU.
-    """
-
-    def __init__(
-        self, model_path: str, tokenizer: Any, *, temperature: float, top_p: float, top_k: int,
-        dtype: str, gpu_memory_utilization: float, tensor_parallel_size: int, max_model_len: int,
-        sleep_mode: bool, seed: int,
-    ) -> None:  # fmt: skip
-        from vllm import LLM
-
-        self.tokenizer = tokenizer
-        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
-        self.sleep_mode = sleep_mode
-        self.llm = LLM(
-            model=model_path, tokenizer=getattr(tokenizer, "name_or_path", None) or model_path, dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization, tensor_parallel_size=tensor_parallel_size,
-            max_model_len=max_model_len, enable_sleep_mode=sleep_mode, seed=seed, enable_prefix_caching=True,
-        )  # fmt: skip
-        self._asleep = False
-
-    def sync_weights(self, model: Any) -> None:
-        """Copy ``model``'s weights into vLLM. Under ZeRO-3 (partitioned parameters) each parameter is
-        gathered whole in turn and loaded alone (a collective call: every rank makes it), as TRL does."""
-        self.wake()
-        if any(hasattr(p, "ds_id") for p in model.parameters()):
-            import deepspeed
-
-            for name, param in model.named_parameters():
-                with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
-                    weight = param.detach()
-                    self.llm.apply_model(lambda m, pair=(name, weight): m.load_weights([pair]))
-        else:
-            state = {k: v.detach() for k, v in model.state_dict().items()}
-            self.llm.apply_model(lambda m: m.load_weights(state.items()))
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()
-
-    def sleep(self) -> None:
-        if self.sleep_mode and not self._asleep:
-            self.llm.sleep(level=1)
-            self._asleep = True
-
-    def wake(self) -> None:
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
-
-    def generate(self, prompts: list[str], n: int, max_new_tokens: int, **overrides: Any) -> Rollouts:
-        from vllm import SamplingParams
-
-        self.wake()
-        settings = sampling_settings(self, overrides)
-        params = SamplingParams(
-            n=n, temperature=settings["temperature"], top_p=settings["top_p"],
-            top_k=settings["top_k"] if settings["top_k"] > 0 else -1, max_tokens=max_new_tokens, logprobs=0,
-        )  # fmt: skip
-        rendered = [render_prompt(self.tokenizer, p) for p in prompts]
-        results = self.llm.generate(rendered, params, use_tqdm=False)
-        out = Rollouts([], [], [], [], [])
-        for result in results:
-            for sample in result.outputs:
-                ids = list(sample.token_ids)
-                out.prompt_ids.append(list(result.prompt_token_ids))
-                out.response_ids.append(ids)
-                out.logprobs.append(
-                    [lp[t].logprob for lp, t in zip(sample.logprobs or [], ids, strict=False)]
-                )
-                out.texts.append(sample.text)
-                out.truncated.append(sample.finish_reason == "length")
-        return out

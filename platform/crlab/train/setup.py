@@ -308,6 +308,28 @@ def rollout_engine(cfg: Any) -> str:
     return engine
 
 
+def check_rollout(cfg: Any) -> None:
+    """The rollout settings that can be refused before any model loads (vLLM: ``rollout.tensor_parallel_size``)."""
+    if rollout_engine(cfg) == "vllm":
+        from crlab.train.vllm_rollout import check_config
+
+        check_config(cfg)
+
+
+def make_rollout(cfg: Any, model_dir: str, tokenizer: Any, module: Any, synced: bool) -> Any:
+    """The run's rollout engine: vLLM (built from ``model_dir``, weights pushed after each update) or the HF
+    sampler on the training ``module`` itself (``synced``: ZeRO-3 on several ranks)."""
+    from crlab.train.rollout import HFRollout
+
+    r = cfg.rollout
+    sampling = {"temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k}
+    if rollout_engine(cfg) == "vllm":
+        from crlab.train.vllm_rollout import VLLMRollout, settings_from_config
+
+        return VLLMRollout(model_dir, tokenizer, **sampling, settings=settings_from_config(cfg))
+    return HFRollout(module, tokenizer, **sampling, synced=synced)
+
+
 def check_world(cfg: Any, world: int) -> None:
     """Refuse a data-parallel run whose batch does not split evenly over its ranks, or that would deadlock
     (held-out evaluation on rank 0 alone, with the HF engine, while ZeRO-3 partitions the parameters)."""

@@ -308,3 +308,20 @@ def update_loss(
     part, weight, *padding = item
     loss, stats = micro_loss(model, part, weight=weight, grpo_cfg=grpo_cfg, temperature=temperature)
     return loss, ({} if padding else stats)
+
+
+def rollout_logprob_gap(rollouts: Rollouts, rows: list[int], packed: Packed) -> tuple[float, float]:
+    """(sum, count) over the response tokens in the loss of |the sampler's log-prob - the trainer's
+    recomputed pre-update log-prob| (``packed.old_logp``; row ``b`` of ``packed`` is sample ``rows[b]``).
+    Near 0 when the rollout engine samples from the trainer's weights at the same temperature; top-k and
+    top-p renormalise the sampler's distribution, which the trainer's log-probs leave out."""
+    total, count = 0.0, 0
+    for b, i in enumerate(rows):
+        start = len(rollouts.prompt_ids[i]) - 1
+        n = len(rollouts.response_ids[i])
+        keep = packed.mask[b, start : start + n].bool()  # (n,)
+        mine = packed.old_logp[b, start : start + n]  # type: ignore[index]  # (n,)
+        theirs = torch.tensor(rollouts.logprobs[i][:n], dtype=mine.dtype)  # (n,)
+        total += float((mine - theirs)[keep].abs().sum())
+        count += int(keep.sum())
+    return total, count

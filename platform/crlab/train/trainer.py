@@ -30,12 +30,14 @@ from crlab.registry.writer import RunRecorder
 from crlab.train import dist, restart, setup
 from crlab.train.collect import collect_groups
 from crlab.train.evaluation import PROBLEMS_EVENT, TrainingEval, base_key
+from crlab.train.memory import measured_peak
 from crlab.train.step import (
     Packed,
     fill_logprobs,
     micro_weights,
     pack,
     pad_micro_weights,
+    rollout_logprob_gap,
     split_mini_batches,
     update_loss,
 )
@@ -52,6 +54,7 @@ class Trainer:
         dist.import_deepspeed()  # first, so that its log lines go to stderr
         setup.check_world(cfg, setup.launched_world())
         setup.check_model_path(cfg.model.path)
+        setup.check_rollout(cfg)
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
         style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
         self.evals = TrainingEval(cfg, style)  # so does a bad eval source
@@ -110,6 +113,8 @@ class Trainer:
             self.ref_model, _ = setup.load_policy(cfg, self.model_dir)
             self.ref_model.eval().requires_grad_(False)
         rng = self._restore(run) if resume else None
+        if rng is not None:  # the engine was built from the base weights: it samples from the restored ones
+            self.rollout.sync_weights(self.engine.module)
         self.checkpoints.pinned = {self.evals.best.step} if self.evals.best else set()
         self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
         if dist.is_main():  # rank 0 records for all: journal first, the registry in the background
@@ -127,23 +132,7 @@ class Trainer:
             restore_rng_state(rng)
 
     def _make_rollout(self) -> Any:
-        from crlab.train.rollout import HFRollout, VLLMRollout
-
-        cfg = self.cfg
-        engine = setup.rollout_engine(cfg)
-        if engine == "vllm":
-            return VLLMRollout(
-                self.model_dir, self.tokenizer, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                top_k=cfg.rollout.top_k, dtype=cfg.model.dtype,
-                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                tensor_parallel_size=cfg.rollout.tensor_parallel_size,
-                max_model_len=cfg.data.max_prompt_length + max(p.max_response_length for p in cfg.phases),
-                sleep_mode=cfg.rollout.sleep_mode, seed=cfg.seed,
-            )  # fmt: skip
-        return HFRollout(
-            self.engine.module, self.tokenizer, temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, synced=self._zero3_ranks(),
-        )  # fmt: skip
+        return setup.make_rollout(self.cfg, self.model_dir, self.tokenizer, self.engine.module, self._zero3_ranks())
 
     def _zero3_ranks(self) -> bool:
         """ZeRO-3 on several ranks: every forward gathers parameters from all ranks, so every rank must run
@@ -322,6 +311,7 @@ class Trainer:
                 "phase/index": float(self.schedule.index),
                 "phase/max_response_length": float(phase.max_response_length),
                 "phase/crl_reward_scale": float(phase.crl_reward_scale),
+                **measured_peak(),
             }
         )
         return metrics
@@ -360,6 +350,7 @@ class Trainer:
         if n_updates == 0:
             return {}
         rollouts, advantages = samples
+        self.rollout.sleep()  # vLLM (where it can) frees its memory for the update; woken by the push
         bounds = [round(i * n_groups / n_updates) * g.group_size for i in range(n_updates + 1)]
         with timed("logprob", timings):
             packed: Packed = pack(rollouts, kept, advantages, self.tokenizer.pad_token_id, g.train_eos)
@@ -368,7 +359,9 @@ class Trainer:
             forwards = int(dist.all_reduce(len(chunks), "max")) if self._zero3_ranks() else 0
             fill_logprobs(
                 self.engine.module, packed, cfg.rollout.temperature, chunks, self.ref_model, forwards,
-                on_policy=n_updates == 1,  # the same on every rank (n_updates is their minimum)
+                # one update, sampled from these very weights (HF; vLLM's copy may differ, and its gap is
+                # measured): the same on every rank (n_updates is their minimum)
+                on_policy=n_updates == 1 and getattr(self.rollout, "samples_from_trainer", False),
             )
         totals: dict[str, list[float]] = {}
         # ZeRO-2/3 reduce gradients in every backward: as many micro-batches on every rank (zero-weight padding)
@@ -383,10 +376,13 @@ class Trainer:
                 )
                 for key, value in out.items():
                     totals.setdefault(key, []).append(float(value))
-            if hasattr(self.rollout, "sync_weights"):
-                self.rollout.sync_weights(self.engine.module)
+            self.rollout.sync_weights(self.engine.module)
         ranks = dist.all_gather({k: sum(v) / len(v) for k, v in totals.items()})
-        return {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
+        out = {f"actor/{k}": sum(r[k] for r in ranks) / world for k in ranks[0]}
+        if packed.old_logp is not None:  # no separate pass (on-policy, HF): nothing to compare with
+            gap = dist.all_gather(rollout_logprob_gap(rollouts, kept, packed))  # [(sum, count)] per rank
+            out["rollout/logprob_diff"] = sum(s for s, _ in gap) / max(sum(c for _, c in gap), 1)
+        return out
 
     def finish(self, status: str, error: str | None) -> bool:
         """Record how the attempt ended (rank 0); False when the trainer has no journal yet (it failed in
@@ -408,4 +404,7 @@ class Trainer:
             self.sandbox = None
         if getattr(self, "evals", None) is not None:
             self.evals.close()
+        if self.rollout is not None:  # last: vLLM's shutdown also ends the process group it joined
+            self.rollout.close()
+            self.rollout = None
 

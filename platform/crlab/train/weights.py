@@ -7,6 +7,8 @@ copies are gathered with DeepSpeed's own ``get_fp32_state_dict_from_zero_checkpo
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import torch
 
 from crlab.errors import CrlabError
 from crlab.train.checkpoint import DS_TAG, check_checkpoint
+from crlab.train.dist import import_deepspeed
 
 
 def checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -22,13 +25,17 @@ def checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     problem = check_checkpoint(path)
     if problem:
         raise CrlabError(f"checkpoint {path}: {problem}")
-    states = torch.load(path / DS_TAG / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
-    stage = int((states.get("ds_config") or {}).get("zero_optimization", {}).get("stage", 0))
-    if stage < 3:
-        return {k: v for k, v in states["module"].items() if isinstance(v, torch.Tensor)}
+    import_deepspeed()  # unpickling the states imports DeepSpeed: its start-up line goes to stderr, not stdout
+    whole = path / DS_TAG / "mp_rank_00_model_states.pt"  # ZeRO-3 writes zero_pp_rank_R_mp_rank_00_... instead
+    if whole.is_file():
+        states = torch.load(whole, map_location="cpu", weights_only=False)
+        stage = int((states.get("ds_config") or {}).get("zero_optimization", {}).get("stage", 0))
+        if stage < 3:
+            return {k: v for k, v in states["module"].items() if isinstance(v, torch.Tensor)}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
+    with contextlib.redirect_stdout(sys.stderr):  # it prints its progress; stdout carries a command's result
+        return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
 
 
 def load_checkpoint_weights(model: Any, path: str | Path) -> None:
