@@ -211,7 +211,8 @@ def test_sweep_dry_run_lists_cells_and_registers_nothing(tmp_path: Path) -> None
     res = platform("sweep", "sweeps/crl_ratio.yaml", "--dry-run", "--json", db=url)
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert [c["overrides"]["data.crl_ratio"] for c in data["cells"]] == [0.0, 0.2, 0.5, 1.0]
+    cells = [(c["overrides"]["data.crl_ratio"], c["seed"]) for c in data["cells"]]
+    assert cells == [(r, s) for r in (0.0, 0.2, 0.5, 1.0) for s in (0, 1, 2)]
     assert not (tmp_path / "dry.db").exists()
 
 

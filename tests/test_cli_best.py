@@ -38,7 +38,9 @@ def test_runs_show_flags_the_best_checkpoint(tmp_path: Path) -> None:
         "path": "/ck/40",
         "metric": "eval/critique_acc",
         "value": 0.75,
-    }
+        "selected_on": None, "reported_on": None, "same_set": True,  # no eval section: nothing to name
+        "reported": {"metric": "eval/critique_acc", "value": 0.75},
+    }  # fmt: skip
     assert [(c["step"], c["best"]) for c in found["checkpoints"]] == [(20, False), (40, True), (60, False)]
     table = _show(url, "feed0001").stdout
     assert "best checkpoint" in table and "step 40 (eval/critique_acc 0.75)" in table

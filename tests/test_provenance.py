@@ -87,7 +87,7 @@ def test_run_provenance_names_every_data_key_of_the_config(tmp_path: Path) -> No
         "eval.crl_source=tiny-eval:8", "seed=7",
     ])  # fmt: skip
     data = data_provenance(cfg)
-    assert list(data) == ["data.rl_source", "data.crl_candidates", "eval.source", "eval.crl_source"]
+    assert list(data) == ["data.rl_source", "data.crl_candidates", "eval.source", "eval.select_source", "eval.crl_source"]
     assert data["data.rl_source"]["sha256"] == _sha(rstar) and data["data.crl_candidates"]["sha256"] == _sha(
         cands
     )

@@ -183,7 +183,8 @@ def best_checkpoint_json(registry: Any, run: Any) -> dict[str, Any] | None:
     if best is None:
         return None
     ev = run.config.get("eval") or {}
-    key, report = selection_metric(ev), "eval/pass@1"
+    key = selection_metric(ev)
+    report = "eval/" + key.removeprefix("val/") if key.startswith("val/") else key  # the reported set's own
     found = {m.key: m.value for m in registry.metrics(run.id, keys=[key, report]) if m.step == best.step}
     return {
         "step": best.step, "path": best.path, "metric": key, "value": found.get(key),
@@ -267,7 +268,8 @@ def _best_text(best: dict[str, Any]) -> str:
     value = "-" if best["value"] is None else f"{best['value']:.4g}"
     text = f"{best['metric']} {value}"
     if best.get("same_set", False):
-        return f"{text}; selected and reported on the same set, {best.get('selected_on')}"
+        where = best.get("selected_on")
+        return f"{text}; selected and reported on the same set, {where}" if where else text
     reported = best.get("reported") or {}
     if best.get("selected_on") and reported.get("value") is not None:
         text += f" on {best['selected_on']}; reported {reported['metric']} {reported['value']:.4g} on "

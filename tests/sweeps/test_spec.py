@@ -58,7 +58,10 @@ def test_shipped_sweeps_expand(name: str) -> None:
 
 def test_crl_ratio_sweep_is_table_5() -> None:
     cells = expand(load_spec(REPO / "sweeps/crl_ratio.yaml"))
-    assert [c.config["data"]["crl_ratio"] for c in cells] == [0.0, 0.2, 0.5, 1.0]
+    assert [(c.config["data"]["crl_ratio"], c.seed) for c in cells] == [
+        (r, s) for r in (0.0, 0.2, 0.5, 1.0) for s in (0, 1, 2)
+    ]  # three seeds: the last table's intervals and paired tests
+    assert cells[4].run_name == "crl_ratio=0.2 s1"  # the run's (and W&B's) name
     paper = expand(
         load_spec(REPO / "sweeps/crl_ratio.yaml", [f"base={REPO}/experiments/critique_coder_qwen3_4b.yaml"])
     )
