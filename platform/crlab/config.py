@@ -199,7 +199,8 @@ class EvalConfig:
     # the metric that picks the best checkpoint; None: val/pass@1 with a select_source, else eval/pass@1 (the
     # paper selects and reports on LiveCodeBench itself; outputs then say so)
     select: str | None = None
-    select_source: str | None = None  # problems to pick the best checkpoint on (val/pass@k), disjoint from source
+    # problems to pick the best checkpoint on (val/pass@k), disjoint from source; unused while source is null
+    select_source: str | None = None
     at_start: bool = True  # evaluate the base model before step 1: base/pass@k at step 0, the reference
     crl_source: str | None = None  # held-out critique rows (crl:FILE or a problem source): eval/critique_acc
     # auto: LiveCodeBench's own evaluator's verdicts for LiveCodeBench sources, strict (the reward's) for others

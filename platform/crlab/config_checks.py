@@ -259,11 +259,6 @@ def config_warnings(cfg: DictConfig) -> list[str]:
         )
     out += _budget_warnings(cfg)
     ev = cfg.eval
-    if ev.select_source and not ev.source:
-        out.append(
-            f"eval.select_source={ev.select_source} is unused: eval.source is null, so nothing is evaluated; "
-            "set eval.source (the set the selected checkpoint is reported on) or unset eval.select_source"
-        )
     if (ev.source or ev.crl_source) and ev.n > 1 and ev.temperature == 0:
         out.append(
             f"eval.n={ev.n} with eval.temperature=0: greedy samples of a problem are all the same, so pass@k "

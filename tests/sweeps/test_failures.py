@@ -90,7 +90,7 @@ def test_a_cell_failing_in_step_3_is_retried_from_its_checkpoint_then_left_faile
         steps = {m.step for m in reg.metrics(run.id)}
     assert (run.status, run.attempt) == ("failed", 2)
     assert "step 3" in (run.error or "") and resume.payload["from_step"] == 2 and resume.payload["attempt"] == 2
-    assert steps == {1, 2}
+    assert steps == {0, 1, 2}  # 0: the base model's evaluation
     assert out.count("] failed after step 2") == 2 and f"after 2 attempt(s): {run.error}" in out.replace("\n", " ")
 
 

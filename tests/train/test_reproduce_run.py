@@ -48,7 +48,8 @@ def test_a_run_records_provenance_and_its_reproduction_matches_it(
     generated = {"generator": "crlab", "version": "0.1.0"}  # the tiny task's sources are generated, not files
     assert made["data"] == {
         "data.rl_source": {"source": "tiny:48", **generated},
-        "eval.source": {"source": "tiny-eval", **generated},  # tiny_coder.yaml evaluates during training
+        "eval.source": {"source": "tiny-test", **generated},  # tiny_coder.yaml evaluates during training,
+        "eval.select_source": {"source": "tiny-val", **generated},  # and picks its best checkpoint on tiny-val
     }
     assert made["seed"] == 5 == shown["config"]["seed"] and made["host"] == shown["host"]
 

@@ -52,7 +52,7 @@ def test_held_out_evaluation_with_the_hf_engine_is_refused_under_zero3_on_severa
     from crlab.train.setup import check_world
 
     base = [str(REPO / "experiments/tiny_coder.yaml"), ["deepspeed.zero_stage=3", "grpo.mini_batch_size=10"]]
-    with pytest.raises(ConfigError, match=r"^eval.source with deepspeed.zero_stage=3 on 2 ranks and rollout"):
+    with pytest.raises(ConfigError, match=r"^eval.source and eval.select_source with deepspeed.zero_stage=3 on 2 ranks and rollout"):
         check_world(load_config(*base), 2)
     check_world(load_config(*base), 1)  # one rank: nothing to wait for
     for fine in ("eval.source=null", "rollout.engine=vllm", "deepspeed.zero_stage=2"):

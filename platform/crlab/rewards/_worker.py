@@ -68,7 +68,9 @@ def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int, extra: tuple[str, ...] 
     for f in ("/etc/ld.so.cache", "/etc/localtime"):
         if os.path.exists(f):
             a += ["--ro-bind", f, f]
-    made: set[str] = set()
+    # the private /tmp first: a folder bound below under /tmp (a venv in a clone there) goes on top of it
+    a += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     prefixes = sorted({sys.base_prefix, sys.base_exec_prefix, str(Path(python).parent.parent)})
     for prefix in prefixes + list(extra):
         if prefix == "/usr" or prefix.startswith("/usr/") or not os.path.isdir(prefix):
@@ -78,7 +80,7 @@ def _bwrap_argv(bwrap: str, python: str, tmp_bytes: int, extra: tuple[str, ...] 
                 made.add(str(parent))
                 a += ["--perms", "0755", "--dir", str(parent)]
         a += ["--ro-bind", prefix, prefix]
-    a += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    a += ["--proc", "/proc", "--dev", "/dev"]
     a += ["--chdir", "/tmp", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     a += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv"]
     a += ["--setenv", "PATH", _harness.CHILD_ENV_PATH, "--setenv", "LANG", "C.UTF-8"]
