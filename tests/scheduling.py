@@ -35,7 +35,7 @@ TOGETHER = {"tests/rewards/test_hostile.py": "hostile", "tests/rewards/test_forg
 # estimates from the steps and ranks each trains for the others); any other unit that holds a `slow` test
 # counts SLOW, the rest nothing. Only the order depends on these numbers: refine them from `--durations`.
 COST: dict[str, float] = {
-    "tests/train/test_tiny_model.py::test_rebuilding_seed_0_gives_the_shipped_bytes": 545,  # its build.json
+    "tests/train/test_tiny_model.py::test_rebuilding_seed_0_gives_the_shipped_bytes": 545,  # its build.json (opt-in)
     "tests/train/test_data_parallel.py": 240,
     "tests/sweeps/test_kills.py::test_a_data_parallel_rank_killed_alone_is_run_again_on_both_ranks": 200,
     "tests/train/test_zero3.py::test_two_rank_zero3_resumes_bitwise": 200,

@@ -4,6 +4,7 @@ tokenizer and weights; seed 0 rebuilt gives the shipped bytes)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import shutil
@@ -72,8 +73,15 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="its kernels are pinned to AVX2")
+@pytest.mark.skipif(
+    os.environ.get("CRLAB_CHECK_TINY_REBUILD") != "1",
+    reason="bit-for-bit only on a CPU like the one that built the shipped copy: CRLAB_CHECK_TINY_REBUILD=1 runs it",
+)
 def test_rebuilding_seed_0_gives_the_shipped_bytes(tmp_path: Path) -> None:
-    """The full build (9 minutes on 2 busy cores) against the shipped copy, file by file."""
+    """The full build (9 minutes on 2 busy cores) against the shipped copy, file by file. The same torch,
+    transformers and tokenizers on another x86-64 CPU (an AMD EPYC, where the copy was not built) gave the
+    same tokenizer and configs but other weights (up to 0.28 apart after the 800 warm-start steps), so this
+    is a check to run on the machine that rebuilds the shipped copy, not on every CI host."""
     shipped = shipped_dir()
     assert shipped is not None
     rebuilt = build_tiny(tmp_path, seed=0, log=None)
