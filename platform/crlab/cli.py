@@ -159,7 +159,6 @@ def sweep(
 
     Exit code: 0 every cell completed; 1 a cell failed; 2 the environment or the config; 3 returned before
     the end (--no-wait, a stop, or a registry that stayed unreachable), naming the cells still running."""
-    from crlab.cli_views import cells_table
     from crlab.sweeps.spec import expand, load_spec
 
     sweep_spec = load_spec(spec, overrides or [])
@@ -178,12 +177,7 @@ def sweep(
     for warning in dict.fromkeys(w for cfg in configs for w in config_warnings(cfg)):  # each once
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if dry_run:
-        plans = _plans(cells)
-        if json_out:
-            cells_json = [{**_cell_json(c), "plan": p} for c, p in zip(cells, plans, strict=True)]
-            print_json({"sweep": sweep_spec.to_json(), "cells": cells_json})
-        else:
-            out.print(cells_table(sweep_spec, cells, plans))
+        _dry_run(sweep_spec, cells, json_out)
         return
     from crlab.sweeps.runner import run_sweep
 
@@ -196,6 +190,18 @@ def sweep(
         print_sweep_ablation(sweep_spec.name, db, sweep_spec.metric, sweep_spec.select)
     if code:
         raise typer.Exit(code)
+
+
+def _dry_run(sweep_spec: Any, cells: list[Any], json_out: bool) -> None:
+    """The cells, with the steps and rows each will draw; nothing registered."""
+    from crlab.cli_views import cells_table
+
+    plans = _plans(cells)
+    if json_out:
+        cells_json = [{**_cell_json(c), "plan": p} for c, p in zip(cells, plans, strict=True)]
+        print_json({"sweep": sweep_spec.to_json(), "cells": cells_json})
+    else:
+        out.print(cells_table(sweep_spec, cells, plans))
 
 
 def _search(sweep_spec: Any, db: str | None, dry_run: bool, json_out: bool, every: int) -> None:

@@ -125,16 +125,20 @@ def _common(*cells: Pooled) -> tuple[list[Any], list[str]]:
     return seeds, sorted(problems)
 
 
-def _row(row: AblationRow, cell: Pooled | None, k: int) -> AblationRow:
-    if cell is None:
-        return row
+def _summary(cell: Pooled, k: int) -> dict[str, Any] | None:
+    """A cell's mean over seeds, their std, the seed count and the 95% interval; None without problems."""
     seeds, problems = _common(cell)
     if not problems:
-        return row
+        return None
     x = _matrix(cell, seeds, problems, k)  # (S, P)
     means = x.mean(axis=1)  # (S,)
     std = float(means.std(ddof=1)) if len(seeds) > 1 else None
-    return replace(row, mean=float(means.mean()), std=std, n=len(seeds), ci95=stats.bootstrap_ci(x))
+    return {"mean": float(means.mean()), "std": std, "n": len(seeds), "ci95": stats.bootstrap_ci(x)}
+
+
+def _row(row: AblationRow, cell: Pooled | None, k: int) -> AblationRow:
+    found = _summary(cell, k) if cell is not None else None
+    return row if found is None else replace(row, **found)
 
 
 def _base(found: dict[str, RunEvidence], k: int) -> tuple[AblationRow, Pooled] | None:
@@ -142,16 +146,10 @@ def _base(found: dict[str, RunEvidence], k: int) -> tuple[AblationRow, Pooled] |
     if not runs:
         return None
     pooled = pool_by_seed((found[i].seed, found[i].base) for i in runs)
-    seeds, problems = _common(pooled)
-    if not problems:
+    summary = _summary(pooled, k)
+    if summary is None:
         return None
-    x = _matrix(pooled, seeds, problems, k)  # (S, P)
-    means = x.mean(axis=1)  # (S,)
-    std = float(means.std(ddof=1)) if len(seeds) > 1 else None
-    row = AblationRow(
-        ("base",), float(means.mean()), std, len(seeds), tuple(runs), ci95=stats.bootstrap_ci(x)
-    )
-    return row, pooled
+    return AblationRow(("base",), runs=tuple(runs), **summary), pooled
 
 
 def _paired(a: Pooled, b: Pooled, k: int) -> tuple[stats.Paired, np.ndarray] | None:

@@ -33,7 +33,14 @@ import time
 
 with contextlib.suppress(ImportError):  # on the host; in the sandbox the harness and _suite precede this
     from ._harness import _brief, _json_dumps, _json_loads, _NotPlain
-    from ._suite import _BLOCKED_MODULES, _GUARDED_OS, _LCB_STAR, _call_with_stdin, tag, unwrap_main
+    from ._suite import (
+        _BLOCKED_MODULES,
+        _GUARDED_OS,
+        _LCB_STAR,
+        _stdin_test,
+        tag,
+        unwrap_main,
+    )
 
 AUTHORS_PRELUDE = (
     "".join(f"from {m} import *\n" for m in _LCB_STAR)
@@ -91,19 +98,7 @@ def _verl_compile(job: dict, limit: float):
 
 
 def _verl_stdin(method, text: str, limit: float) -> list:
-    buf = io.StringIO()
-    buf.close = lambda x: 1
-    saved, sys.stdout = sys.stdout, buf
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        _call_with_stdin(method, text)
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        return ["o", buf.getvalue()]
-    except Exception as e:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        return ["e", _brief(e)]
-    finally:
-        sys.stdout = saved
+    return _stdin_test(method, text, limit, lambda e: ["e", _brief(e)])  # no timeout verdict: SIGALRM kills
 
 
 def _verl_functional(method, args_text: str, limit: float) -> list:

@@ -172,7 +172,9 @@ def _call_with_stdin(method, text: str):
                 delattr(old, name)
 
 
-def _stdin_test(method, text: str, limit: float) -> list:
+def _stdin_test(method, text: str, limit: float, failure=None) -> list:
+    """``method`` called with ``text`` as its stdin within ``limit`` seconds: ``["o", stdout]``, or what
+    ``failure`` (default :func:`_failure`) makes of the exception."""
     buf = io.StringIO()
     buf.close = lambda x: 1
     saved = sys.stdout
@@ -184,7 +186,7 @@ def _stdin_test(method, text: str, limit: float) -> list:
         return ["o", buf.getvalue()]
     except Exception as e:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return _failure(e)
+        return (failure or _failure)(e)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.stdout = saved

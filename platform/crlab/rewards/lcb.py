@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 
 def _lines(text: str) -> list[str]:
@@ -76,12 +77,15 @@ def value_matches(entry_json: str, expected: str) -> bool:
         return False
 
 
-def entry_passes(kind: str, entry_json: str, expected: str) -> bool:
-    """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``?"""
+def entry_passes(
+    kind: str, entry_json: str, expected: str, outputs: Any = output_matches, values: Any = value_matches
+) -> bool:
+    """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``? ``outputs`` and
+    ``values`` compare printed output and returned values (LiveCodeBench's rules by default)."""
     if kind == "stdin":
         try:
             entry = json.loads(entry_json)
         except ValueError:
             return False
-        return entry[0] == "o" and output_matches(entry[1], expected)
-    return value_matches(entry_json, expected)
+        return entry[0] == "o" and outputs(entry[1], expected)
+    return values(entry_json, expected)

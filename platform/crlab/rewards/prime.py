@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from contextlib import suppress
 
+from . import lcb
 from .lcb import untag
 from .spec import TestSpec
 
@@ -89,14 +90,9 @@ def value_matches(entry_json: str, expected: str) -> bool:
 
 
 def entry_passes(kind: str, entry_json: str, expected: str) -> bool:
-    """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``?"""
-    if kind == "stdin":
-        try:
-            entry = json.loads(entry_json)
-        except ValueError:
-            return False
-        return entry[0] == "o" and output_matches(entry[1], expected)
-    return value_matches(entry_json, expected)
+    """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``, by prime_code's
+    comparisons?"""
+    return lcb.entry_passes(kind, entry_json, expected, output_matches, value_matches)
 
 
 def second_pass(program: str, spec: TestSpec, n: int, limit: float) -> tuple[dict, TestSpec]:

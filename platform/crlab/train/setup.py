@@ -373,3 +373,18 @@ def pin_intra_op_threads(model: Any) -> None:
         return
     if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
         torch.set_num_threads(1)
+
+
+def make_tracker(cfg: Any, registry: Any, run: Any) -> Any:
+    """The run's W&B tracker: its id the run's, grouped by its sweep (job type: the cell without its seed),
+    with the events the run has had (an offline run cannot read its summary back)."""
+    from crlab.tracking import Tracker, job_type
+
+    t = cfg.tracking
+    prior = [{"kind": e.kind, "step": e.step, **e.payload} for e in registry.events(run.id)]
+    sweep = registry.get_sweep(run.sweep_id).name if run.sweep_id else None
+    return Tracker(
+        enabled=t.enabled, mode=t.mode, project=t.project, entity=t.entity, tags=list(t.tags),
+        run_id=run.wandb_run_id or run.id, name=run.name, run_dir=run.run_dir, config=run.config,
+        group=sweep, job_type=job_type(run.name, cfg.seed) if sweep else "train", prior_events=prior,
+    )  # fmt: skip

@@ -116,7 +116,8 @@ class Trainer:
         if rng is not None:  # the engine was built from the base weights: it samples from the restored ones
             self.rollout.sync_weights(self.engine.module)
         self.checkpoints.pinned = {self.evals.best.step} if self.evals.best else set()
-        self.tracker = self._make_tracker(run) if dist.is_main() else None  # rank 0 reports for all
+        # rank 0 reports for all
+        self.tracker = setup.make_tracker(cfg, self.registry, run) if dist.is_main() else None
         if dist.is_main():  # rank 0 records for all: journal first, the registry in the background
             self.recorder = RunRecorder(self.registry.engine, run.id, run.run_dir or "", run.attempt)
         if rng is not None:
@@ -138,18 +139,6 @@ class Trainer:
         """ZeRO-3 on several ranks: every forward gathers parameters from all ranks, so every rank must run
         as many forwards (in generation, in the log-prob pass and in each update)."""
         return self.cfg.deepspeed.zero_stage == 3 and dist.world() > 1
-
-    def _make_tracker(self, run: Run) -> Any:
-        from crlab.tracking import Tracker, job_type
-
-        t = self.cfg.tracking
-        prior = [{"kind": e.kind, "step": e.step, **e.payload} for e in self.registry.events(run.id)]
-        sweep = self.registry.get_sweep(run.sweep_id).name if run.sweep_id else None
-        return Tracker(
-            enabled=t.enabled, mode=t.mode, project=t.project, entity=t.entity, tags=list(t.tags),
-            run_id=run.wandb_run_id or run.id, name=run.name, run_dir=run.run_dir, config=run.config,
-            group=sweep, job_type=job_type(run.name, self.cfg.seed) if sweep else "train", prior_events=prior,
-        )  # fmt: skip
 
     def _restore(self, run: Run) -> dict[str, Any] | None:
         """Load the newest complete checkpoint; returns its RNG states (None: there is none)."""
