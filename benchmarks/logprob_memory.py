@@ -10,7 +10,7 @@ the logits are nearly all the memory there is. Two passes, each in a fresh proce
 Two ways: ``full``, the full logits (B, L, V), then the log-softmax gather and the entropy over them (what
 the trainer did before: :func:`crlab.train.grpo.token_logprobs`, :func:`crlab.train.grpo.entropy_from_logits`),
 the baseline, run at ``--baseline-tokens`` only (at 16k tokens its logits alone are 9 GiB); and
-``chunked`` (:func:`crlab.train.logprobs.model_logprobs`), at the same tokens and at ``--tokens``.
+``chunked`` (:func:`crlab.train.grpo.logprobs.model_logprobs`), at the same tokens and at ``--tokens``.
 
     python benchmarks/logprob_memory.py [--tokens 16384] [--baseline-tokens 2048] [--vocab 150000]
 
@@ -43,7 +43,7 @@ def _pass(model, ids, way: str, grad: bool) -> None:  # noqa: ANN001
     import torch
 
     from crlab.train import grpo
-    from crlab.train.logprobs import model_logprobs
+    from crlab.train.grpo.logprobs import model_logprobs
 
     targets, mask = ids[:, 1:], torch.ones(ids.shape[0], ids.shape[1] - 1)
     with torch.set_grad_enabled(grad):

@@ -22,7 +22,7 @@ import random
 import statistics
 from pathlib import Path
 
-from crlab.train.phases import PlateauMonitor
+from crlab.train.grpo.phases import PlateauMonitor
 
 REPO = Path(__file__).resolve().parents[1]
 RISE_STEPS, FLAT_FROM, FLAT_STEPS, BY_STEP = 60, 30, 80, 50

@@ -1,5 +1,5 @@
-"""Rollout throughput: the HF sampler (crlab.train.sampling, what the trainer uses with rollout.engine=hf) against
-vLLM (crlab.train.vllm_rollout), on the same prompts and sampling settings, side by side in one run.
+"""Rollout throughput: the HF sampler (crlab.train.rollouts.sampling, what the trainer uses with rollout.engine=hf) against
+vLLM (crlab.train.rollouts.vllm_rollout), on the same prompts and sampling settings, side by side in one run.
 
     python benchmarks/rollout_throughput.py [--model tiny://coder] [--dtype float32] [--prompts 16] [--n 4]
         [--max-new-tokens 96] [--rounds 2] [--eager] [--json]
@@ -31,7 +31,7 @@ SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}
 def _prompts(model: str, count: int) -> list[str]:
     from crlab.data.prompts import code_prompt
     from crlab.data.tiny import generate_tiny_problems
-    from crlab.train.tiny_model import TINY_URI
+    from crlab.train.tiny.model import TINY_URI
 
     style = "tiny" if model == TINY_URI else "qwen3"
     return [code_prompt(p, style) for p in generate_tiny_problems(count, seed=0)]
@@ -52,8 +52,8 @@ def _time(rollout: Any, prompts: list[str], args: argparse.Namespace) -> dict[st
 
 
 def _hf(cfg: Any, model_dir: str, prompts: list[str], args: argparse.Namespace) -> dict[str, float]:
-    from crlab.train import setup
-    from crlab.train.rollout import HFRollout
+    from crlab.train.loop import setup
+    from crlab.train.rollouts.rollout import HFRollout
 
     start = time.perf_counter()
     model, tok = setup.load_policy(cfg, model_dir)
@@ -69,8 +69,8 @@ def _hf(cfg: Any, model_dir: str, prompts: list[str], args: argparse.Namespace) 
 
 
 def _vllm(cfg: Any, model_dir: str, prompts: list[str], args: argparse.Namespace) -> dict[str, float]:
-    from crlab.train import setup
-    from crlab.train.vllm_rollout import VLLMRollout, VLLMSettings
+    from crlab.train.loop import setup
+    from crlab.train.rollouts.vllm_rollout import VLLMRollout, VLLMSettings
 
     start = time.perf_counter()
     _, tok = setup.load_policy(cfg, model_dir)
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from crlab.config import load_config
-    from crlab.train import setup
+    from crlab.train.loop import setup
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cfg = load_config(None, [f"model.path={args.model}", f"model.dtype={args.dtype}", "data.max_prompt_length=1024"])

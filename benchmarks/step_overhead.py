@@ -36,7 +36,7 @@ def _setup(tmp: Path):  # noqa: ANN202
     from crlab.config import load_config
     from crlab.registry import Registry
     from crlab.registry.lifecycle import register_run
-    from crlab.train.trainer import Trainer
+    from crlab.train.loop.trainer import Trainer
 
     cfg = load_config(REPO / "experiments/tiny_coder.yaml", [*SMALL, f"paths.runs_dir={tmp / 'runs'}"])
     registry = Registry(f"sqlite:///{tmp / 'bench.db'}")

@@ -9,8 +9,8 @@ arms differ in how they sample and in torch's intra-op threads:
   rows, each padded to the longest row of the whole step (what the update did before it grouped rows of
   similar length) -- the step as it was;
 - ``generate, 1 thread``: the same with ``torch.set_num_threads(1)``;
-- ``sampler``: the rollout's sampler (:mod:`crlab.train.sampling`) and micro-batches of rows of similar
-  length (:func:`crlab.train.step.micro_batches`), with the default thread count and with one thread
+- ``sampler``: the rollout's sampler (:mod:`crlab.train.rollouts.sampling`) and micro-batches of rows of similar
+  length (:func:`crlab.train.loop.step.micro_batches`), with the default thread count and with one thread
   (what the trainer sets for a small model on CPU: the step as it is).
 
 The generate arms draw other random numbers than the sampler arms, so their trajectories differ (alike in
@@ -47,7 +47,7 @@ class GenerateRollout:
         self.inner = rollout
 
     def generate(self, prompts: list[str], n: int, max_new_tokens: int):  # noqa: ANN201
-        from crlab.train.rollout import Rollouts, append_samples, render_prompt
+        from crlab.train.rollouts.rollout import Rollouts, append_samples, render_prompt
 
         r, tok, out = self.inner, self.inner.tokenizer, Rollouts([], [], [], [], [])
         r.model.eval()
@@ -72,8 +72,8 @@ class GenerateRollout:
 def _setup(tmp: Path, overrides: list[str]):  # noqa: ANN202
     from crlab.config import load_config
     from crlab.registry import Registry
-    from crlab.train.loop import register_run
-    from crlab.train.trainer import Trainer
+    from crlab.train.loop.run import register_run
+    from crlab.train.loop.trainer import Trainer
 
     cfg = load_config(
         REPO / "experiments/tiny_coder.yaml",
@@ -90,7 +90,7 @@ def _setup(tmp: Path, overrides: list[str]):  # noqa: ANN202
 @contextlib.contextmanager
 def _padded_to_the_step(on: bool) -> Iterator[None]:
     """The update's micro-batches as they were: ``micro_batch_size`` rows in order, all padded alike."""
-    from crlab.train import step, trainer
+    from crlab.train.loop import step, trainer
 
     if not on:
         yield
@@ -108,7 +108,7 @@ def _padded_to_the_step(on: bool) -> Iterator[None]:
 
 def _arm(trainer, start, steps: int, rollout, threads: int, padded: bool) -> dict[str, float]:  # noqa: ANN001
     """Seconds per step by phase, from the starting checkpoint."""
-    from crlab.train.timing import timed
+    from crlab.train.loop.timing import timed
 
     state = trainer.checkpoints.load(trainer.engine, start)
     trainer.sampler.load_state_dict(state["sampler"])

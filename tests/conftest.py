@@ -170,7 +170,7 @@ def _serial(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="session")
 def tiny_cache() -> str:
     """The cache folder runs get as CRLAB_CACHE; tiny://coder is the model that ships with the package."""
-    from crlab.train.tiny_model import default_cache_dir, shipped_dir
+    from crlab.train.tiny.model import default_cache_dir, shipped_dir
 
     assert shipped_dir() is not None, "the package ships the tiny coder (crlab/assets/tiny-coder-*)"
     return os.environ.get("CRLAB_CACHE") or str(default_cache_dir())

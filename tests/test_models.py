@@ -88,7 +88,7 @@ def _greedy_twice(folder: Path) -> list[str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from crlab.train.rollout import render_prompt
+    from crlab.train.rollouts.rollout import render_prompt
 
     tok = AutoTokenizer.from_pretrained(folder)
     lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -119,7 +119,7 @@ def test_preflight_says_the_model_is_there(converted: dict) -> None:
 def test_an_unknown_name_is_one_error_listing_the_valid_ones(tmp_path: Path) -> None:
     from crlab.config import load_config
     from crlab.preflight import check_model
-    from crlab.train.setup import check_model_path
+    from crlab.train.loop.setup import check_model_path
 
     with pytest.raises(ConfigError, match=r"unknown model 'smollm2://1b'; valid: smollm2://135m-instruct$"):
         models.resolve_smollm2("smollm2://1b", tmp_path, log=None)

@@ -89,7 +89,7 @@ def run(
     for warning in config_warnings(cfg):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if dry_run:
-        from crlab.train.memory import dry_run_report
+        from crlab.train.engine.memory import dry_run_report
 
         text, memory = dry_run_report(cfg, nproc)  # memory per GPU at the config's shapes
         if json_out:
@@ -99,10 +99,10 @@ def run(
         return
     _preflight([cfg], db)
     if nproc > 1:
-        from crlab.train.launch import launch_parallel
+        from crlab.train.engine.launch import launch_parallel
 
         raise typer.Exit(launch_parallel(cfg, nproc, db_url=db))
-    from crlab.train.loop import launch_run
+    from crlab.train.loop.run import launch_run
 
     launch_run(cfg, db_url=db)
 
@@ -118,15 +118,15 @@ def resume(
     if nproc > 1:
         import os
 
-        from crlab.train.launch import run_ranks
-        from crlab.train.loop import take
+        from crlab.train.engine.launch import run_ranks
+        from crlab.train.loop.run import take
 
         found = take(run_id, db, claimed)
         if found is not None:
             registry, run = found
             raise typer.Exit(run_ranks(run.id, nproc, {**os.environ, "CRLAB_DB_URL": registry.url}))
         return
-    from crlab.train.loop import resume_run
+    from crlab.train.loop.run import resume_run
 
     resume_run(run_id, db_url=db, claimed=claimed)
 
@@ -235,7 +235,7 @@ def _preflight(configs: list[Any], db: str | None, executor: Any = None) -> None
 def _plans(cells: list[Any]) -> list[dict[str, int]]:
     """Each cell's steps and rows (reads the data sources; no model)."""
     from crlab import config as cfgmod
-    from crlab.train.setup import plan
+    from crlab.train.loop.setup import plan
 
     return [plan(cfgmod.from_dict(c.config)) for c in cells]
 
@@ -383,7 +383,7 @@ def model_build_tiny(
     json_out: JsonOpt = False,
 ) -> None:
     """Where the tiny coder (tiny://coder) is: seed 0 ships with the package; other seeds, or --force, build."""
-    from crlab.train.tiny_model import build_tiny, shipped_dir, tiny_dir
+    from crlab.train.tiny.model import build_tiny, shipped_dir, tiny_dir
 
     shipped = None if force else shipped_dir(seed)
     path = shipped or build_tiny(cache_dir, seed=seed, force=force, log=None if json_out else err.print)

@@ -32,7 +32,7 @@ def _tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
     from crlab import config as cfgmod
-    from crlab.train import setup
+    from crlab.train.loop import setup
 
     cfg = cfgmod.load_config(None, [f"model.path={model}"])
     setup.check_model_path(cfg.model.path)

@@ -139,8 +139,8 @@ def load_policy(target: dict[str, Any], engine: str) -> Any:
     import torch
     from omegaconf import OmegaConf
 
-    from crlab.train import setup
-    from crlab.train.rollout import HFRollout
+    from crlab.train.loop import setup
+    from crlab.train.rollouts.rollout import HFRollout
 
     on_gpu = torch.cuda.is_available()
     fixes = {"gradient_checkpointing": False, **({} if on_gpu else {"dtype": CPU_DTYPE})}
@@ -149,7 +149,7 @@ def load_policy(target: dict[str, Any], engine: str) -> Any:
     model_dir = setup.resolve_model(cfg)
     model, tok = setup.load_policy(cfg, model_dir)
     if target["checkpoint"] is not None:
-        from crlab.train.weights import load_checkpoint_weights
+        from crlab.train.engine.weights import load_checkpoint_weights
 
         load_checkpoint_weights(model, target["checkpoint"].path)
     if engine == "auto":
@@ -163,7 +163,7 @@ def load_policy(target: dict[str, Any], engine: str) -> Any:
         model_dir = str(Path(target["checkpoint"].path) / "hf")
         model.save_pretrained(model_dir)
         tok.save_pretrained(model_dir)
-    from crlab.train.vllm_rollout import VLLMRollout, settings_from_config
+    from crlab.train.rollouts.vllm_rollout import VLLMRollout, settings_from_config
 
     settings = settings_from_config(cfg, sleep_mode=False, gpu_memory=0.85)
     return VLLMRollout(model_dir, tok, **sampling, settings=settings)
@@ -178,7 +178,7 @@ def _has_vllm() -> bool:
 def _style(target: dict[str, Any] | None, style: str) -> str:
     if style != "auto":
         return style
-    from crlab.train.tiny_model import TINY_URI
+    from crlab.train.tiny.model import TINY_URI
 
     return "tiny" if target is not None and target["cfg"].model.path == TINY_URI else "qwen3"
 

@@ -146,7 +146,7 @@ def _start(plan: Any, url: str, force: bool) -> None:
     """The same path as `platform run`: config warnings, the preflight, then ``launch_run``."""
     from crlab.config_checks import config_warnings
     from crlab.preflight import preflight, require
-    from crlab.train.loop import launch_run
+    from crlab.train.loop.run import launch_run
 
     for warning in config_warnings(plan.config):
         err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)

@@ -102,7 +102,7 @@ def check_sandbox(isolation: str) -> Check:
 
 
 def check_model(cfg: Any) -> Check:
-    from crlab.train.tiny_model import TINY_URI, shipped_dir, tiny_dir
+    from crlab.train.tiny.model import TINY_URI, shipped_dir, tiny_dir
 
     path = cfg.model.path
     if models.is_smollm2(path):
@@ -164,7 +164,7 @@ def _check_hub_model(repo_id: str) -> Check:
 
 
 def check_data(cfg: Any) -> Check:
-    from crlab.train.setup import load_sources, pool_counts
+    from crlab.train.loop.setup import load_sources, pool_counts
 
     try:
         problems, crl = load_sources(cfg)

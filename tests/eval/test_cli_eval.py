@@ -135,7 +135,7 @@ def test_a_checkpoint_step_the_run_does_not_have(tmp_path, monkeypatch):
 @needs_bwrap
 @pytest.mark.slow
 def test_a_runs_checkpoint_is_evaluated_with_its_own_weights(tmp_path, monkeypatch):
-    from crlab.train.weights import checkpoint_state_dict
+    from crlab.train.engine.weights import checkpoint_state_dict
 
     monkeypatch.setenv("CRLAB_DB_URL", f"sqlite:///{tmp_path / 'reg.db'}")
     res = platform(
@@ -149,7 +149,7 @@ def test_a_runs_checkpoint_is_evaluated_with_its_own_weights(tmp_path, monkeypat
     weights = checkpoint_state_dict(ckpt.path)
     from safetensors.torch import load_file
 
-    from crlab.train.tiny_model import resolve_model_path
+    from crlab.train.tiny.model import resolve_model_path
 
     base = load_file(str(Path(resolve_model_path("tiny://coder")) / "model.safetensors"))
     assert any(not torch.equal(weights[k], base[k]) for k in base if k in weights)  # it trained

@@ -163,7 +163,7 @@ def test_training_evaluation_scores_livecodebench_sets_with_its_evaluators_rules
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not on PATH")
     from crlab.config import load_config
-    from crlab.train.evaluation import TrainingEval
+    from crlab.train.loop.evaluation import TrainingEval
 
     source = f"livecodebench:{PROBLEMS}"
     evals = TrainingEval(load_config(overrides=[f"eval.source={source}"]), "qwen3")

@@ -80,9 +80,9 @@ def test_tracker_defines_metrics_against_the_training_step(tmp_path):
 def test_example_rows_take_rl_and_crl_groups_first_samples():
     import torch
 
-    from crlab.train.collect import example_rows
-    from crlab.train.rollout import Rollouts
-    from crlab.train.step import PromptRow
+    from crlab.train.loop.collect import example_rows
+    from crlab.train.loop.step import PromptRow
+    from crlab.train.rollouts.rollout import Rollouts
 
     rows = [PromptRow("rl", f"p{i}", f"r{i}") for i in range(5)] + [
         PromptRow("crl", "c0", "c0", label=True), PromptRow("crl", "c1", "c1", label=False)

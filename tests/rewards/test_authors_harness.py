@@ -196,7 +196,7 @@ def test_recipe_authors_gives_the_run_the_authors_harness() -> None:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not on PATH")
     from crlab.config import load_config
-    from crlab.train.setup import make_sandbox
+    from crlab.train.loop.setup import make_sandbox
 
     assert load_config(None, []).reward.harness == "strict"
     sandbox = make_sandbox(load_config(None, ["recipe=authors", "reward.sandbox_workers=1"]))

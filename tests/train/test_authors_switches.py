@@ -14,10 +14,11 @@ import torch
 from crlab.config import load_config
 from crlab.errors import ConfigError
 from crlab.rewards.code import FallbackRunner
-from crlab.train import grpo, setup
-from crlab.train.collect import collect_groups, refill_limit
-from crlab.train.rollout import Rollouts
-from crlab.train.step import PromptRow, Scored, advantages_for, pack
+from crlab.train import grpo
+from crlab.train.loop import setup
+from crlab.train.loop.collect import collect_groups, refill_limit
+from crlab.train.loop.step import PromptRow, Scored, advantages_for, pack
+from crlab.train.rollouts.rollout import Rollouts
 
 EPS = 1e-6
 
@@ -78,7 +79,7 @@ def _rows(kind: str, *lengths: int) -> list[PromptRow]:
 def test_overlong_prompts_are_filtered_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     cfg = load_config(None, ["data.overlong_prompts=filter", "data.max_prompt_length=5"])
     rl, crl = _rows("rl", 3, 5, 6), _rows("crl", 7, 5)
-    with caplog.at_level(logging.WARNING, logger="crlab.train.setup"):
+    with caplog.at_level(logging.WARNING, logger="crlab.train.loop.setup"):
         kept_rl, kept_crl = setup.filter_overlong(cfg, _WordTokenizer(), rl, crl)
     assert [r.problem_id for r in kept_rl] == ["rl0", "rl1"]  # 5 tokens fit: only longer ones go
     assert [r.problem_id for r in kept_crl] == ["crl1"]

@@ -13,7 +13,7 @@ import pytest
 
 from crlab.config import load_config
 from crlab.registry import Registry
-from crlab.train.setup import planned_steps
+from crlab.train.loop.setup import planned_steps
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "experiments/tiny_coder.yaml"

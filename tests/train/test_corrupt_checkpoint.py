@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from crlab.registry import Registry
-from crlab.train.checkpoint import check_checkpoint
+from crlab.train.engine.checkpoint import check_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [

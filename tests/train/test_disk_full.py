@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from crlab.errors import DiskFull
-from crlab.train.checkpoint import MANIFEST, CheckpointManager, check_checkpoint
-from crlab.train.diskspace import estimate_bytes, is_no_space
-from crlab.train.engine import TrainEngine, init_distributed
+from crlab.train.engine.checkpoint import MANIFEST, CheckpointManager, check_checkpoint
+from crlab.train.engine.deepspeed_engine import TrainEngine, init_distributed
+from crlab.train.engine.diskspace import estimate_bytes, is_no_space
 
 VOCAB, PAGE = 256, 4096
 
@@ -154,8 +154,8 @@ import os, shutil, sys
 from pathlib import Path
 import torch
 from crlab.errors import DiskFull
-from crlab.train.checkpoint import CheckpointManager
-from crlab.train.engine import init_distributed
+from crlab.train.engine.checkpoint import CheckpointManager
+from crlab.train.engine.deepspeed_engine import init_distributed
 sys.path.insert(0, sys.argv[4])
 from test_disk_full import make_engine, train_once
 init_distributed()

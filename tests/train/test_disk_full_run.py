@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from crlab.registry import Registry
-from crlab.train.checkpoint import check_checkpoint
+from crlab.train.engine.checkpoint import check_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 MIB, GIB, PAGE = 1 << 20, 1 << 30, 4096

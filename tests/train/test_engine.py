@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crlab.train.engine import (
+from crlab.train.engine.deepspeed_engine import (
     CheckpointManager,
     TrainEngine,
     build_ds_config,

@@ -19,8 +19,8 @@ from tests.train.test_loop import SMALL  # the small run shape the loop tests us
 
 from crlab.config import load_config
 from crlab.registry import Registry
-from crlab.train.loop import StopFlag, register_run
-from crlab.train.trainer import Trainer
+from crlab.train.loop.run import StopFlag, register_run
+from crlab.train.loop.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 # sampled, two samples a problem: the evaluation draws from the global RNGs, which must be put back

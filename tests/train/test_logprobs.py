@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crlab.train import grpo
-from crlab.train.logprobs import chunk_tokens, head_logprobs, model_logprobs
+from crlab.train.grpo.logprobs import chunk_tokens, head_logprobs, model_logprobs
 
 
 def test_chunk_tokens() -> None:
@@ -78,7 +78,7 @@ def test_a_sequence_matches_the_full_log_softmax(model, temperature: float) -> N
 PEAK = """
 import ctypes, torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
-from crlab.train.logprobs import model_logprobs
+from crlab.train.grpo.logprobs import model_logprobs
 
 def status(field):  # bytes, from /proc/self/status (kB there)
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field))

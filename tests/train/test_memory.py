@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crlab.config import load_config
-from crlab.train.memory import ModelShape, dry_run_report, estimate, read_model_config
+from crlab.train.engine.memory import ModelShape, dry_run_report, estimate, read_model_config
 
 REPO = Path(__file__).resolve().parents[2]
 # A Qwen3-style model small enough to count by hand: 185,622,016 parameters (see the first test).
@@ -92,7 +92,7 @@ def test_stages_offload_and_checkpointing_move_the_rows() -> None:
 def test_the_tiny_coder_config_is_read_without_weights() -> None:
     cfg = load_config(REPO / "experiments/tiny_coder.yaml")
     config = read_model_config(cfg)
-    from crlab.train.setup import load_policy, resolve_model
+    from crlab.train.loop.setup import load_policy, resolve_model
 
     model, _ = load_policy(cfg, resolve_model(cfg))
     assert ModelShape.from_config(config).parameters() == sum(p.numel() for p in model.parameters())

@@ -18,7 +18,7 @@ from tests.train.test_loop import REPO, _cli, _final_weights, _only_run, _run_ar
 
 from crlab.config import load_config
 from crlab.registry import Registry
-from crlab.train.setup import run_steps
+from crlab.train.loop.setup import run_steps
 
 
 def _batches(n: int) -> list[list[dict]]:
@@ -51,7 +51,7 @@ def test_restart_is_a_new_engine_on_the_same_weights(stage: int, unit: str) -> N
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(weights[name])
-    from crlab.train.engine import TrainEngine
+    from crlab.train.engine.deepspeed_engine import TrainEngine
 
     fresh = TrainEngine(
         model, total_steps=100, weight_decay=0.01, max_grad_norm=1.0, zero_stage=stage,

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from crlab.train.phases import PhaseSchedule, PlateauMonitor, SwitchEvent
+from crlab.train.grpo.phases import PhaseSchedule, PlateauMonitor, SwitchEvent
 
 
 def first_fire(monitor, values, start=1):

@@ -17,8 +17,8 @@ from crlab.config import load_config
 from crlab.config_checks import config_warnings
 from crlab.errors import ConfigError
 from crlab.sweeps.spec import expand, load_spec
-from crlab.train.collect import _stderr
-from crlab.train.phases import PhaseSchedule, PlateauMonitor, weighted_slope
+from crlab.train.grpo.phases import PhaseSchedule, PlateauMonitor, weighted_slope
+from crlab.train.loop.collect import _stderr
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = 200

@@ -1,12 +1,12 @@
-"""DAPO's global quota over ranks (:mod:`crlab.train.quota`), worked out by hand: the kept groups of all ranks
+"""DAPO's global quota over ranks (:mod:`crlab.train.grpo.quota`), worked out by hand: the kept groups of all ranks
 in sampling order, the first ``prompts_per_step``, an equal contiguous share per rank."""
 
 from __future__ import annotations
 
 import torch
 
-from crlab.train.quota import global_share, groups_of, merge
-from crlab.train.rollout import Rollouts
+from crlab.train.grpo.quota import global_share, groups_of, merge
+from crlab.train.rollouts.rollout import Rollouts
 
 
 def _rollouts(tag: str, n_groups: int, size: int) -> Rollouts:

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from crlab.train.qwen3_decode import Qwen3Decoder
-from crlab.train.rollout import HFRollout, Rollouts, _strip_after_eos, render_prompt
-from crlab.train.sampling import HFDecoder, draw, make_decoder, sample
+from crlab.train.rollouts.qwen3_decode import Qwen3Decoder
+from crlab.train.rollouts.rollout import HFRollout, Rollouts, _strip_after_eos, render_prompt
+from crlab.train.rollouts.sampling import HFDecoder, draw, make_decoder, sample
 
 
 class _Tok:
@@ -166,8 +166,8 @@ def test_vllm_on_gpu_sleeps_wakes_and_takes_new_weights() -> None:
     pytest.importorskip("vllm")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from crlab.train.tiny_model import TINY_URI, resolve_model_path
-    from crlab.train.vllm_rollout import VLLMRollout, VLLMSettings
+    from crlab.train.rollouts.vllm_rollout import VLLMRollout, VLLMSettings
+    from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
     path = resolve_model_path(TINY_URI)
     tok = AutoTokenizer.from_pretrained(path)
@@ -199,7 +199,7 @@ def test_weights_go_to_vllm_one_whole_decoder_layer_at_a_time() -> None:
     decoder layer, so the parts of a fused projection (q/k/v, gate/up) always arrive together."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from crlab.train.vllm_rollout import layer_groups, pushed_weights
+    from crlab.train.rollouts.vllm_rollout import layer_groups, pushed_weights
 
     cfg = Qwen3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1, head_dim=8)  # fmt: skip
@@ -220,7 +220,7 @@ def test_weights_go_to_vllm_one_whole_decoder_layer_at_a_time() -> None:
 def test_vllm_with_tensor_parallel_is_refused_before_any_model_loads() -> None:
     from crlab.config import load_config
     from crlab.errors import ConfigError
-    from crlab.train.setup import check_rollout
+    from crlab.train.loop.setup import check_rollout
 
     cfg = load_config(None, ["rollout.engine=vllm", "rollout.tensor_parallel_size=2"])
     with pytest.raises(ConfigError, match=r"rollout.tensor_parallel_size=2: .*use 1"):

@@ -18,8 +18,8 @@ import torch
 
 from crlab.config import load_config
 from crlab.registry import Registry
-from crlab.train.loop import StopFlag, register_run
-from crlab.train.trainer import Trainer
+from crlab.train.loop.run import StopFlag, register_run
+from crlab.train.loop.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crlab.train import step
-from crlab.train.rollout import Rollouts
-from crlab.train.step import fill_logprobs, micro_batches, micro_loss, micro_weights, pack
+from crlab.train.loop import step
+from crlab.train.loop.step import fill_logprobs, micro_batches, micro_loss, micro_weights, pack
+from crlab.train.rollouts.rollout import Rollouts
 
 
 @pytest.mark.parametrize(
@@ -134,7 +134,7 @@ def test_one_update_a_step_skips_the_old_log_prob_pass_with_the_same_loss_and_gr
 def test_rollout_logprob_gap_is_over_the_trained_response_tokens_only() -> None:
     """Worked by hand: two samples (prompt 2 tokens; responses of 2 and 1 tokens, the first ending in EOS 9).
     With train_eos=False the EOS is out of the loss, so only |(-1.0) - (-1.5)| and |(-2.0) - (-2.0)| count."""
-    from crlab.train.step import pack, rollout_logprob_gap
+    from crlab.train.loop.step import pack, rollout_logprob_gap
 
     rollouts = Rollouts(
         prompt_ids=[[5, 6], [5, 6]], response_ids=[[7, 9], [8]], logprobs=[[-1.5, -0.3], [-2.0]],

@@ -17,8 +17,8 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from crlab.train.tiny_model import TINY_URI, build_tiny, resolve_model_path, shipped_dir, tiny_dir
-from crlab.train.tiny_progress import BuildProgress
+from crlab.train.tiny.model import TINY_URI, build_tiny, resolve_model_path, shipped_dir, tiny_dir
+from crlab.train.tiny.progress import BuildProgress
 
 VERSIONS = ("torch", "transformers", "tokenizers")
 # What may differ between two builds of the same seed: how long it took, and the libraries' versions.

@@ -14,11 +14,11 @@ import torch
 from crlab.config import load_config
 from crlab.config_checks import config_warnings
 from crlab.errors import ConfigError
-from crlab.train import step as step_module
-from crlab.train import trainer as trainer_module
-from crlab.train.rollout import Rollouts
-from crlab.train.step import pack, padding_batch
-from crlab.train.token_batches import balanced_partition, micro_batch_count, token_micro_batches
+from crlab.train.grpo.token_batches import balanced_partition, micro_batch_count, token_micro_batches
+from crlab.train.loop import step as step_module
+from crlab.train.loop import trainer as trainer_module
+from crlab.train.loop.step import pack, padding_batch
+from crlab.train.rollouts.rollout import Rollouts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,7 +156,7 @@ def test_a_tiny_run_splits_each_update_by_the_budget(
     micro-batch count is ceil(its tokens / budget), every row in one micro-batch, and the step's
     ``actor/n_micro_batches`` is the mean count of its updates."""
     from crlab.registry import Registry
-    from crlab.train.loop import StopFlag, register_run
+    from crlab.train.loop.run import StopFlag, register_run
 
     monkeypatch.setenv("CRLAB_CACHE", tiny_cache)
     seen: dict[int, list[tuple[list[int], list[list[int]]]]] = {}  # step -> (row lengths, micro-batches)
@@ -195,7 +195,7 @@ import json, os, sys
 import torch.distributed as dist
 from crlab.config import load_config
 from crlab.errors import ConfigError
-from crlab.train.step import split_mini_batches
+from crlab.train.loop.step import split_mini_batches
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

@@ -23,7 +23,7 @@ SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20}  # the paper's (the 
 def tiny() -> tuple[str, object]:
     from transformers import AutoTokenizer
 
-    from crlab.train.tiny_model import TINY_URI, resolve_model_path
+    from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
     path = str(resolve_model_path(TINY_URI))
     return path, AutoTokenizer.from_pretrained(path)
@@ -31,7 +31,7 @@ def tiny() -> tuple[str, object]:
 
 @pytest.fixture(scope="module")
 def engine(tiny):  # noqa: ANN001, ANN201
-    from crlab.train.vllm_rollout import VLLMRollout, VLLMSettings
+    from crlab.train.rollouts.vllm_rollout import VLLMRollout, VLLMSettings
 
     path, tok = tiny
     settings = VLLMSettings(dtype="float32", max_model_len=100_000, enforce_eager=True, seed=0)
@@ -114,7 +114,7 @@ def test_greedy_with_several_samples_sends_the_prompt_n_times(engine, tiny) -> N
 
 
 def test_sleep_mode_is_off_where_vllm_has_none(engine) -> None:  # noqa: ANN001
-    from crlab.train.vllm_rollout import sleep_mode_available
+    from crlab.train.rollouts.vllm_rollout import sleep_mode_available
 
     if sleep_mode_available():
         pytest.skip("this platform has sleep mode (the gpu test covers it)")

@@ -49,7 +49,7 @@ def _weights(registry: Registry, run_id: str) -> dict[str, torch.Tensor]:
 def test_held_out_evaluation_with_the_hf_engine_is_refused_under_zero3_on_several_ranks() -> None:
     from crlab.config import load_config
     from crlab.errors import ConfigError
-    from crlab.train.setup import check_world
+    from crlab.train.loop.setup import check_world
 
     base = [str(REPO / "experiments/tiny_coder.yaml"), ["deepspeed.zero_stage=3", "grpo.mini_batch_size=10"]]
     with pytest.raises(ConfigError, match=r"^eval.source and eval.select_source with deepspeed.zero_stage=3 on 2 ranks and rollout"):

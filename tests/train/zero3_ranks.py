@@ -23,10 +23,18 @@ import torch
 import torch.distributed as tdist
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from crlab.train import dist, sampling
-from crlab.train.engine import ADAM_BETAS, ADAM_EPS, TrainEngine
-from crlab.train.rollout import Rollouts
-from crlab.train.step import fill_logprobs, micro_loss, micro_weights, pack, pad_micro_weights, update_loss
+from crlab.train.engine import dist
+from crlab.train.engine.deepspeed_engine import ADAM_BETAS, ADAM_EPS, TrainEngine
+from crlab.train.loop.step import (
+    fill_logprobs,
+    micro_loss,
+    micro_weights,
+    pack,
+    pad_micro_weights,
+    update_loss,
+)
+from crlab.train.rollouts import sampling
+from crlab.train.rollouts.rollout import Rollouts
 
 # DeepSpeed's defaults keep this small model whole on every rank after the first forward (parameters under
 # 100k elements are never split; up to 1e9 gathered elements stay live while they will be reused): without

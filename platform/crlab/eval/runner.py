@@ -1,7 +1,7 @@
 """Evaluate a policy on a held-out set: generate, score every test in the sandbox, report.
 
 The policy is anything with ``generate(prompts, n, max_new_tokens, temperature=, top_p=, top_k=)``
-returning texts grouped by prompt (:class:`crlab.train.rollout.HFRollout` on CPU, ``VLLMRollout`` on GPU):
+returning texts grouped by prompt (:class:`crlab.train.rollouts.rollout.HFRollout` on CPU, ``VLLMRollout`` on GPU):
 the CLI hands it a freshly loaded model, training its own rollout engine. Problems go in batches of
 ``batch_problems``; each batch is generated, then scored on all its tests (``max_tests``: None) at once.
 ``on_record`` receives one JSON-able dict per problem (samples, verdicts, timings) for the JSONL file.

@@ -33,7 +33,7 @@ from crlab.errors import ConfigError, NotAvailable
 from crlab.registry.entities import Run
 from crlab.registry.lifecycle import GRACE_S
 from crlab.registry.retry import DEFAULT_RETRY_S
-from crlab.train.launch import cell_command, signal_ranks
+from crlab.train.engine.launch import cell_command, signal_ranks
 from crlab.yaml_lines import reject_unknown_keys
 
 # Slurm job states after which a job runs no more (anything else, e.g. PENDING after a requeue, is alive).

@@ -21,7 +21,7 @@ from typing import Any
 from crlab.errors import ConfigError
 from crlab.registry.entities import Run
 from crlab.sweeps.executors import FINAL_STATES, CellHandle, ExecutorConfig, require_command
-from crlab.train.launch import cell_command
+from crlab.train.engine.launch import cell_command
 
 
 class CellJob:

@@ -1,7 +1,7 @@
 """``switch.restart=fresh``: a phase goes on as a new run from the weights it starts with.
 
 The authors' 32k run is a new run from the 16k checkpoint: a fresh AdamW and warm-up
-(:meth:`crlab.train.engine.TrainEngine.restart`), the data loader from its start, one pass over the data,
+(:meth:`crlab.train.engine.deepspeed_engine.TrainEngine.restart`), the data loader from its start, one pass over the data,
 and (had they used KL) the 16k weights as the reference. The trainer does the first three; this module
 holds the pass's end and the reference, which a resumed run must find again.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from crlab.train import dist, setup
+from crlab.train.engine import dist
+from crlab.train.loop import setup
 
 
 def pass_over(cfg: Any, step: int, phase_start: dict[str, int] | None, sampler: Any, planned: int) -> bool:

@@ -7,7 +7,7 @@ times the sequence-parallel size) splits each rank's mini-batch in two moves:
 1. how many micro-batches: ``min(rows, ceil(tokens / budget))``, the tokens being the rows' lengths (their
    attention-mask sums: prompt and response, no padding), then the largest such count over the
    data-parallel ranks, so every rank runs as many (:func:`micro_batch_count`; the max is taken by
-   ``crlab.train.step.split_mini_batches``, which calls this module);
+   ``crlab.train.loop.step.split_mini_batches``, which calls this module);
 2. which rows go together: the Karmarkar–Karp largest differencing method partitions the rows by length
    into exactly that many micro-batches of balanced token sums, any number of rows each
    (:func:`balanced_partition`).

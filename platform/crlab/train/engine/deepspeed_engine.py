@@ -1,7 +1,7 @@
 """The DeepSpeed training engine: one optimizer step per GRPO mini-batch, over any number of micro-batches.
 
 :class:`TrainEngine` wraps ``deepspeed.initialize`` with a config built from plain arguments (ZeRO stage,
-precision, offload) plus raw DeepSpeed keys merged last. Checkpoints live in :mod:`crlab.train.checkpoint`
+precision, offload) plus raw DeepSpeed keys merged last. Checkpoints live in :mod:`crlab.train.engine.checkpoint`
 (re-exported here).
 
 Decisions worth knowing:
@@ -43,8 +43,8 @@ from typing import Any
 
 import torch
 
-from crlab.train.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
-from crlab.train.ds_config import ADAM_BETAS, ADAM_EPS, build_ds_config, resolve_precision
+from crlab.train.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from crlab.train.engine.ds_config import ADAM_BETAS, ADAM_EPS, build_ds_config, resolve_precision
 
 __all__ = [
     "CheckpointManager",

@@ -17,7 +17,7 @@ with the step's other metrics, plus ``time/eval_s``.
   greedy evaluation does not touch). The weights and the RNG states of a step are in its checkpoint, so a
   resumed run logs the same evaluation numbers as an uninterrupted one.
 - **Ranks.** With several data-parallel ranks, rank 0 evaluates alone and the others wait for its metrics
-  (:func:`crlab.train.dist.from_main`).
+  (:func:`crlab.train.engine.dist.from_main`).
 - **The base model.** With ``eval.at_start`` (the default) the policy is evaluated before step 1, as the
   reference: logged at step 0 as ``base/pass@k`` (``base/val_pass@k``, ``base/critique_acc``), never a
   candidate for the best checkpoint. A resumed run past step 0 does not evaluate it again.
@@ -195,7 +195,7 @@ class TrainingEval:
         """Evaluate ``policy`` on every set (the samples to ``out_dir``/eval/ when given); the global RNG
         states are as they were afterwards."""
         from crlab.eval.runner import evaluate
-        from crlab.train.checkpoint import capture_rng_state, restore_rng_state
+        from crlab.train.engine.checkpoint import capture_rng_state, restore_rng_state
 
         self.label(sandbox)
         settings = self.settings(max_response_length)
@@ -226,7 +226,7 @@ class TrainingEval:
         if self._lcb is None:
             from crlab.eval.scoring import LCB_TIME_LIMIT_S
             from crlab.rewards.sandbox import Sandbox
-            from crlab.train.setup import sandbox_workers
+            from crlab.train.loop.setup import sandbox_workers
 
             self._lcb = Sandbox(
                 sandbox_workers(self.cfg),

@@ -1,6 +1,6 @@
 """How a tiny-coder build shows its progress: a rich bar on a terminal, plain lines otherwise.
 
-:func:`crlab.train.tiny_model.build_tiny` feeds it the events its build process prints (``start``, then one
+:func:`crlab.train.tiny.model.build_tiny` feeds it the events its build process prints (``start``, then one
 ``step`` per warm-start step). A ``log`` of None shows nothing.
 """
 

@@ -4,7 +4,7 @@ The trainer (trainer.py) calls these in order: :func:`score` the samples, :func:
 (the CRL scale applied where the phase says), keep the groups with reward spread (dynamic sampling), then
 :func:`pack` the kept samples into padded tensors, split them into mini-batches (one optimizer update
 each) and micro-batches of rows of similar length (:func:`micro_batches`, one forward/backward each; with
-``grpo.micro_batch_tokens``, by a token budget as verl does: :mod:`crlab.train.token_batches`),
+``grpo.micro_batch_tokens``, by a token budget as verl does: :mod:`crlab.train.grpo.token_batches`),
 :func:`fill_logprobs` over those micro-batches, and :func:`micro_loss` gives each micro-batch its share of
 the mini-batch's loss.
 """
@@ -18,10 +18,11 @@ import torch
 
 from crlab.rewards.code import score_code_responses
 from crlab.rewards.critique import critique_reward, parse_conclusion
-from crlab.train import dist, grpo
-from crlab.train.logprobs import model_logprobs
-from crlab.train.rollout import Rollouts
-from crlab.train.token_batches import check_longest, micro_batch_count, token_micro_batches
+from crlab.train import grpo
+from crlab.train.engine import dist
+from crlab.train.grpo.logprobs import model_logprobs
+from crlab.train.grpo.token_batches import check_longest, micro_batch_count, token_micro_batches
+from crlab.train.rollouts.rollout import Rollouts
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def sequence_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs of the targets (B, L-1), entropies (B, L-1)) under ``model`` at the sampling temperature,
     at the response positions (``batch.mask``; 0 elsewhere). The LM head runs chunk by chunk over the
-    tokens (:mod:`crlab.train.logprobs`): the full-vocabulary logits never exist. The entropy is computed
+    tokens (:mod:`crlab.train.grpo.logprobs`): the full-vocabulary logits never exist. The entropy is computed
     only with ``entropy`` (zeros without), and differentiated only with ``entropy_grad``."""
     device = next(model.parameters()).device
     return model_logprobs(
@@ -191,7 +192,7 @@ def micro_batches(lengths: list[int], rows: range, max_rows: int) -> list[list[i
 def split_mini_batches(lengths: list[int], bounds: list[int], grpo_cfg: Any) -> list[list[list[int]]]:
     """Each mini-batch (rows ``bounds[i]:bounds[i + 1]``) split into micro-batches: of at most
     ``grpo.micro_batch_size`` rows of similar length (:func:`micro_batches`), or with
-    ``grpo.micro_batch_tokens`` as verl's ``use_dynamic_bsz`` splits it (:mod:`crlab.train.token_batches`):
+    ``grpo.micro_batch_tokens`` as verl's ``use_dynamic_bsz`` splits it (:mod:`crlab.train.grpo.token_batches`):
     as many as its tokens need, the most over the data-parallel ranks, balanced by Karmarkar–Karp."""
     spans = [range(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     budget = grpo_cfg.micro_batch_tokens

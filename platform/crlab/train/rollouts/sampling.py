@@ -1,4 +1,4 @@
-"""Batched sampling with a KV cache, for :class:`~crlab.train.rollout.HFRollout`.
+"""Batched sampling with a KV cache, for :class:`~crlab.train.rollouts.rollout.HFRollout`.
 
 What it does that ``model.generate(num_return_sequences=n)`` does not, on a small model where each
 decoding step costs about what its ops' Python and dispatch cost:
@@ -7,7 +7,7 @@ decoding step costs about what its ops' Python and dispatch cost:
   encoding each prompt ``n`` times;
 - a row that has sampled EOS leaves the batch (its cache rows are dropped), so the later steps decode only
   the rows still running, rather than padding finished rows up to the longest one;
-- a plain Qwen3 model (the tiny coder, Qwen3-4B/8B) decodes through :mod:`crlab.train.qwen3_decode`, the
+- a plain Qwen3 model (the tiny coder, Qwen3-4B/8B) decodes through :mod:`crlab.train.rollouts.qwen3_decode`, the
   same computation in fewer, fused ops (a quarter of the Python calls per step); any other model through
   its own forward and transformers' cache (:class:`HFDecoder`).
 
@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from crlab.train import dist, qwen3_decode
+from crlab.train.engine import dist
+from crlab.train.rollouts import qwen3_decode
 
 
 def _warpers(temperature: float, top_p: float, top_k: int) -> list[Any]:
@@ -92,7 +93,7 @@ class HFDecoder:
 
 
 def make_decoder(model: Any) -> Any:
-    """The lean Qwen3 decoder where it applies (:mod:`crlab.train.qwen3_decode`), else transformers'."""
+    """The lean Qwen3 decoder where it applies (:mod:`crlab.train.rollouts.qwen3_decode`), else transformers'."""
     return qwen3_decode.Qwen3Decoder(model) if qwen3_decode.supports(model) else HFDecoder(model)
 
 

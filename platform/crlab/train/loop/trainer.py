@@ -6,7 +6,7 @@ groups with reward spread (refilling from the next prompts, DAPO), then one opti
 mini-batch. Metrics go to the registry and W&B; the phase schedule may switch phase; checkpoints are
 written every ``checkpoint.every`` steps, at every evaluated step and when the run stops. With an ``eval``
 section the policy is evaluated on held-out problems every ``eval.every`` steps and at the end, and the
-best checkpoint is flagged in the registry (:mod:`crlab.train.evaluation`). Each step logs its time split,
+best checkpoint is flagged in the registry (:mod:`crlab.train.loop.evaluation`). Each step logs its time split,
 as verl's ``marked_timer`` does: ``time/generate_s``, ``time/reward_s``, ``time/logprob_s``,
 ``time/update_s``, ``time/eval_s`` (evaluated steps), ``time/checkpoint_s`` and their total ``time/step_s``
 (``perf/tokens_per_s`` leaves the evaluation out).
@@ -27,11 +27,12 @@ from crlab import faults
 from crlab.registry import Registry
 from crlab.registry.entities import Run
 from crlab.registry.writer import RunRecorder
-from crlab.train import dist, restart, setup
-from crlab.train.collect import collect_groups
-from crlab.train.evaluation import PROBLEMS_EVENT, TrainingEval, base_key
-from crlab.train.memory import measured_peak
-from crlab.train.step import (
+from crlab.train.engine import dist
+from crlab.train.engine.memory import measured_peak
+from crlab.train.loop import restart, setup
+from crlab.train.loop.collect import collect_groups
+from crlab.train.loop.evaluation import PROBLEMS_EVENT, TrainingEval, base_key
+from crlab.train.loop.step import (
     Packed,
     fill_logprobs,
     micro_weights,
@@ -41,14 +42,14 @@ from crlab.train.step import (
     split_mini_batches,
     update_loss,
 )
-from crlab.train.timing import step_line, step_values, time_metrics, timed
-from crlab.train.tiny_model import TINY_URI
+from crlab.train.loop.timing import step_line, step_values, time_metrics, timed
+from crlab.train.tiny.model import TINY_URI
 
 
 class Trainer:
     def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
         from crlab.config_checks import has_rl
-        from crlab.train.phases import PhaseSchedule
+        from crlab.train.grpo.phases import PhaseSchedule
 
         self.cfg, self.registry = cfg, registry
         dist.import_deepspeed()  # first, so that its log lines go to stderr
@@ -92,8 +93,8 @@ class Trainer:
 
     # -- set-up that needs the run --------------------------------------------------------------
     def _start(self, run: Run, resume: bool) -> None:
-        from crlab.train.checkpoint import CheckpointManager, restore_rng_state
-        from crlab.train.engine import TrainEngine, init_distributed
+        from crlab.train.engine.checkpoint import CheckpointManager, restore_rng_state
+        from crlab.train.engine.deepspeed_engine import TrainEngine, init_distributed
 
         cfg = self.cfg
         init_distributed()
@@ -142,7 +143,7 @@ class Trainer:
 
     def _restore(self, run: Run) -> dict[str, Any] | None:
         """Load the newest complete checkpoint; returns its RNG states (None: there is none)."""
-        from crlab.train.checkpoint import capture_rng_state
+        from crlab.train.engine.checkpoint import capture_rng_state
 
         latest = self.checkpoints.latest_complete()
         if latest is None:
@@ -318,7 +319,7 @@ class Trainer:
         """Every ``tracking.rollout_table_every`` steps, a W&B table of this step's sampled rollouts (rank 0's)."""
         every = self.cfg.tracking.rollout_table_every
         if dist.is_main() and every and self.step % every == 0 and self.examples:
-            from crlab.train.collect import TABLE_COLUMNS
+            from crlab.train.loop.collect import TABLE_COLUMNS
 
             self.tracker.table("rollouts/samples", TABLE_COLUMNS, self.examples, self.step)
 

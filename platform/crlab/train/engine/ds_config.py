@@ -1,4 +1,4 @@
-"""The DeepSpeed config a :class:`crlab.train.engine.TrainEngine` is built with: ZeRO stage, precision and
+"""The DeepSpeed config a :class:`crlab.train.engine.deepspeed_engine.TrainEngine` is built with: ZeRO stage, precision and
 offload from plain arguments, raw DeepSpeed keys merged last (see the engine's module docstring)."""
 
 from __future__ import annotations

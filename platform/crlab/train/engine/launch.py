@@ -70,8 +70,8 @@ def run_ranks(run_id: str, nproc: int, env: dict[str, str] | None = None) -> int
 def launch_parallel(cfg: Any, nproc: int, db_url: str | None = None) -> int:
     """Check, register and train a new run on ``nproc`` ranks; returns the launcher's exit code."""
     from crlab.registry.lifecycle import register_run
-    from crlab.train import setup
-    from crlab.train.loop import open_registry
+    from crlab.train.loop import setup
+    from crlab.train.loop.run import open_registry
 
     setup.check_world(cfg, nproc)
     setup.check_model_path(cfg.model.path)

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from crlab.errors import CrlabError
-from crlab.train.checkpoint import DS_TAG, check_checkpoint
-from crlab.train.dist import import_deepspeed
+from crlab.train.engine.checkpoint import DS_TAG, check_checkpoint
+from crlab.train.engine.dist import import_deepspeed
 
 
 def checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Atomic, exactly-resumable checkpoints of a :class:`~crlab.train.engine.TrainEngine`.
+"""Atomic, exactly-resumable checkpoints of a :class:`~crlab.train.engine.deepspeed_engine.TrainEngine`.
 
 Layout under the checkpoint root::
 
@@ -18,7 +18,7 @@ complete checkpoints are kept, older complete ones deleted (except the steps in 
 checkpoint, which keep-K never deletes), and leftover ``.tmp-*`` directories removed; broken ``step-N``
 directories are left in place (evidence) and keep being skipped.
 
-A full disk (:mod:`crlab.train.diskspace`). Before writing, the free space under the root is compared with
+A full disk (:mod:`crlab.train.engine.diskspace`). Before writing, the free space under the root is compared with
 what the checkpoint needs: the size of the newest complete checkpoint, or the size of the engine's weights,
 optimizer state and master weights where that is larger (the first checkpoint, or a grown optimizer state).
 Too little raises :class:`~crlab.errors.DiskFull` with nothing written. A disk that fills during the save
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from crlab.errors import DiskFull
-from crlab.train.diskspace import estimate_bytes, free_bytes, human, is_no_space
+from crlab.train.engine.diskspace import estimate_bytes, free_bytes, human, is_no_space
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from crlab.train.rollout import Rollouts
+from crlab.train.rollouts.rollout import Rollouts
 
 
 @dataclass

@@ -21,7 +21,7 @@ from crlab import config as cfgmod
 from crlab.registry import Registry, resolve_db_url
 from crlab.registry.entities import Run, RunStatus
 from crlab.registry.lifecycle import HEARTBEAT_S, error_line, mark_started, register_run, take_run
-from crlab.train.trainer import Trainer
+from crlab.train.loop.trainer import Trainer
 
 
 class StopFlag:
@@ -99,7 +99,7 @@ def take(run_id: str, db_url: str | None, claimed: bool) -> tuple[Registry, Run]
 def _train(make_trainer: Callable[[], Trainer], registry: Registry, run: Run, resume: bool) -> None:
     """Build the trainer and train, with signal handling. Whatever fails, from the set-up on, ends the run
     ``failed`` with its error; rank 0 alone keeps the run's registry row (heartbeat, status)."""
-    from crlab.train.setup import launched_rank
+    from crlab.train.loop.setup import launched_rank
 
     stop = StopFlag()
     stop.install()

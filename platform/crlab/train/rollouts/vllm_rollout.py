@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crlab.errors import ConfigError
-from crlab.train.rollout import Rollouts, render_prompt, sampling_settings
+from crlab.train.rollouts.rollout import Rollouts, render_prompt, sampling_settings
 
 _LAYER = re.compile(r"^(.*\.layers\.\d+)\.")
 

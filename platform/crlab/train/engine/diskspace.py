@@ -1,5 +1,5 @@
 """Disk space for checkpoints: how much is free, how much a checkpoint will take, and whether an error means
-the disk is full (:class:`~crlab.train.checkpoint.CheckpointManager` uses all three).
+the disk is full (:class:`~crlab.train.engine.checkpoint.CheckpointManager` uses all three).
 
 A full disk shows itself in two ways. Plain Python writes (``open().write``, ``shutil.copyfile``) raise
 ``OSError`` with errno ``ENOSPC`` (or ``EDQUOT``, a quota). ``torch.save`` writes through a C++ stream that

@@ -47,7 +47,7 @@ CHAT_TEMPLATE = (
 N_TRAIN_PROBLEMS = 320
 SFT_BATCH = 32
 SFT_STEPS = 800
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # Numerics of the build process: the same bytes whatever the machine's thread count or vector width.
 PINNED_ENV = {
     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -114,7 +114,7 @@ def _make_model(vocab_size: int, seed: int) -> Any:
 
 def _encode_examples(tok: Any, examples: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
     """(token ids, index of the first completion token) per example; completion ends with EOS."""
-    from crlab.train.rollout import render_prompt
+    from crlab.train.rollouts.rollout import render_prompt
 
     encoded = []
     for prompt, completion in examples:
@@ -179,14 +179,14 @@ def build_tiny(
     steps); ``progress`` shows a rich bar on stderr instead (default: when stderr is a terminal); a ``log``
     of None is silent. The shipped seed-0 model is never touched: this builds a fresh copy.
     """
-    from crlab.train.tiny_progress import BuildProgress
+    from crlab.train.tiny.progress import BuildProgress
 
     target = tiny_dir(cache_dir, seed)
     if (target / "build.json").is_file() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     args = [str(target.parent), str(seed), str(sft_steps), isolation]
-    cmd = [sys.executable, "-m", "crlab.train.tiny_model", *args]
+    cmd = [sys.executable, "-m", "crlab.train.tiny.model", *args]
     if log:
         log(f"building the tiny coder (seed {seed}) into {target}")
     with tempfile.TemporaryFile() as stderr, BuildProgress(log, progress) as shown:

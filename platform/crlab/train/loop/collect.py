@@ -8,7 +8,7 @@ With several data-parallel ranks every rank draws the same batch (same sampler, 
 out its share of it; the ranks refill until the kept groups of all of them reach ``prompts_per_step`` (or
 the rounds run out), and each trains on an equal share of the first ``prompts_per_step``, as verl's
 dynamic sampling does (``grpo.dapo_quota: global``; ``per_rank``: each rank fills and keeps its own share,
-:mod:`crlab.train.quota`). The metrics cover the responses of all ranks.
+:mod:`crlab.train.grpo.quota`). The metrics cover the responses of all ranks.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
-from crlab.train import dist, grpo, quota
-from crlab.train.rollout import Rollouts
-from crlab.train.step import advantages_for, score
-from crlab.train.timing import timed
+from crlab.train import grpo
+from crlab.train.engine import dist
+from crlab.train.grpo import quota
+from crlab.train.loop.step import advantages_for, score
+from crlab.train.loop.timing import timed
+from crlab.train.rollouts.rollout import Rollouts
 
 
 def _merge(parts: list[Rollouts]) -> Rollouts:

@@ -17,8 +17,8 @@ import torch
 
 from crlab import models
 from crlab.errors import ConfigError
-from crlab.train.step import PromptRow
-from crlab.train.tiny_model import TINY_URI, resolve_model_path
+from crlab.train.loop.step import PromptRow
+from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def filter_overlong(
     authors set); the counts are logged once. ``keep``: the rows as they are."""
     if cfg.data.overlong_prompts != "filter":
         return rl, crl
-    from crlab.train.rollout import render_prompt
+    from crlab.train.rollouts.rollout import render_prompt
 
     limit = cfg.data.max_prompt_length
 
@@ -269,7 +269,7 @@ def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
         return planned, True
     if sw.policy == "plateau":
         return planned * len(cfg.phases), False
-    from crlab.train.phases import transition_steps
+    from crlab.train.grpo.phases import transition_steps
 
     start = 0
     for at in transition_steps(sw, len(cfg.phases)):
@@ -311,7 +311,7 @@ def rollout_engine(cfg: Any) -> str:
 def check_rollout(cfg: Any) -> None:
     """The rollout settings that can be refused before any model loads (vLLM: ``rollout.tensor_parallel_size``)."""
     if rollout_engine(cfg) == "vllm":
-        from crlab.train.vllm_rollout import check_config
+        from crlab.train.rollouts.vllm_rollout import check_config
 
         check_config(cfg)
 
@@ -319,12 +319,12 @@ def check_rollout(cfg: Any) -> None:
 def make_rollout(cfg: Any, model_dir: str, tokenizer: Any, module: Any, synced: bool) -> Any:
     """The run's rollout engine: vLLM (built from ``model_dir``, weights pushed after each update) or the HF
     sampler on the training ``module`` itself (``synced``: ZeRO-3 on several ranks)."""
-    from crlab.train.rollout import HFRollout
+    from crlab.train.rollouts.rollout import HFRollout
 
     r = cfg.rollout
     sampling = {"temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k}
     if rollout_engine(cfg) == "vllm":
-        from crlab.train.vllm_rollout import VLLMRollout, settings_from_config
+        from crlab.train.rollouts.vllm_rollout import VLLMRollout, settings_from_config
 
         return VLLMRollout(model_dir, tokenizer, **sampling, settings=settings_from_config(cfg))
     return HFRollout(module, tokenizer, **sampling, synced=synced)

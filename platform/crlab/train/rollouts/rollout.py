@@ -1,7 +1,7 @@
 """Rollouts: sample responses to prompts with the current policy.
 
 ``HFRollout`` samples from a transformers model in its own KV-cache loop (CPU, or small GPU runs);
-``VLLMRollout`` (:mod:`crlab.train.vllm_rollout`) uses vLLM colocated with the trainer: weights are pushed
+``VLLMRollout`` (:mod:`crlab.train.rollouts.vllm_rollout`) uses vLLM colocated with the trainer: weights are pushed
 into vLLM after each update and, where vLLM has it, vLLM sleeps (frees its KV cache and weights) while the
 trainer updates. Both return token ids, the sampling policy's log-probs of the sampled tokens and the
 decoded texts, and both have ``sync_weights(model)``, ``sleep()``, ``wake()`` and ``close()``.
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from crlab.train import sampling
+from crlab.train.rollouts import sampling
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _strip_after_eos(ids: list[int], eos_ids: set[int]) -> tuple[list[int], bool
 
 
 class HFRollout:
-    """Sampling from a transformers model with a KV cache (:func:`crlab.train.sampling.sample`: each
+    """Sampling from a transformers model with a KV cache (:func:`crlab.train.rollouts.sampling.sample`: each
     prompt encoded once, finished rows leave the batch); ``batch_size`` prompts (times ``n``) per batch.
     ``synced``: every rank decodes in step with the others (ZeRO-3 on several ranks); then every rank must
     call :meth:`generate` with as many prompts."""

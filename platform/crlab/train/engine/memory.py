@@ -13,7 +13,7 @@
   (:func:`layer_elements`, with SDPA/flash attention: no attention matrix). With gradient checkpointing
   (``model.gradient_checkpointing``) each layer keeps its input, and one layer at a time is recomputed.
   Rough: real rows are shorter than the longest, and kernels keep small extras not counted here.
-- **logits**: the log-prob pass applies the LM head chunk by chunk (:mod:`crlab.train.logprobs`), so one
+- **logits**: the log-prob pass applies the LM head chunk by chunk (:mod:`crlab.train.grpo.logprobs`), so one
   chunk's logits at a time; the row also says what the full-vocabulary logits would take.
 - a reference model (``grpo.kl_coef`` > 0) is whole on every rank; vLLM (``rollout.engine``) takes its
   ``gpu_memory_utilization`` share of the GPU while generating (a note, not added in).
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crlab.train.logprobs import chunk_tokens
+from crlab.train.grpo.logprobs import chunk_tokens
 
 GIB = 1024**3
 
@@ -197,7 +197,7 @@ def estimate(cfg: Any, model_config: dict[str, Any], world: int = 1) -> list[Row
 def read_model_config(cfg: Any) -> dict[str, Any]:
     """``model.path``'s ``config.json`` as a dict, without loading weights; a ValueError says why not."""
     from crlab import models
-    from crlab.train.tiny_model import TINY_URI, shipped_dir, tiny_dir
+    from crlab.train.tiny.model import TINY_URI, shipped_dir, tiny_dir
 
     path = cfg.model.path
     if path == TINY_URI:

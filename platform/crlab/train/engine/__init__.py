@@ -1,0 +1,1 @@
+"""The engine: DeepSpeed, checkpoints, ranks, memory estimates, a checkpoint's weights."""

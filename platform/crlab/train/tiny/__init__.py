@@ -1,0 +1,1 @@
+"""The bundled tiny coder: its build and its progress display."""
