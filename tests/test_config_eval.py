@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from crlab.config import load_config, selection_metric
-from crlab.config_checks import config_warnings, eval_metric_keys
+from crlab.config import load_config
+from crlab.config_checks import config_warnings, eval_metric_keys, selection_metric
 from crlab.errors import ConfigError
 
 ON = "eval:\n  source: tiny-eval\n  every: 10\n"

@@ -39,10 +39,11 @@ KNOBS = {
 }
 
 
-def _get(data: dict, key: str):  # noqa: ANN202
+def _get(cfg: object, key: str):  # noqa: ANN202
     for part in key.split("."):
-        data = data[int(part)] if part.isdigit() else data[part]
-    return data
+        step = int(part) if part.isdigit() else part
+        cfg = getattr(cfg, part) if isinstance(step, str) and not isinstance(cfg, dict) else cfg[step]  # type: ignore[index]
+    return cfg
 
 
 @pytest.mark.parametrize("recipe,which", [("platform", 0), ("authors", 1)])

@@ -226,7 +226,7 @@ def _preflight(configs: list[Any], db: str | None, executor: Any = None) -> None
     from crlab.preflight import preflight, require
 
     if executor is not None:
-        from crlab.sweeps.executors import make_executor
+        from crlab.sweeps.executor_factory import make_executor
 
         make_executor(executor)  # no sbatch, a misspelt submitit parameter: said first, it is the cheapest
     require(preflight(configs, db))

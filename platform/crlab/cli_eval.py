@@ -130,21 +130,22 @@ def resolve_target(target: str, which: str, db: str | None) -> dict[str, Any]:
     with Registry(db, create_if_empty=False) as reg:
         run = reg.get_run(target)
         checkpoint = pick_checkpoint(reg.checkpoints(run.id, complete_only=True), which, run.id)
-    cfg = OmegaConf.merge(OmegaConf.structured(cfgmod.ExperimentConfig), run.config)
+    cfg = cfgmod.typed(OmegaConf.merge(OmegaConf.structured(cfgmod.ExperimentConfig), run.config))
     return {"cfg": cfg, "label": f"run {run.id} step {checkpoint.step}", "checkpoint": checkpoint, "run": run}
 
 
 def load_policy(target: dict[str, Any], engine: str) -> Any:
     """The rollout engine of the target's model (with the checkpoint's weights): HF on CPU, vLLM on GPU."""
+    from dataclasses import replace
+
     import torch
-    from omegaconf import OmegaConf
 
     from crlab.train.loop import setup
     from crlab.train.rollouts.rollout import HFRollout
 
     on_gpu = torch.cuda.is_available()
     fixes = {"gradient_checkpointing": False, **({} if on_gpu else {"dtype": CPU_DTYPE})}
-    cfg = OmegaConf.merge(target["cfg"], {"model": fixes})
+    cfg = replace(target["cfg"], model=replace(target["cfg"].model, **fixes))
     setup.check_model_path(cfg.model.path)
     model_dir = setup.resolve_model(cfg)
     model, tok = setup.load_policy(cfg, model_dir)

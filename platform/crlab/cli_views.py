@@ -177,7 +177,7 @@ HIDDEN_EVENTS = ("checkpoint", "eval_problems")
 def best_checkpoint_json(registry: Any, run: Any) -> dict[str, Any] | None:
     """The run's best checkpoint: its step and path, the metric that picked it (``eval.select``) and its
     value at that step; None when no checkpoint is flagged best (no evaluation during training)."""
-    from crlab.config import selection_metric
+    from crlab.config_checks import selection_metric
 
     best = registry.best_checkpoint(run.id)
     if best is None:

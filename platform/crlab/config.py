@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +207,6 @@ class EvalConfig:
     scoring: str = "auto"  # auto | livecodebench | strict (crlab/eval/scoring.py)
 
 
-def selection_metric(ev: Any) -> str:
-    """The metric that picks a run's best checkpoint (``eval.select``, or its default); ``ev`` is the eval
-    section, a config or a plain dict (a stored run's config)."""
-    get = ev.get if isinstance(ev, dict) else lambda key: getattr(ev, key, None)
-    return get("select") or ("val/pass@1" if get("select_source") else "eval/pass@1")
-
-
 @dataclass
 class TrackingConfig:
     enabled: bool = True
@@ -277,21 +270,29 @@ def nearest_keys(key: str, n: int = 3) -> list[str]:
     return close[:n]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Schema defaults, then the ``recipe`` the file or an override names (:mod:`crlab.recipes`), then the
-    YAML file at ``path``, then ``key=value`` overrides; validated."""
+    YAML file at ``path``, then ``key=value`` overrides; validated, and returned as the schema's own
+    dataclasses (what every part of the platform receives)."""
     from crlab import recipes
 
     try:
-        cfg = _compose(path, overrides, {})
-        if cfg.recipe != recipes.DEFAULT:
-            cfg = _compose(path, overrides, recipes.overlay(cfg.recipe))
+        composed = _compose(path, overrides, {})
+        if composed.recipe != recipes.DEFAULT:
+            composed = _compose(path, overrides, recipes.overlay(composed.recipe))
+        cfg = typed(composed)
         validate(cfg)
     except ConfigError as exc:
         exc.where = exc.where or where_set(exc.message.split(":", 1)[0], path, overrides)
         raise
-    OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def typed(cfg: ExperimentConfig | DictConfig) -> ExperimentConfig:
+    """The schema's dataclasses for a config composed with OmegaConf (validated by its maker)."""
+    if isinstance(cfg, ExperimentConfig):
+        return cfg
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 def _compose(path: str | Path | None, overrides: list[str] | tuple[str, ...], recipe: dict) -> DictConfig:
@@ -376,23 +377,25 @@ def _explain(exc: Exception, key: str) -> str:
     return f"bad value for '{key}': {first}"
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: ExperimentConfig) -> None:
     """Cross-field checks the types cannot express. Raises ConfigError naming the key and the fix."""
     from crlab.config_checks import check_config
 
     check_config(cfg)
 
 
-def to_yaml(cfg: DictConfig) -> str:
+def to_yaml(cfg: ExperimentConfig | DictConfig) -> str:
     """The config as text, with no credential (what ``config.yaml`` and ``--dry-run`` show)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def to_dict(cfg: DictConfig) -> dict[str, Any]:
+def to_dict(cfg: ExperimentConfig | DictConfig) -> dict[str, Any]:
     """The config as plain data, every stored or logged copy's source (the registry, W&B, sweep cells): a
     password in ``registry_url`` is replaced by ``***``; only the process that opens the registry reads the
     config's own value."""
-    data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    data: dict[str, Any] = (
+        asdict(cfg) if is_dataclass(cfg) else OmegaConf.to_container(cfg, resolve=True)  # type: ignore[arg-type,assignment]
+    )
     if data.get("registry_url"):
         from crlab.redact import redact_url
 
@@ -400,11 +403,10 @@ def to_dict(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
-def from_dict(data: dict[str, Any]) -> DictConfig:
+def from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Rebuild a validated config from a resolved dict (as stored in the registry)."""
-    cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data)
+    cfg = typed(OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data))
     validate(cfg)
-    OmegaConf.set_readonly(cfg, True)
     return cfg
 
 

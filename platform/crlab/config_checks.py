@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any
 
 from crlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crlab.config import EvalConfig, ExperimentConfig
 
 # the keys whose value is one of a few names, and those names
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -39,14 +40,14 @@ def _fail(key: str, message: str) -> None:
     raise ConfigError(f"{key}: {message}")
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
+def _get(cfg: ExperimentConfig, key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):
-        node = node[int(part)] if part.isdigit() else node[part]
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
     return node
 
 
-def _check_range(cfg: DictConfig, key: str, lo: float | None = None, hi: float | None = None) -> None:
+def _check_range(cfg: ExperimentConfig, key: str, lo: float | None = None, hi: float | None = None) -> None:
     value = _get(cfg, key)
     if value is None:
         return
@@ -55,14 +56,14 @@ def _check_range(cfg: DictConfig, key: str, lo: float | None = None, hi: float |
         _fail(key, f"{value} is outside {bounds}")
 
 
-def _check_choices(cfg: DictConfig) -> None:
+def _check_choices(cfg: ExperimentConfig) -> None:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
             _fail(key, f"{value!r} is not one of {', '.join(allowed)}")
 
 
-def _check_grpo(cfg: DictConfig) -> None:
+def _check_grpo(cfg: ExperimentConfig) -> None:
     g = cfg.grpo
     if g.group_size < 2 and not (g.group_size == 1 and g.single_sample_advantage == "raw"):
         _fail(
@@ -95,7 +96,7 @@ def _check_grpo(cfg: DictConfig) -> None:
     _check_range(cfg, "grpo.max_refill_rounds", 0)
 
 
-def _check_phases(cfg: DictConfig) -> None:
+def _check_phases(cfg: ExperimentConfig) -> None:
     phases = cfg.phases
     if len(phases) == 0:
         _fail("phases", "the phase list is empty; give at least one phase (name, max_response_length)")
@@ -124,12 +125,12 @@ def _check_phases(cfg: DictConfig) -> None:
             _fail("switch.at_steps", f"{steps} must be positive and strictly increasing")
 
 
-def _check_rest(cfg: DictConfig) -> None:
+def _check_rest(cfg: ExperimentConfig) -> None:
     if not str(cfg.model.path).strip():
         _fail("model.path", "is empty; give a Hugging Face id, a local directory or tiny://coder")
     _check_range(cfg, "data.crl_ratio", 0, 1)
     for other in ("crl_source", "crl_candidates"):
-        if cfg.data.crl_rows and cfg.data[other]:
+        if cfg.data.crl_rows and getattr(cfg.data, other):
             _fail(
                 f"data.{other}",
                 "is set with data.crl_rows, which holds labelled rows already; unset one of them",
@@ -162,7 +163,7 @@ def _check_rest(cfg: DictConfig) -> None:
     _check_range(cfg, "preempt_grace_s", 1)
 
 
-def eval_metric_keys(ev: Any) -> list[str]:
+def eval_metric_keys(ev: EvalConfig) -> list[str]:
     """The metrics an ``eval`` section makes (as :mod:`crlab.eval.report` names them): pass@k for each k of
     a problem source, critique accuracy and parse rate for a ``crl:`` source or ``crl_source``."""
     keys = []
@@ -175,7 +176,7 @@ def eval_metric_keys(ev: Any) -> list[str]:
     return keys
 
 
-def _check_eval(cfg: DictConfig) -> None:
+def _check_eval(cfg: ExperimentConfig) -> None:
     ev = cfg.eval
     _check_range(cfg, "eval.every", 1)
     _check_range(cfg, "eval.n", 1)
@@ -198,9 +199,14 @@ def _check_eval(cfg: DictConfig) -> None:
     _check_selection(ev)
 
 
-def _check_selection(ev: Any) -> None:
-    from crlab.config import selection_metric
+def selection_metric(ev: EvalConfig) -> str:
+    """The metric that picks a run's best checkpoint (``eval.select``, or its default); ``ev`` is the eval
+    section, a config or a plain dict (a stored run's config)."""
+    get = ev.get if isinstance(ev, dict) else lambda key: getattr(ev, key, None)
+    return get("select") or ("val/pass@1" if get("select_source") else "eval/pass@1")
 
+
+def _check_selection(ev: EvalConfig) -> None:
     if ev.select_source and str(ev.select_source).startswith("crl:"):
         _fail("eval.select_source", f"{ev.select_source!r}: checkpoints are selected on pass@k of problems, "
                                     "not on critique rows; name a problem source (e.g. tiny-val)")  # fmt: skip
@@ -221,7 +227,7 @@ def _check_selection(ev: Any) -> None:
         _fail("eval.since", "a contest_date window needs eval.source: livecodebench:FILE; unset since/until")
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: ExperimentConfig) -> None:
     from crlab import recipes
 
     if cfg.recipe not in recipes.names():
@@ -233,7 +239,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_eval(cfg)
 
 
-def config_warnings(cfg: DictConfig) -> list[str]:
+def config_warnings(cfg: ExperimentConfig) -> list[str]:
     """Legal but probably unintended settings; the run prints and records them."""
     out = []
     for i, phase in enumerate(cfg.phases):
@@ -267,7 +273,7 @@ def config_warnings(cfg: DictConfig) -> list[str]:
     return out
 
 
-def has_rl(cfg: Any) -> bool:
+def has_rl(cfg: ExperimentConfig) -> bool:
     """Whether the steps have RL prompts: not when every prompt is a critique (``data.crl_ratio`` 1, or a
     ratio that rounds to every prompt of a step under ``data.crl_mix: exact``)."""
     pps = cfg.grpo.prompts_per_step
@@ -275,7 +281,7 @@ def has_rl(cfg: Any) -> bool:
     return not (exact_all or cfg.data.crl_ratio >= 1)
 
 
-def _budget_warnings(cfg: DictConfig) -> list[str]:
+def _budget_warnings(cfg: ExperimentConfig) -> list[str]:
     """A token budget below the longest row a phase allows: the run stops on the first such row."""
     budget = cfg.grpo.micro_batch_tokens
     if budget is None:

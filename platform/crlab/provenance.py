@@ -24,7 +24,10 @@ import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 PACKAGES = (
     "crlab",
@@ -147,7 +150,7 @@ def source_provenance(source: str, plain_file: bool = False) -> dict[str, Any]:
     return {"source": source, "generator": None, "version": None}  # not a form load_problems knows
 
 
-def data_provenance(cfg: Any) -> dict[str, dict[str, Any]]:
+def data_provenance(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     """Each data key of ``cfg`` that is set (:data:`DATA_KEYS`) -> :func:`source_provenance` of it."""
     out: dict[str, dict[str, Any]] = {}
     for key in DATA_KEYS:
@@ -160,7 +163,7 @@ def data_provenance(cfg: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_provenance(cfg: Any) -> dict[str, Any]:
+def run_provenance(cfg: ExperimentConfig) -> dict[str, Any]:
     """The provenance record of a new run of ``cfg`` (see the module docstring)."""
     return {
         "git": git_provenance(),

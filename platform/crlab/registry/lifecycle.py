@@ -23,15 +23,16 @@ import os
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any
 
 from crlab import config as cfgmod
 from crlab.errors import RegistryError
 from crlab.registry.entities import Run, RunStatus
 from crlab.registry.journal import replay
 from crlab.registry.store import Registry, utcnow
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 HEARTBEAT_S = 30.0
 GRACE_S = 300.0  # ten missed heartbeats
@@ -91,7 +92,7 @@ def owner() -> dict[str, Any]:
 
 
 # -- a run's record ---------------------------------------------------------------------------------
-def new_run_fields(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]:
+def new_run_fields(cfg: ExperimentConfig, run_id: str | None = None) -> dict[str, Any]:
     """The registry fields of a new run of ``cfg``: id, name, config, run directory, provenance (git
     commit, dirty flag and package versions also in their own columns, which queries read)."""
     from crlab.provenance import run_provenance
@@ -107,13 +108,13 @@ def new_run_fields(cfg: DictConfig, run_id: str | None = None) -> dict[str, Any]
     }  # fmt: skip
 
 
-def write_run_dir(run_dir: str, cfg: DictConfig) -> None:
+def write_run_dir(run_dir: str, cfg: ExperimentConfig) -> None:
     """The run's folder with its resolved ``config.yaml``."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / "config.yaml").write_text(cfgmod.to_yaml(cfg))
 
 
-def register_run(registry: Registry, cfg: DictConfig, reproduces: dict[str, Any] | None = None) -> Run:
+def register_run(registry: Registry, cfg: ExperimentConfig, reproduces: dict[str, Any] | None = None) -> Run:
     """A new run, taken by this process (attempt 1, running), with its folder and ``config.yaml``.
     ``reproduces`` (``platform reproduce``): ``{"run": id, "forced": bool, "differences": [...]}``, kept as
     the run's ``reproduces`` field and a ``reproduces`` event."""

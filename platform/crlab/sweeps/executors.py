@@ -206,15 +206,6 @@ class LocalExecutor:
         return None  # a local cell lives only as long as the sweep process that launched it
 
 
-def make_executor(settings: ExecutorConfig) -> Executor:
-    """The executor named by ``executor.kind``; fails (exit 2) before anything is registered if unusable."""
-    if settings.kind == "slurm":
-        from crlab.sweeps.slurm import SlurmExecutor
-
-        return SlurmExecutor(settings)
-    return LocalExecutor(settings)
-
-
 def require_command(command: str, what: str) -> None:
     if shutil.which(command) is None:
         raise NotAvailable(

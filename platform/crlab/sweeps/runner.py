@@ -38,7 +38,8 @@ from crlab.registry import Registry, resolve_db_url
 from crlab.registry.claims import claim_cell
 from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
-from crlab.sweeps.executors import Executor, make_executor
+from crlab.sweeps.executor_factory import make_executor
+from crlab.sweeps.executors import Executor
 from crlab.sweeps.progress import EVERY, SweepProgress
 from crlab.sweeps.scheduler import Active, schedule
 from crlab.sweeps.spec import Cell, SweepSpec

@@ -33,7 +33,8 @@ from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.registry.retry import Reachability
 from crlab.sweeps import search_space
-from crlab.sweeps.executors import Executor, make_executor
+from crlab.sweeps.executor_factory import make_executor
+from crlab.sweeps.executors import Executor
 from crlab.sweeps.progress import EVERY, SweepProgress
 from crlab.sweeps.runner import ensure_sweep, stop_signals, sweep_console
 from crlab.sweeps.scheduler import Active, schedule

@@ -26,13 +26,16 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
 from crlab.sweeps.executors import ExecutorConfig
 from crlab.sweeps.search_space import Search, parse_search
 from crlab.yaml_lines import key_lines, read_yaml, reject_unknown_keys
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 SPEC_KEYS = (
     "name", "base", "grid", "variants", "seeds", "overrides", "executor", "search", "description", "metric", "select",
@@ -142,7 +145,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return spec
 
 
-def check_eval_metric(metric: str | None, cfg: Any, what: str, where: str | None) -> None:
+def check_eval_metric(metric: str | None, cfg: ExperimentConfig, what: str, where: str | None) -> None:
     """A held-out metric (``eval/...``) that judges runs must be one their ``eval`` section logs."""
     from crlab.config_checks import eval_metric_keys
 

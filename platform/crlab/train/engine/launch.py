@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 
 def cell_command(run_id: str, nproc: int = 1, gpus: list[str] | None = None) -> list[str]:
@@ -67,7 +70,7 @@ def run_ranks(run_id: str, nproc: int, env: dict[str, str] | None = None) -> int
             signal.signal(sig, handler)
 
 
-def launch_parallel(cfg: Any, nproc: int, db_url: str | None = None) -> int:
+def launch_parallel(cfg: ExperimentConfig, nproc: int, db_url: str | None = None) -> int:
     """Check, register and train a new run on ``nproc`` ranks; returns the launcher's exit code."""
     from crlab.registry.lifecycle import register_run
     from crlab.train.loop import setup

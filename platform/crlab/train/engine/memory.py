@@ -26,9 +26,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlab.train.grpo.logprobs import chunk_tokens
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 GIB = 1024**3
 
@@ -98,7 +101,7 @@ def _count(n: int) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
 
 
-def model_state_rows(cfg: Any, params: int, world: int) -> list[Row]:
+def model_state_rows(cfg: ExperimentConfig, params: int, world: int) -> list[Row]:
     """Parameters, gradients and optimizer states per GPU (ZeRO partitions, offload)."""
     ds = cfg.deepspeed
     mixed = ds.precision != "fp32"  # auto is bf16 on a GPU
@@ -131,16 +134,16 @@ def model_state_rows(cfg: Any, params: int, world: int) -> list[Row]:
     return rows
 
 
-def step_tokens(cfg: Any) -> tuple[int, int]:
+def step_tokens(cfg: ExperimentConfig) -> tuple[int, int]:
     """(rows, tokens per row) of the largest micro-batch: prompt plus the longest phase's response, and
     ``grpo.micro_batch_size`` rows, or under ``grpo.micro_batch_tokens`` as many rows of that length as
     the budget holds (at least one)."""
     length = int(cfg.data.max_prompt_length) + max(int(p.max_response_length) for p in cfg.phases)
-    budget = cfg.grpo.get("micro_batch_tokens")
+    budget = cfg.grpo.micro_batch_tokens
     return (max(1, int(budget) // length) if budget else int(cfg.grpo.micro_batch_size)), length
 
 
-def activation_row(cfg: Any, shape: ModelShape) -> Row:
+def activation_row(cfg: ExperimentConfig, shape: ModelShape) -> Row:
     rows, length = step_tokens(cfg)
     tokens, width = rows * length, 2 if cfg.deepspeed.precision != "fp32" else 4
     if cfg.model.gradient_checkpointing:
@@ -153,7 +156,7 @@ def activation_row(cfg: Any, shape: ModelShape) -> Row:
     return Row("activations", float(tokens * per_token * width), note)
 
 
-def logits_row(cfg: Any, shape: ModelShape) -> Row:
+def logits_row(cfg: ExperimentConfig, shape: ModelShape) -> Row:
     """One chunk of logits: fp32 logits and softmax plus the matmul's output and the gradient in the model's
     width; what the same over the whole micro-batch would hold is noted."""
     width = 2 if cfg.deepspeed.precision != "fp32" else 4
@@ -167,7 +170,7 @@ def logits_row(cfg: Any, shape: ModelShape) -> Row:
     return Row("logits", float(chunk * shape.vocab * per), note)
 
 
-def extra_rows(cfg: Any, params: int) -> list[Row]:
+def extra_rows(cfg: ExperimentConfig, params: int) -> list[Row]:
     rows = []
     if cfg.grpo.kl_coef > 0:
         width = 4 if cfg.model.dtype == "float32" else 2
@@ -181,7 +184,7 @@ def extra_rows(cfg: Any, params: int) -> list[Row]:
     return rows
 
 
-def estimate(cfg: Any, model_config: dict[str, Any], world: int = 1) -> list[Row]:
+def estimate(cfg: ExperimentConfig, model_config: dict[str, Any], world: int = 1) -> list[Row]:
     """The memory rows per GPU for ``cfg`` on ``world`` ranks, and a ``total`` row last."""
     shape = ModelShape.from_config(model_config)
     params = shape.parameters()
@@ -194,7 +197,7 @@ def estimate(cfg: Any, model_config: dict[str, Any], world: int = 1) -> list[Row
     return [*rows, Row("total", total, f"{world} rank(s), ZeRO-{cfg.deepspeed.zero_stage}; {about}")]
 
 
-def read_model_config(cfg: Any) -> dict[str, Any]:
+def read_model_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """``model.path``'s ``config.json`` as a dict, without loading weights; a ValueError says why not."""
     from crlab import models
     from crlab.train.tiny.model import TINY_URI, shipped_dir, tiny_dir
@@ -230,7 +233,7 @@ def render(rows: list[Row], model_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dry_run_report(cfg: Any, world: int) -> tuple[str, dict[str, Any]]:
+def dry_run_report(cfg: ExperimentConfig, world: int) -> tuple[str, dict[str, Any]]:
     """What ``platform run --dry-run`` shows: (YAML comment lines, a JSON-able dict); when the model's
     config cannot be read, both say why."""
     try:

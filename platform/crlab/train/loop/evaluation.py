@@ -45,11 +45,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crlab.config import selection_metric
+from crlab.config_checks import selection_metric
 from crlab.errors import ConfigError, CrlabError
 from crlab.registry.entities import improves
+
+if TYPE_CHECKING:
+    from crlab.config import EvalConfig, ExperimentConfig
 
 EVAL_SEED = 0  # the eval set (its subset, the tiny task's split) does not depend on the run's seed
 REPORT, SELECT = "eval/", "val/"  # metric prefixes: the reported set, the selection set
@@ -86,7 +89,7 @@ def _clean(message: str, source: str) -> str:
     return message.replace("--since", "eval.since").replace("--until", "eval.until")
 
 
-def load_set(source: str, key: str, ev: Any, style: str) -> Any:
+def load_set(source: str, key: str, ev: EvalConfig, style: str) -> Any:
     """One evaluation set, checked (errors name ``key``) and cut to ``eval.max_problems``."""
     from crlab.eval.sources import load_eval_set, subset
 
@@ -105,7 +108,7 @@ def load_set(source: str, key: str, ev: Any, style: str) -> Any:
     return found
 
 
-def load_sets(cfg: Any, style: str) -> list[tuple[str, Any]]:
+def load_sets(cfg: ExperimentConfig, style: str) -> list[tuple[str, Any]]:
     """The run's evaluation sets with their metric prefix: ``eval.source``, ``eval.select_source`` and
     ``eval.crl_source`` (as ``crl:...``); none when off."""
     ev = cfg.eval
@@ -139,7 +142,7 @@ def _records_file(out_dir: str | None, step: int, prefix: str, kind: str) -> Pat
 class TrainingEval:
     """When to evaluate, how, and the best checkpoint so far; its state travels in the checkpoints."""
 
-    def __init__(self, cfg: Any, style: str) -> None:
+    def __init__(self, cfg: ExperimentConfig, style: str) -> None:
         from crlab.eval.scoring import resolve_scoring
 
         self.cfg, self.ev, self.style = cfg, cfg.eval, style

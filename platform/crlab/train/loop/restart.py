@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from crlab.train.engine import dist
 from crlab.train.loop import setup
 
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
-def pass_over(cfg: Any, step: int, phase_start: dict[str, int] | None, sampler: Any, planned: int) -> bool:
+
+def pass_over(cfg: ExperimentConfig, step: int, phase_start: dict[str, int] | None, sampler: Any, planned: int) -> bool:
     """The current phase's data pass is over: ``planned`` batches drawn since the sampler started
     (``data.budget=rows``), or ``planned`` steps since the phase began (``rl_rows``). Never under
     ``grpo.max_steps``, which cycles the data."""

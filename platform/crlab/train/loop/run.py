@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
@@ -22,6 +22,9 @@ from crlab.registry import Registry, resolve_db_url
 from crlab.registry.entities import Run, RunStatus
 from crlab.registry.lifecycle import HEARTBEAT_S, error_line, mark_started, register_run, take_run
 from crlab.train.loop.trainer import Trainer
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 
 class StopFlag:
@@ -65,7 +68,7 @@ def open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry
     return Registry(resolve_db_url(db_url, cfg.registry_url if cfg is not None else None))
 
 
-def launch_run(cfg: DictConfig, db_url: str | None = None, reproduces: dict[str, Any] | None = None) -> str:
+def launch_run(cfg: ExperimentConfig, db_url: str | None = None, reproduces: dict[str, Any] | None = None) -> str:
     """Check, register and train a new run; returns its id. Exits the process on preemption.
     ``reproduces``: the run it reproduces, for ``platform reproduce`` (see ``register_run``)."""
     registry = open_registry(db_url, cfg)

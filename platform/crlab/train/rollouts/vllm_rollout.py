@@ -35,10 +35,13 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlab.errors import ConfigError
 from crlab.train.rollouts.rollout import Rollouts, render_prompt, sampling_settings
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 _LAYER = re.compile(r"^(.*\.layers\.\d+)\.")
 
@@ -57,7 +60,7 @@ class VLLMSettings:
 
 
 def settings_from_config(
-    cfg: Any, *, sleep_mode: bool | None = None, gpu_memory: float | None = None
+    cfg: ExperimentConfig, *, sleep_mode: bool | None = None, gpu_memory: float | None = None
 ) -> VLLMSettings:
     """The engine settings a run's config asks for (``eval`` passes its own sleep mode and memory share)."""
     check_config(cfg)
@@ -70,7 +73,7 @@ def settings_from_config(
     )  # fmt: skip
 
 
-def check_config(cfg: Any) -> None:
+def check_config(cfg: ExperimentConfig) -> None:
     if cfg.rollout.tensor_parallel_size != 1:
         raise ConfigError(
             f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size}: the colocated vLLM engine runs "
