@@ -178,13 +178,11 @@ for _kind in (
 
 def find(source: str, problems: bool = False) -> tuple[SourceKind, str] | None:
     """The first kind matching ``source`` and its argument; None when none does. ``problems``: problem
-    sources only (not critique sets)."""
+    sources only (None for a critique set, ``crl:rows.jsonl`` included)."""
     for kind in SOURCES.values():
-        if problems and kind.critique:
-            continue
         arg = kind.match(source)
         if arg is not None:
-            return kind, arg
+            return None if problems and kind.critique else (kind, arg)
     return None
 
 
@@ -224,6 +222,16 @@ def as_critique(source: str) -> str:
     """``source`` as a critique set: itself when it is one (``crl:...``), else ``crl:SOURCE``."""
     found = find(source)
     return source if found is not None and found[0].critique else f"crl:{source}"
+
+
+def is_rows_file(arg: str) -> bool:
+    """Whether a critique set's argument is a file of labelled rows (``crl:FILE``: a ``.jsonl`` whose first
+    row has ``label`` and ``solution``), not a problem source whose candidates are labelled by running them."""
+    if not arg.endswith(".jsonl"):
+        return False
+    for _, row in read_jsonl(arg):
+        return "label" in row and "solution" in row
+    return False
 
 
 def kind_of(problem: Problem) -> SourceKind:

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crlab.data.crl import CRLRow, load_crl_rows
-from crlab.data.formats import read_jsonl
 from crlab.data.problems import DataFormatError, Problem
-from crlab.data.sources import SOURCES, UnknownSource, kind_of, load_problems, resolve
+from crlab.data.sources import SOURCES, UnknownSource, is_rows_file, kind_of, load_problems, resolve
 from crlab.errors import CrlabError
 
 
@@ -73,12 +72,6 @@ def dated_titles() -> str:
     return " or ".join(k.title for k in SOURCES.values() if k.dated)
 
 
-def _is_rows_file(path: str) -> bool:
-    for _, row in read_jsonl(path):
-        return "label" in row and "solution" in row
-    return False
-
-
 def load_eval_set(
     source: str, since: str | None = None, until: str | None = None, seed: int = 0, style: str = "qwen3"
 ) -> EvalSet:
@@ -86,7 +79,7 @@ def load_eval_set(
     try:
         kind, arg = resolve(source)
         if kind.critique:
-            if arg.endswith(".jsonl") and _is_rows_file(arg):
+            if is_rows_file(arg):
                 return EvalSet(source, "crl", crl_rows=load_crl_rows(arg, style))
             return EvalSet(source, "crl", problems=load_problems(arg, seed=seed))
         problems = load_problems(source, seed=seed)
