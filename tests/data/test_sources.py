@@ -20,7 +20,11 @@ from crlab.provenance import data_provenance, source_provenance
 from crlab.rewards.spec import TestSpec
 
 REPO = Path(__file__).resolve().parents[2]
-LCB = {"question_id": "q1", "question_content": "Print 3.", "public_test_cases": '[{"input": "", "output": "3\\n"}]'}
+LCB = {
+    "question_id": "q1",
+    "question_content": "Print 3.",
+    "public_test_cases": '[{"input": "", "output": "3\\n"}]',
+}
 RSTAR = {"question": "Print 3.", "inputs": [""], "outputs": ["3\n"]}
 ROWS = {"problem_id": "q1", "question": "Print 3.", "solution": "print(3)", "label": True}
 
@@ -85,16 +89,22 @@ def test_an_unknown_source_names_itself_and_every_valid_form() -> None:
 
 
 def test_livecodebench_scoring_and_date_windows_follow_the_table() -> None:
-    with pytest.raises(ConfigError, match="eval.scoring: livecodebench scores LiveCodeBench sources, not 'tiny-val'"):
+    with pytest.raises(
+        ConfigError, match="eval.scoring: livecodebench scores LiveCodeBench sources, not 'tiny-val'"
+    ):
         load_config(overrides=["eval.source=tiny-val", "eval.scoring=livecodebench"])
-    with pytest.raises(ConfigError, match="eval.since: a contest_date window needs eval.source: livecodebench:FILE"):
+    with pytest.raises(
+        ConfigError, match="eval.since: a contest_date window needs eval.source: livecodebench:FILE"
+    ):
         load_config(overrides=["eval.source=rstar:x.jsonl", "eval.since=2024-08-01"])
     assert load_config(overrides=["eval.source=livecodebench:x.jsonl", "eval.scoring=livecodebench"])
 
 
 def _toy(count: str, seed: int) -> list[Problem]:
     spec = TestSpec(kind="stdin", inputs=("",), outputs=("7\n",))
-    return [Problem(id=f"toy-{i}", question="Print 7.", spec=spec, source="toy") for i in range(int(count or 2))]
+    return [
+        Problem(id=f"toy-{i}", question="Print 7.", spec=spec, source="toy") for i in range(int(count or 2))
+    ]
 
 
 @pytest.fixture
@@ -113,7 +123,9 @@ def test_a_kind_added_to_the_table_is_read_everywhere(table: dict, tmp_path: Pat
         samples=SamplesFormat("task_id", "completion", "code", listed=False),
     ))  # fmt: skip
     assert list(table)[-1] == "jsonl"  # a guessed path still matches last
-    cfg = load_config(REPO / "experiments/tiny_coder.yaml", ["data.rl_source=toy:3", "eval.source=toy", "seed=1"])
+    cfg = load_config(
+        REPO / "experiments/tiny_coder.yaml", ["data.rl_source=toy:3", "eval.source=toy", "seed=1"]
+    )
     assert [p.id for p in sources.load_problems(cfg.data.rl_source)] == ["toy-0", "toy-1", "toy-2"]
     assert data_provenance(cfg)["data.rl_source"]["generator"] == "crlab"
     found = load_eval_set("toy:4")
