@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from crlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crlab.data.sources import SourceKind
 
 # the keys whose value is one of a few names, and those names
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -162,7 +165,7 @@ def _check_rest(cfg: DictConfig) -> None:
     _check_range(cfg, "preempt_grace_s", 1)
 
 
-def _kind(source: Any) -> Any:
+def _kind(source: str | None) -> SourceKind | None:
     """The entry of the table of sources (:mod:`crlab.data.sources`) that reads ``source``; None if none."""
     from crlab.data.sources import find
 
@@ -170,7 +173,7 @@ def _kind(source: Any) -> Any:
     return found[0] if found else None
 
 
-def _critique(source: Any) -> bool:
+def _critique(source: str | None) -> bool:
     kind = _kind(source)
     return kind is not None and kind.critique
 
@@ -246,7 +249,7 @@ def _check_selection(ev: Any) -> None:
     _check_source_support(ev)
 
 
-def _check_source_support(ev: Any) -> None:
+def _check_source_support(ev: DictConfig) -> None:
     """``eval.scoring`` and a date window on a source whose kind supports them (the table's ``scorings``,
     ``dated``); a kind known only once its file is read (a guessed ``.jsonl``) is checked when it loads."""
     from crlab.data.sources import SOURCES
