@@ -169,7 +169,7 @@ for _kind in (
     SourceKind("rstar", "rStar-Coder", ("rstar:/path.jsonl",), named("rstar"),
                lambda path, _seed: load_rstar(path), FILE),
     SourceKind("crl", "critique rows", ("crl:FILE.jsonl (labelled rows)", "crl:SOURCE"), named("crl"),
-               None, FILE, critique=True),
+               None, FILE, critique=True),  # provenance: that of what it reads (inner())
     SourceKind("jsonl", "JSONL file", ("/path.jsonl (format guessed from the first row)",), _jsonl_path,
                _load_guessed, FILE, scorings=None),
 ):  # fmt: skip
