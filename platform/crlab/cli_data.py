@@ -18,7 +18,7 @@ Opt = typer.Option
 
 
 def _problems(source: str, seed: int) -> list[Any]:
-    from crlab.data.formats import load_problems
+    from crlab.data.sources import load_problems
 
     try:
         return load_problems(source, seed=seed)

@@ -8,6 +8,7 @@ from crlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from crlab.config import EvalConfig, ExperimentConfig
+    from crlab.data.sources import SourceKind
 
 # the keys whose value is one of a few names, and those names
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -163,17 +164,49 @@ def _check_rest(cfg: ExperimentConfig) -> None:
     _check_range(cfg, "preempt_grace_s", 1)
 
 
+def _kind(source: str | None) -> SourceKind | None:
+    """The entry of the table of sources (:mod:`crlab.data.sources`) that reads ``source``; None if none."""
+    from crlab.data.sources import find
+
+    found = find(str(source)) if source else None
+    return found[0] if found else None
+
+
+def _critique(source: str | None) -> bool:
+    kind = _kind(source)
+    return kind is not None and kind.critique
+
+
 def eval_metric_keys(ev: EvalConfig) -> list[str]:
     """The metrics an ``eval`` section makes (as :mod:`crlab.eval.report` names them): pass@k for each k of
     a problem source, critique accuracy and parse rate for a ``crl:`` source or ``crl_source``."""
     keys = []
-    if ev.source and not str(ev.source).startswith("crl:"):
+    if ev.source and not _critique(ev.source):
         keys += [f"eval/pass@{k}" for k in sorted(set(ev.k))]
     if ev.select_source:
         keys += [f"val/pass@{k}" for k in sorted(set(ev.k))]
-    if (ev.source and str(ev.source).startswith("crl:")) or ev.crl_source:
+    if (ev.source and _critique(ev.source)) or ev.crl_source:
         keys += ["eval/critique_acc", "eval/critique_parsable"]
     return keys
+
+
+# the keys that name a source, and whether each must be a problem source (not a critique set)
+SOURCE_KEYS = {"data.rl_source": True, "data.crl_source": True, "eval.source": False,
+               "eval.select_source": False, "eval.crl_source": False}  # fmt: skip
+
+
+def _check_sources(cfg: ExperimentConfig) -> None:
+    """Each source a key names is one the table of sources reads (no file is read here)."""
+    from crlab.data.sources import UnknownSource, as_critique, check
+
+    for key, problems in SOURCE_KEYS.items():
+        value = _get(cfg, key)
+        if value is None or not str(value).strip():
+            continue
+        try:
+            check(as_critique(str(value)) if key == "eval.crl_source" else str(value), problems)
+        except UnknownSource as exc:
+            _fail(key, exc.message)
 
 
 def _check_eval(cfg: ExperimentConfig) -> None:
@@ -199,7 +232,7 @@ def _check_eval(cfg: ExperimentConfig) -> None:
     _check_selection(ev)
 
 
-def selection_metric(ev: EvalConfig) -> str:
+def selection_metric(ev: EvalConfig | dict[str, Any]) -> str:
     """The metric that picks a run's best checkpoint (``eval.select``, or its default); ``ev`` is the eval
     section, a config or a plain dict (a stored run's config)."""
     get = ev.get if isinstance(ev, dict) else lambda key: getattr(ev, key, None)
@@ -207,7 +240,7 @@ def selection_metric(ev: EvalConfig) -> str:
 
 
 def _check_selection(ev: EvalConfig) -> None:
-    if ev.select_source and str(ev.select_source).startswith("crl:"):
+    if ev.select_source and _critique(ev.select_source):
         _fail("eval.select_source", f"{ev.select_source!r}: checkpoints are selected on pass@k of problems, "
                                     "not on critique rows; name a problem source (e.g. tiny-val)")  # fmt: skip
     if ev.select_source and ev.select_source == ev.source:
@@ -217,14 +250,21 @@ def _check_selection(ev: EvalConfig) -> None:
     if made and select not in made:
         _fail("eval.select", f"{select!r} is not a metric this eval makes ({', '.join(made)}); "
                              "choose one of them, or add its k to eval.k")  # fmt: skip
-    other = str(ev.source or "").split(":")[0] in ("humaneval", "tiny", "tiny-eval", "rstar")
-    if ev.scoring == "livecodebench" and other:
-        _fail(
-            "eval.scoring",
-            f"livecodebench scores LiveCodeBench sources, not {ev.source!r}; use auto or strict",
-        )
-    if (ev.since or ev.until) and not str(ev.source or "").startswith("livecodebench:"):
-        _fail("eval.since", "a contest_date window needs eval.source: livecodebench:FILE; unset since/until")
+    _check_source_support(ev)
+
+
+def _check_source_support(ev: EvalConfig) -> None:
+    """``eval.scoring`` and a date window on a source whose kind supports them (the table's ``scorings``,
+    ``dated``); a kind known only once its file is read (a guessed ``.jsonl``) is checked when it loads."""
+    from crlab.data.sources import SOURCES
+
+    kind = _kind(ev.source)
+    if ev.scoring != "auto" and kind is not None and ev.scoring not in (kind.scorings or (ev.scoring,)):
+        able = " or ".join(k.title for k in SOURCES.values() if ev.scoring in (k.scorings or ()))
+        _fail("eval.scoring", f"{ev.scoring} scores {able} sources, not {ev.source!r}; use auto or strict")
+    if (ev.since or ev.until) and not (kind is not None and kind.dated):
+        dated = " or ".join(k.forms[0].replace("/path.jsonl", "FILE") for k in SOURCES.values() if k.dated)
+        _fail("eval.since", f"a contest_date window needs eval.source: {dated}; unset since/until")
 
 
 def check_config(cfg: ExperimentConfig) -> None:
@@ -236,6 +276,7 @@ def check_config(cfg: ExperimentConfig) -> None:
     _check_grpo(cfg)
     _check_phases(cfg)
     _check_rest(cfg)
+    _check_sources(cfg)
     _check_eval(cfg)
 
 

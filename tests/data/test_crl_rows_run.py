@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crlab.config import load_config
-from crlab.data.formats import load_problems
+from crlab.data.sources import load_problems
 from crlab.errors import ConfigError
 from crlab.registry import Registry
 

@@ -7,8 +7,9 @@ import zlib
 
 import pytest
 
-from crlab.data.formats import load_livecodebench, load_problems, load_rstar
+from crlab.data.formats import load_livecodebench, load_rstar
 from crlab.data.problems import DataFormatError
+from crlab.data.sources import load_problems
 
 
 def lcb_pack(tests):

@@ -9,9 +9,10 @@ import pytest
 
 from crlab.data.crl import load_crl_rows
 from crlab.data.crl_build import BuildCounts, balance, label_candidates, skew_warning
-from crlab.data.formats import load_livecodebench, load_problems, load_rstar
+from crlab.data.formats import load_livecodebench, load_rstar
 from crlab.data.pipeline import filter_tests, problem_row, split_problems, write_jsonl
 from crlab.data.problems import Problem
+from crlab.data.sources import load_problems
 from crlab.errors import CrlabError
 from crlab.rewards.spec import TestSpec
 

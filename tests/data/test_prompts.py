@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from crlab.data.formats import load_problems
 from crlab.data.prompts import code_prompt, critique_prompt
+from crlab.data.sources import load_problems
 from crlab.data.tiny import generate_tiny_problems
 from crlab.rewards.spec import TestSpec
 

@@ -50,7 +50,7 @@ def test_splits_are_disjoint():
 
 
 def test_the_held_out_split_is_val_plus_test_and_they_are_disjoint():
-    from crlab.data.formats import load_problems
+    from crlab.data.sources import load_problems
 
     val, test = load_problems("tiny-val"), load_problems("tiny-test")
     held_out = generate_tiny_problems(len(val) + len(test), split="eval")

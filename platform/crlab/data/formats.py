@@ -1,7 +1,8 @@
-"""Loaders for problem files: LiveCodeBench, rStar-Coder (as published), HumanEval, the bundled tiny task.
+"""Loaders for problem files: LiveCodeBench, rStar-Coder (as published), HumanEval.
 
 Every loader returns ``list[Problem]``; a row that cannot be read raises :class:`DataFormatError` naming
-the file, the (1-based) line and the field. :func:`load_problems` dispatches on a source string.
+the file, the (1-based) line and the field. :func:`crlab.data.sources.load_problems` reads a source string
+through the table of sources (:mod:`crlab.data.sources`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from crlab.data.problems import DataFormatError, Problem
-from crlab.data.tiny import generate_tiny_problems
 from crlab.rewards.spec import TestSpec, TestSpecError
 
-SOURCE_FORMS = (
-    "tiny",
-    "tiny:N",
-    "tiny-eval",
-    "tiny-eval:N",
-    "tiny-val[:N]",
-    "tiny-test[:N]",
-    "humaneval",
-    "livecodebench:/path.jsonl",
-    "rstar:/path.jsonl",
-    "/path.jsonl (format guessed from the first row)",
-)
-DEFAULT_TINY_TRAIN = 256
-DEFAULT_TINY_EVAL = 64
-TINY_HELD_OUT = {"tiny-eval": "eval", "tiny-val": "val", "tiny-test": "test"}  # source -> split
-DEFAULT_TINY_PART = {"val": 20, "test": 53}  # all of each part
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, row)`` for each non-blank line; bad JSON raises DataFormatError."""
@@ -306,7 +290,7 @@ def load_rstar(path: str | Path) -> list[Problem]:
     return [_rstar_problem(row, (path, line)) for line, row in read_jsonl(path)]
 
 
-# ---------------------------------------------------------------- HumanEval, dispatch
+# ---------------------------------------------------------------- HumanEval
 
 
 def load_humaneval() -> list[Problem]:
@@ -335,49 +319,3 @@ def load_humaneval() -> list[Problem]:
             )
         )
     return problems
-
-
-def _guess_format(path: str) -> str:
-    for line, row in read_jsonl(path):
-        if "question_content" in row:
-            return "livecodebench"
-        if "question" in row and "inputs" in row:
-            return "rstar"
-        raise DataFormatError(
-            path, line, "<row>", "cannot guess the format (no question_content nor question+inputs)"
-        )
-    raise DataFormatError(path, 0, "<file>", "empty file")
-
-
-def _tiny_count(arg: str, default: int, source: str) -> int:
-    if not arg:
-        return default
-    if not arg.isdigit() or int(arg) < 1:
-        raise ValueError(f"bad problem source {source!r}: N must be a positive integer")
-    return int(arg)
-
-
-def load_problems(source: str, seed: int = 0) -> list[Problem]:
-    """Load problems from a source string; ``seed`` only matters for the generated tiny task.
-
-    Forms: ``tiny`` / ``tiny:N`` (train split of the tiny task), ``tiny-eval`` / ``tiny-eval:N`` (its
-    held-out split; ``tiny-val``/``tiny-test``: its two disjoint parts, for selection and for the report),
-    ``humaneval``, ``livecodebench:PATH``, ``rstar:PATH``, or a ``.jsonl`` path.
-    """
-    name, _, arg = source.partition(":")
-    if name == "tiny":
-        return generate_tiny_problems(_tiny_count(arg, DEFAULT_TINY_TRAIN, source), seed, split="train")
-    if name in TINY_HELD_OUT:
-        split = TINY_HELD_OUT[name]
-        count = _tiny_count(arg, DEFAULT_TINY_PART.get(split, DEFAULT_TINY_EVAL), source)
-        return generate_tiny_problems(count, seed, split=split)
-    if source == "humaneval":
-        return load_humaneval()
-    if name == "livecodebench" and arg:
-        return load_livecodebench(arg)
-    if name == "rstar" and arg:
-        return load_rstar(arg)
-    if source.endswith(".jsonl"):
-        fmt = _guess_format(source)
-        return load_livecodebench(source) if fmt == "livecodebench" else load_rstar(source)
-    raise ValueError(f"unknown problem source {source!r}; valid forms: {'; '.join(SOURCE_FORMS)}")

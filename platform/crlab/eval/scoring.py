@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from crlab.data.sources import SOURCES, kind_of
 from crlab.errors import CrlabError
 
 SCORINGS = ("auto", "livecodebench", "strict")
@@ -25,15 +26,16 @@ LCB_TIME_LIMIT_S = 6.0  # LiveCodeBench's --evaluation_timeout default
 
 
 def resolve_scoring(scoring: str, problems: Sequence[Any], key: str = "--scoring") -> str:
-    """``livecodebench`` or ``strict`` for these problems; ``livecodebench`` on other sources is an error."""
+    """``livecodebench`` or ``strict`` for these problems; a scoring their kind does not support (the table of
+    sources' ``scorings``: ``livecodebench`` on other sources) is an error; ``strict`` scores every kind."""
     if scoring not in SCORINGS:
         raise CrlabError(f"{key} {scoring!r}: expected one of {', '.join(SCORINGS)}")
-    lcb = bool(problems) and all(p.source == "livecodebench" for p in problems)
+    kinds = {kind_of(p) for p in problems}
     if scoring == "auto":
-        return "livecodebench" if lcb else "strict"
-    if scoring == "livecodebench" and not lcb:
-        kinds = ", ".join(sorted({p.source for p in problems})) or "none"
-        raise CrlabError(
-            f"{key} livecodebench: scores LiveCodeBench problems only, not {kinds}; use strict or auto"
-        )
+        picks = {k.scorings[0] if k.scorings else "strict" for k in kinds}
+        return picks.pop() if len(picks) == 1 else "strict"
+    if scoring != "strict" and (not kinds or any(scoring not in (k.scorings or ()) for k in kinds)):
+        able = " or ".join(k.title for k in SOURCES.values() if scoring in (k.scorings or ()))
+        names = ", ".join(sorted(k.name for k in kinds)) or "none"
+        raise CrlabError(f"{key} {scoring}: scores {able} problems only, not {names}; use strict or auto")
     return scoring

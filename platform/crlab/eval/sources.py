@@ -1,7 +1,7 @@
 """Held-out evaluation sets: which problems (or labelled critique rows) an evaluation runs on.
 
-Sources are those of :func:`crlab.data.formats.load_problems` (``livecodebench:FILE``, ``humaneval``,
-``rstar:FILE``, ``tiny-eval``, ...) plus ``crl:FILE`` for critique accuracy: a JSONL of labelled rows
+Sources are those of the table of sources (:mod:`crlab.data.sources`): ``livecodebench:FILE``, ``humaneval``,
+``rstar:FILE``, ``tiny-eval``, ... and ``crl:FILE`` for critique accuracy: a JSONL of labelled rows
 (:func:`crlab.data.crl.load_crl_rows`), or ``crl:SOURCE`` naming a problem source whose candidates are
 labelled by running them (as training's CRL rows are).
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crlab.data.crl import CRLRow, load_crl_rows
-from crlab.data.formats import load_problems, read_jsonl
 from crlab.data.problems import DataFormatError, Problem
+from crlab.data.sources import SOURCES, UnknownSource, is_rows_file, kind_of, load_problems, resolve
 from crlab.errors import CrlabError
 
 
@@ -67,33 +67,34 @@ def filter_dates(problems: list[Problem], path: str, since: str | None, until: s
     return kept
 
 
-def _is_rows_file(path: str) -> bool:
-    for _, row in read_jsonl(path):
-        return "label" in row and "solution" in row
-    return False
+def dated_titles() -> str:
+    """The benchmarks whose problems carry a contest date (``since``/``until`` apply), for messages."""
+    return " or ".join(k.title for k in SOURCES.values() if k.dated)
 
 
 def load_eval_set(
     source: str, since: str | None = None, until: str | None = None, seed: int = 0, style: str = "qwen3"
 ) -> EvalSet:
     """Read an evaluation source; bad rows raise DataFormatError (file, line, field)."""
-    name, _, arg = source.partition(":")
     try:
-        if name == "crl" and arg:
-            if arg.endswith(".jsonl") and _is_rows_file(arg):
+        kind, arg = resolve(source)
+        if kind.critique:
+            if is_rows_file(arg):
                 return EvalSet(source, "crl", crl_rows=load_crl_rows(arg, style))
             return EvalSet(source, "crl", problems=load_problems(arg, seed=seed))
         problems = load_problems(source, seed=seed)
+    except UnknownSource as exc:
+        raise EvalInputError(f"--on {source!r}: {exc}") from None
     except (DataFormatError, CrlabError):
         raise
     except (ValueError, OSError) as exc:
         raise EvalInputError(f"--on {source!r}: {exc}") from None
     if since or until:
-        if not problems or any(p.source != "livecodebench" for p in problems):
+        if not problems or not all(kind_of(p).dated for p in problems):
             raise EvalInputError(
-                f"--since/--until filter LiveCodeBench sources by contest_date, not {source!r}"
+                f"--since/--until filter {dated_titles()} sources by contest_date, not {source!r}"
             )
-        problems = filter_dates(problems, arg or source, since, until)
+        problems = filter_dates(problems, arg, since, until)
     if not problems:
         raise EvalInputError(f"--on {source!r}: no problems")
     return EvalSet(source, "code", problems=problems)

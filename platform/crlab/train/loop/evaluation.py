@@ -126,8 +126,9 @@ def load_sets(cfg: ExperimentConfig, style: str) -> list[tuple[str, Any]]:
             )
         sets.append((SELECT, chosen))
     if ev.crl_source:
-        source = ev.crl_source if ev.crl_source.startswith("crl:") else f"crl:{ev.crl_source}"
-        sets.append((REPORT, load_set(source, "eval.crl_source", ev, style)))
+        from crlab.data.sources import as_critique
+
+        sets.append((REPORT, load_set(as_critique(ev.crl_source), "eval.crl_source", ev, style)))
     return sets
 
 

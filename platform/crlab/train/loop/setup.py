@@ -196,13 +196,11 @@ def make_sandbox(cfg: Any) -> Any:
 
 
 def _load(source: str, key: str, seed: int) -> list[Any]:
-    from crlab.data.formats import load_problems
+    from crlab.data.sources import load_problems
 
     try:
         return load_problems(source, seed=seed)
-    except ConfigError:
-        raise
-    except (ValueError, OSError) as exc:  # DataFormatError and TestSpecError included: name the key
+    except (ValueError, OSError) as exc:  # DataFormatError, TestSpecError, UnknownSource: name the key
         raise ConfigError(f"{key}: {exc}") from None
 
 
