@@ -1,8 +1,8 @@
 """Two measures of how typed the house is, counted over ``platform/crlab`` from its syntax trees.
 
-1. **Config parameters typed ``Any``**: function parameters annotated ``Any`` (or unannotated) whose name says
-   they receive a config object (``cfg``, ``config``, ``*_cfg``, ``*_config``, ``phase``, ``section``), beside
-   the count of all ``Any`` parameters.
+1. **Config parameters typed ``Any``**: function parameters annotated ``Any`` or ``DictConfig`` (or not at
+   all) whose name says they receive a config object (``cfg``, ``config``, ``*_cfg``, ``*_config``, ``phase``,
+   ``section``, ``ev``, ``sw``, ``switch``), beside the count of all ``Any`` parameters.
 2. **String-literal comparisons for a choice or a state**: ``==``, ``!=``, ``in`` and ``not in`` whose one side
    is a string literal (or a tuple, list or set of them) and whose other side names a config choice
    (an attribute or variable whose name is a key of ``crlab.config_checks.CHOICES``, such as
@@ -20,7 +20,7 @@ import ast
 import sys
 from pathlib import Path
 
-CONFIG_NAMES = {"cfg", "config", "phase", "section"}
+CONFIG_NAMES = {"cfg", "config", "phase", "section", "ev", "sw", "switch"}
 STATE_NAMES = {"status", "outcome", "result", "state", "kind"}
 CHOICE_NAMES = {
     "dtype", "loss_agg", "agg", "micro_weight", "warmup_unit", "dapo_quota", "engine", "code_mode", "mode",
@@ -90,7 +90,7 @@ def _any_params(tree: ast.Module) -> tuple[int, list[tuple[str, int]]]:
         args = node.args
         for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
             ann = arg.annotation
-            is_any = ann is None or (isinstance(ann, ast.Name) and ann.id == "Any") or (
+            is_any = ann is None or (isinstance(ann, ast.Name) and ann.id in ("Any", "DictConfig")) or (
                 isinstance(ann, ast.Constant) and ann.value == "Any")
             if ann is not None and is_any:
                 total += 1
