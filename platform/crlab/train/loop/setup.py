@@ -174,7 +174,7 @@ def filter_overlong(
 
 
 def make_sandbox(cfg: Any) -> Any:
-    """The run's sandbox, entered; with ``reward.fallback_time_limit_s``, the authors' two passes
+    """The run's sandbox, not yet entered (its owner enters it: it starts the workers); with ``reward.fallback_time_limit_s``, the authors' two passes
     (:class:`crlab.rewards.code.FallbackRunner`: a second pool of workers at the longer limit). With
     ``reward.harness: authors`` the sandbox's authors harness makes both passes itself, as prime_code."""
     from crlab.rewards.code import FallbackRunner
@@ -189,10 +189,19 @@ def make_sandbox(cfg: Any) -> Any:
         return Sandbox(
             sandbox_workers(cfg), r.time_limit_s, r.memory_mb, r.isolation, harness="authors",
             second_time_limit_s=r.fallback_time_limit_s,
-        ).__enter__()  # fmt: skip
+        )  # fmt: skip
     if r.fallback_time_limit_s is None:
-        return pool(r.time_limit_s).__enter__()
-    return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s)).__enter__()
+        return pool(r.time_limit_s)
+    return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s))
+
+
+def make_sampler(cfg: Any, n_rl: int, n_crl: int) -> Any:
+    """The data sampler over ``n_rl`` RL and ``n_crl`` CRL rows at the start of its first pass (seeded: the
+    same order every time)."""
+    from crlab.data.mix import MixSampler
+
+    g = cfg.grpo
+    return MixSampler(n_rl, n_crl, g.prompts_per_step, cfg.data.crl_ratio, cfg.seed, mix=cfg.data.crl_mix)
 
 
 def _load(source: str, key: str, seed: int) -> list[Any]:
