@@ -17,6 +17,7 @@ import torch
 
 from crlab import models
 from crlab.errors import ConfigError
+from crlab.train.grpo.phases import SwitchPolicy, transition_steps
 from crlab.train.loop.step import PromptRow
 from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
@@ -272,14 +273,13 @@ def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
 
     ``switch.restart=fresh`` makes each phase a pass of its own, which its switch may cut short: the fixed
     policy's steps are known (a phase ends at its switch step or at its pass's end, whichever comes first),
-    the plateau's are not (at most a whole pass a phase). ``grpo.max_steps`` bounds the whole run."""
+    the plateau's (and any other registered policy's) are not (at most a whole pass a phase).
+    ``grpo.max_steps`` bounds the whole run."""
     sw = cfg.switch
-    if cfg.grpo.max_steps or sw.restart != "fresh" or sw.policy == "never" or len(cfg.phases) == 1:
+    if cfg.grpo.max_steps or sw.restart != "fresh" or sw.policy == SwitchPolicy.NEVER or len(cfg.phases) == 1:
         return planned, True
-    if sw.policy == "plateau":
+    if sw.policy != SwitchPolicy.FIXED:  # switches not known ahead
         return planned * len(cfg.phases), False
-    from crlab.train.grpo.phases import transition_steps
-
     start = 0
     for at in transition_steps(sw, len(cfg.phases)):
         start = min(at, start + planned)
