@@ -136,6 +136,8 @@ def test_a_registered_switch_policy_drives_the_schedule(above: str) -> None:
     assert json.dumps(schedule.state_dict())  # a decider without state saves none
     again = PhaseSchedule(cfg.phases, cfg.switch)
     assert again.end_of_pass(5, 3).details == {"data_pass_complete": 3}  # a policy that moves: a pass ends a phase
+    fresh = load_config(None, [f"switch.policy={above}", "switch.restart=fresh", "grpo.max_steps=null"])
+    assert setup.run_steps(fresh, 4) == (8, False)  # its switches are not known ahead: at most a pass a phase
 
 
 @pytest.fixture
