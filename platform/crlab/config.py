@@ -90,7 +90,8 @@ class GRPOConfig:
     micro_weight: str = "exact"  # exact: the mini-batch loss | verl: micro-batch mean x row share
     kl_coef: float = 0.0  # > 0 loads a frozen reference model
     entropy_coef: float = 0.0
-    norm_adv_by_std: bool = True
+    adv_estimator: str = "grpo"  # a registered advantage estimator (crlab.train.grpo.strategies): grpo
+    norm_adv_by_std: bool = True  # the grpo estimator's std normalisation (verl: norm_adv_by_std_in_grpo)
     train_eos: bool = True  # false: the EOS closing a response is out of the loss (the authors' rollout)
     single_sample_advantage: str = "zero"  # zero | raw (verl: a group of one keeps its reward / (1 + eps))
     dynamic_sampling: bool = (

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from crlab.errors import ConfigError
+from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES, PlateauRule, SwitchPolicy
+from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, SingleSample
 
 if TYPE_CHECKING:
     from crlab.config import EvalConfig, ExperimentConfig
     from crlab.data.sources import SourceKind
 
-# the keys whose value is one of a few names, and those names
-CHOICES: dict[str, tuple[str, ...]] = {
+# the keys whose value is one of a few names, and those names (a registry: the names registered when the
+# check runs, so a strategy registered by name is a valid choice)
+CHOICES: dict[str, Collection[str]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
-    "grpo.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"),
+    "grpo.adv_estimator": ADV_ESTIMATORS,
+    "grpo.loss_agg": LOSS_AGGS,
     "grpo.micro_weight": ("exact", "verl"),
     "grpo.warmup_unit": ("optimizer_step", "training_step"),
     "grpo.dapo_quota": ("global", "per_rank"),
@@ -25,12 +30,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.crl_prompt": ("platform", "paper"),
     "data.budget": ("rows", "pool", "rl_rows"),
     "data.crl_mix": ("exact", "shuffled"),
-    "grpo.single_sample_advantage": ("zero", "raw"),
+    "grpo.single_sample_advantage": tuple(SingleSample),
     "reward.isolation": ("bwrap", "rlimit"),
     "eval.scoring": ("auto", "livecodebench", "strict"),
     "reward.harness": ("strict", "authors"),
-    "switch.policy": ("plateau", "fixed", "never"),
-    "switch.rule": ("confident", "mean"),
+    "switch.policy": SWITCH_POLICIES,
+    "switch.rule": PLATEAU_RULES,
     "switch.restart": ("keep", "fresh"),
     "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
     "tracking.mode": ("offline", "online", "disabled"),
@@ -66,7 +71,7 @@ def _check_choices(cfg: ExperimentConfig) -> None:
 
 def _check_grpo(cfg: ExperimentConfig) -> None:
     g = cfg.grpo
-    if g.group_size < 2 and not (g.group_size == 1 and g.single_sample_advantage == "raw"):
+    if g.group_size < 2 and not (g.group_size == 1 and g.single_sample_advantage == SingleSample.RAW):
         _fail(
             "grpo.group_size",
             f"{g.group_size} is outside [2, inf]: GRPO needs 2 rollouts per prompt or more (a group of one "
@@ -115,10 +120,10 @@ def _check_phases(cfg: ExperimentConfig) -> None:
     _check_range(cfg, "switch.min_steps", 0)
     if not 0.5 <= sw.confidence < 1:
         _fail("switch.confidence", f"{sw.confidence} is outside [0.5, 1); give a one-sided level such as 0.95")
-    if sw.rule == "confident" and sw.window < 2:
+    if sw.rule == PlateauRule.CONFIDENT and sw.window < 2:
         _fail("switch.window", f"{sw.window}: the confident rule fits a line to 2*window steps and needs "
                                "window >= 2; raise it, or set switch.rule=mean")  # fmt: skip
-    if sw.policy == "fixed":
+    if sw.policy == SwitchPolicy.FIXED:
         steps = list(sw.at_steps)
         if len(steps) != len(phases) - 1:
             _fail("switch.at_steps", f"the fixed policy needs {len(phases) - 1} step(s), one per transition")
@@ -296,7 +301,7 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
             "rounds to 0 CRL prompts per step"
         )
     sw = cfg.switch
-    if sw.policy == "plateau" and len(cfg.phases) > 1 and sw.metric.startswith("reward/rl") and not has_rl(cfg):
+    if sw.policy == SwitchPolicy.PLATEAU and len(cfg.phases) > 1 and sw.metric.startswith("reward/rl") and not has_rl(cfg):
         out.append(
             f"switch.metric={sw.metric} is never logged when every prompt is a critique (data.crl_ratio="
             f"{cfg.data.crl_ratio}): the plateau never fires, so the phase "

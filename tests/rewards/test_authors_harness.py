@@ -199,7 +199,7 @@ def test_recipe_authors_gives_the_run_the_authors_harness() -> None:
     from crlab.train.loop.setup import make_sandbox
 
     assert load_config(None, []).reward.harness == "strict"
-    sandbox = make_sandbox(load_config(None, ["recipe=authors", "reward.sandbox_workers=1"]))
+    sandbox = make_sandbox(load_config(None, ["recipe=authors", "reward.sandbox_workers=1"])).__enter__()
     try:
         assert isinstance(sandbox, Sandbox) and sandbox.harness == "authors"
         assert (sandbox.time_limit_s, sandbox.second_time_limit_s) == (5.0, 20.0)

@@ -4,6 +4,7 @@ prompt in the rows, unlimited DAPO refills (up to one pass over the data). Value
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from types import SimpleNamespace
@@ -16,8 +17,8 @@ from crlab.errors import ConfigError
 from crlab.rewards.code import FallbackRunner
 from crlab.train import grpo
 from crlab.train.loop import setup
-from crlab.train.loop.collect import collect_groups, refill_limit
-from crlab.train.loop.step import PromptRow, Scored, advantages_for, pack
+from crlab.train.loop.collect import Sources, collect_groups, refill_limit
+from crlab.train.loop.step import PromptRow, Scored, advantages_for, pack, score
 from crlab.train.rollouts.rollout import Rollouts
 
 EPS = 1e-6
@@ -103,19 +104,24 @@ class _FakeSandbox:
         self.entered = True
         return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.entered = False
+
 
 def test_make_sandbox_builds_the_two_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     import crlab.rewards.sandbox as sandbox_module
 
     monkeypatch.setattr(sandbox_module, "Sandbox", _FakeSandbox)
     single = setup.make_sandbox(load_config(None, ["reward.sandbox_workers=1"]))
-    assert isinstance(single, _FakeSandbox) and single.entered and single.time_limit_s == 6.0
+    assert isinstance(single, _FakeSandbox) and not single.entered and single.time_limit_s == 6.0  # its owner enters it
     # (the preset's reward.harness: authors makes both passes inside one sandbox: test_authors_harness.py)
     overrides = ["recipe=authors", "reward.harness=strict", "reward.sandbox_workers=1"]
     both = setup.make_sandbox(load_config(None, overrides))
     assert isinstance(both, FallbackRunner)
     assert (both.fast.time_limit_s, both.slow.time_limit_s) == (5.0, 20.0)
-    assert both.fast.entered and both.slow.entered
+    with both:
+        assert both.fast.entered and both.slow.entered
+    assert not both.fast.entered and not both.slow.entered
 
 
 def test_make_rows_writes_the_paper_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,12 +166,11 @@ def test_refills_unlimited_up_to_one_pass_over_the_data(rounds: str, n_rows: int
     keys = ["grpo.group_size=2", "grpo.prompts_per_step=2", "grpo.mini_batch_size=2"]
     cfg = load_config(None, [*keys, f"grpo.max_refill_rounds={rounds}"])
     rows = [PromptRow("crl", "judge", f"c{i}", label=True) for i in range(n_rows)]
-    trainer = SimpleNamespace(
-        cfg=cfg, sampler=_Sampler(), rl_rows=[], crl_rows=rows, rollout=_SameVerdict(), sandbox=None
-    )
+    sampler = _Sampler()
+    src = Sources(sampler, [], rows, _SameVerdict(), functools.partial(score, sandbox=None, reward_cfg=cfg.reward))
     phase = SimpleNamespace(max_response_length=8, scale_on="advantages", crl_reward_scale=1.0)
-    _, kept, stats = collect_groups(trainer, phase)
-    assert (trainer.sampler.draws, kept) == (draws, [])  # ceil(n_rows / 2) draws at most when unlimited
+    _, kept, stats, _ = collect_groups(src, phase, cfg.grpo, cfg.tracking.rollout_table_rows)
+    assert (sampler.draws, kept) == (draws, [])  # ceil(n_rows / 2) draws at most when unlimited
     assert stats["batch/refill_rounds"] == draws - 1
     assert refill_limit(cfg.grpo, n_rows) == draws - 1
 

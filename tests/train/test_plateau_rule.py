@@ -169,6 +169,12 @@ def test_the_shipped_sweeps_warn_about_nothing():
 def test_the_t_quantile_is_scipy_stats():
     from scipy import stats
 
-    for df in (2, 6, 14, 22):
-        monitor = PlateauMonitor(window=df // 2 + 1, confidence=0.95)
-        assert monitor._q == stats.t.ppf(0.95, df)
+    from crlab.train.grpo.plateau import confident_rule
+
+    for df in (2, 6, 14, 22):  # the confident rule's bound is its slope's one-sided t interval
+        window = df // 2 + 1
+        values, stderrs = [math.sin(i) for i in range(2 * window)], [None] * (2 * window)
+        rise, width = confident_rule(values, stderrs, window, 0.95)
+        slope, slope_se = weighted_slope(values, stderrs)
+        assert rise == slope * window
+        assert width == pytest.approx(stats.t.ppf(0.95, df) * slope_se * window, rel=1e-12)

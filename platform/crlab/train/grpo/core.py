@@ -4,6 +4,9 @@ Nothing here reads a config object or a global; every function takes tensors and
 tensors. Shapes are written in comments: ``B`` sequences, ``T`` response tokens, ``V`` vocabulary,
 ``G`` rollouts per prompt (the group size), ``N = n_groups * G``.
 
+The advantage estimators and loss aggregations are chosen by name (:mod:`crlab.train.grpo.strategies`, torch-free);
+:func:`group_advantages` and :func:`aggregate` come from there.
+
 Masks are float or bool tensors with 1 on response tokens that count and 0 on padding.
 
 On the CRL reward scale (Critique-Coder scales the critique reward by 0.8 in its first phase): with
@@ -18,72 +21,11 @@ from __future__ import annotations
 
 import torch
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+from crlab.train.grpo.strategies import LOSS_AGGS, LossAgg, aggregate, group_advantages  # noqa: F401
 
 # Log-ratios are clamped before exp() so that one wild token cannot produce inf/nan; exp(20) ~ 5e8 is far
 # outside any clip range, so the clamp never changes a clipped term.
 _LOG_RATIO_LIMIT = 20.0
-
-
-SINGLE_SAMPLE = ("zero", "raw")
-
-
-def group_advantages(
-    rewards: torch.Tensor,
-    group_size: int,
-    norm_by_std: bool = True,
-    eps: float = 1e-6,
-    single_sample: str = "zero",
-) -> torch.Tensor:
-    """GRPO advantages: each reward minus its group's mean, divided by the group's std (+ eps).
-
-    ``rewards`` is 1-D, ``(N,)`` with ``N = n_groups * group_size`` and each group's samples contiguous.
-    The std is the sample (Bessel-corrected, unbiased) std, as verl computes it. With
-    ``norm_by_std=False`` the result is ``r - group mean``. A group of one sample has no spread:
-    ``single_sample="zero"`` gives it advantage 0; ``"raw"`` is verl's ``compute_grpo_outcome_advantage``,
-    which takes mean 0 and std 1 for it: ``r / (1 + eps)``, or ``r`` without std normalisation.
-    """
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
-    if single_sample not in SINGLE_SAMPLE:
-        raise ValueError(f"single_sample must be one of {SINGLE_SAMPLE}, got {single_sample!r}")
-    if rewards.dim() != 1 or rewards.numel() % group_size != 0:
-        raise ValueError(
-            f"rewards must be 1-D with a length divisible by group_size: got shape {tuple(rewards.shape)} "
-            f"(length {rewards.numel()}) and group_size {group_size}"
-        )
-    grouped = rewards.float().view(-1, group_size)  # (n_groups, G)
-    if group_size == 1 and single_sample == "raw":
-        return (grouped / (1.0 + eps) if norm_by_std else grouped).reshape(-1)  # (N,)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)  # (n_groups, G)
-    if norm_by_std:
-        # (n_groups, 1); a group of one has no spread
-        std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(grouped)
-        centred = centred / (std + eps)
-    return centred.reshape(-1)  # (N,)
-
-
-def aggregate(values: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean") -> torch.Tensor:
-    """Reduce per-token ``values`` (B, T) under ``mask`` (B, T) to a scalar.
-
-    - ``token-mean``: sum over all valid tokens / number of valid tokens (long answers weigh more).
-    - ``seq-mean-token-mean``: each sequence's mean over its valid tokens, then the mean over sequences.
-    - ``seq-mean-token-sum``: each sequence's sum over its valid tokens, then the mean over sequences.
-
-    Sequences without any valid token are left out of the sequence means; an all-zero mask gives 0.
-    """
-    if agg not in AGG_MODES:
-        raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGG_MODES)}")
-    mask = mask.to(values.dtype)  # (B, T)
-    masked = values * mask  # (B, T)
-    if agg == "token-mean":
-        return masked.sum() / mask.sum().clamp(min=1.0)
-    tokens = mask.sum(dim=-1)  # (B,)
-    per_seq = masked.sum(dim=-1)  # (B,)
-    if agg == "seq-mean-token-mean":
-        per_seq = per_seq / tokens.clamp(min=1.0)
-    present = (tokens > 0).to(values.dtype)  # (B,)
-    return (per_seq * present).sum() / present.sum().clamp(min=1.0)
 
 
 def policy_loss(
@@ -93,7 +35,7 @@ def policy_loss(
     mask: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float = 0.3,
-    agg: str = "token-mean",
+    agg: str = LossAgg.TOKEN_MEAN,
     dual_clip_c: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped (PPO/GRPO) surrogate loss with asymmetric clipping ("clip-higher", DAPO).
@@ -109,8 +51,7 @@ def policy_loss(
     (k3 estimate of KL(old || new): ``ratio - 1 - log ratio``, token mean), ``ratio_mean`` and, with
     dual-clip, ``dual_clip_frac`` (share of tokens the lower bound caught).
     """
-    if agg not in AGG_MODES:
-        raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGG_MODES)}")
+    reduce = LOSS_AGGS.get(agg)
     log_ratio = (logp - old_logp).clamp(-_LOG_RATIO_LIMIT, _LOG_RATIO_LIMIT)  # (B, T)
     ratio = torch.exp(log_ratio)  # (B, T)
     adv = advantages.unsqueeze(-1).to(ratio.dtype)  # (B, 1)
@@ -124,15 +65,15 @@ def policy_loss(
         bound = -adv * dual_clip_c  # (B, 1): for A < 0, the largest loss a token may give
         dual = (adv < 0) & (bound < per_token)  # (B, T)
         per_token = torch.where(adv < 0, torch.minimum(per_token, bound), per_token)  # (B, T)
-    loss = aggregate(per_token, mask, agg)
+    loss = reduce(per_token, mask.to(per_token.dtype))
     with torch.no_grad():
         stats = {
-            "clip_frac": aggregate((clipped > unclipped).to(ratio.dtype), mask, "token-mean"),
-            "approx_kl": aggregate(ratio - 1.0 - log_ratio, mask, "token-mean"),
-            "ratio_mean": aggregate(ratio, mask, "token-mean"),
+            "clip_frac": aggregate((clipped > unclipped).to(ratio.dtype), mask, LossAgg.TOKEN_MEAN),
+            "approx_kl": aggregate(ratio - 1.0 - log_ratio, mask, LossAgg.TOKEN_MEAN),
+            "ratio_mean": aggregate(ratio, mask, LossAgg.TOKEN_MEAN),
         }
         if dual is not None:
-            stats["dual_clip_frac"] = aggregate(dual.to(ratio.dtype), mask, "token-mean")
+            stats["dual_clip_frac"] = aggregate(dual.to(ratio.dtype), mask, LossAgg.TOKEN_MEAN)
     return loss, {k: v.detach() for k, v in stats.items()}
 
 

@@ -9,21 +9,71 @@ out its share of it; the ranks refill until the kept groups of all of them reach
 the rounds run out), and each trains on an equal share of the first ``prompts_per_step``, as verl's
 dynamic sampling does (``grpo.dapo_quota: global``; ``per_rank``: each rank fills and keeps its own share,
 :mod:`crlab.train.grpo.quota`). The metrics cover the responses of all ranks.
+
+Collection is handed what it draws from (:class:`Sources`: the sampler, the prompt rows, the rollout
+engine, the scorer) and the config it reads, and returns what it made (:class:`Collected`); it holds no
+reference to the trainer.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import torch
 
 from crlab.train import grpo
 from crlab.train.engine import dist
 from crlab.train.grpo import quota
-from crlab.train.loop.step import advantages_for, score
+from crlab.train.loop.step import PromptRow, Scored, advantages_for
 from crlab.train.loop.timing import timed
 from crlab.train.rollouts.rollout import Rollouts
+
+if TYPE_CHECKING:
+    from crlab.config import GRPOConfig, PhaseConfig
+    from crlab.data.mix import MixBatch
+
+
+class Sampler(Protocol):
+    """Draws the next mix batch (indices into the RL rows and the CRL rows): :class:`crlab.data.mix.MixSampler`."""
+
+    def next_batch(self) -> MixBatch: ...
+
+
+class RolloutEngine(Protocol):
+    """Samples ``n`` responses to each prompt, of at most ``max_new_tokens``: HF or vLLM (:mod:`crlab.train.rollouts`)."""
+
+    def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts: ...
+
+
+class Scorer(Protocol):
+    """Rewards every sample of ``rollouts`` (groups of ``group_size`` per row): :func:`crlab.train.loop.step.score`
+    with the run's sandbox and reward config bound."""
+
+    def __call__(self, rows: list[PromptRow], rollouts: Rollouts, group_size: int) -> Scored: ...
+
+
+@dataclass
+class Sources:
+    """What a step's collection draws from: the sampler over the run's RL and CRL rows, the rollout engine
+    and the scorer."""
+
+    sampler: Sampler
+    rl_rows: list[PromptRow]
+    crl_rows: list[PromptRow]
+    rollout: RolloutEngine
+    scorer: Scorer
+
+
+class Collected(NamedTuple):
+    """What a step's collection made: (all sampled rollouts, their advantages), the rows of the kept groups,
+    the step's statistics, and a table of its first round's samples (:func:`example_rows`)."""
+
+    samples: tuple[Rollouts, torch.Tensor]
+    kept: list[int]
+    stats: dict[str, float]
+    examples: list[list]
 
 
 def _merge(parts: list[Rollouts]) -> Rollouts:
@@ -62,7 +112,7 @@ class _Tally:
         self.truncated: list[float] = []
         self.timings: dict[str, float] = {}  # generate, reward: seconds over every round
 
-    def add(self, scored: Any, rollouts: Rollouts) -> None:
+    def add(self, scored: Scored, rollouts: Rollouts) -> None:
         for reward, is_crl in zip(scored.rewards.tolist(), scored.is_crl.tolist(), strict=True):
             (self.crl if is_crl else self.rl).append(reward)
         self.parsed += [float(j is not None) for j in scored.judged]
@@ -102,7 +152,7 @@ TABLE_COLUMNS = ["kind", "problem", "prompt", "response", "reward", "label", "ju
 
 
 def example_rows(
-    rows: list[Any], rollouts: Rollouts, rewards: torch.Tensor, size: int, limit: int
+    rows: list[PromptRow], rollouts: Rollouts, rewards: torch.Tensor, size: int, limit: int
 ) -> list[list]:
     """A W&B table's rows: the first sample of up to ``limit`` groups, half RL and half CRL where both are
     there (``label``: a CRL row's truth; ``judged``: the conclusion the response reached)."""
@@ -121,7 +171,7 @@ def example_rows(
     return out
 
 
-def refill_limit(grpo_cfg: Any, n_rows: int) -> int:
+def refill_limit(grpo_cfg: GRPOConfig, n_rows: int) -> int:
     """How many refill rounds a step may take: ``grpo.max_refill_rounds``, or, when it is null (the
     authors' unlimited refills), as many as keep the step's draws within one pass over its ``n_rows`` rows
     (``ceil(n_rows / prompts_per_step)`` draws in all); then the step ends with the groups it has, where the
@@ -131,28 +181,25 @@ def refill_limit(grpo_cfg: Any, n_rows: int) -> int:
     return max(0, math.ceil(n_rows / grpo_cfg.prompts_per_step) - 1)
 
 
-def _sample_round(trainer: Any, phase: Any, tally: _Tally, first: bool) -> tuple[Rollouts, Any]:
+def _sample_round(
+    src: Sources, size: int, max_new_tokens: int, tally: _Tally
+) -> tuple[list[PromptRow], Rollouts, Scored]:
     """One refill round on this rank: its share of the next batch, sampled and scored."""
-    size = trainer.cfg.grpo.group_size
-    batch = trainer.sampler.next_batch()
-    rows = dist.shard([trainer.rl_rows[i] for i in batch.rl] + [trainer.crl_rows[i] for i in batch.crl])
+    batch = src.sampler.next_batch()
+    rows = dist.shard([src.rl_rows[i] for i in batch.rl] + [src.crl_rows[i] for i in batch.crl])
     with timed("generate", tally.timings):
-        rollouts = trainer.rollout.generate([r.prompt for r in rows], size, phase.max_response_length)
+        rollouts = src.rollout.generate([r.prompt for r in rows], size, max_new_tokens)
     with timed("reward", tally.timings):
-        scored = score(rows, rollouts, size, trainer.sandbox, trainer.cfg.reward)
+        scored = src.scorer(rows, rollouts, size)
     tally.add(scored, rollouts)
-    if first:  # what a table of this step's rollouts shows (the trainer logs it every N steps)
-        trainer.examples = example_rows(
-            rows, rollouts, scored.rewards, size, trainer.cfg.tracking.rollout_table_rows
-        )
-    return rollouts, scored
+    return rows, rollouts, scored
 
 
-def collect_groups(
-    trainer: Any, phase: Any
-) -> tuple[tuple[Rollouts, torch.Tensor], list[int], dict[str, float]]:
-    """Returns ((all sampled rollouts, their advantages), the rows of kept groups, statistics)."""
-    g, world = trainer.cfg.grpo, dist.world()
+def collect_groups(src: Sources, phase: PhaseConfig, g: GRPOConfig, table_rows: int) -> Collected:
+    """Sample and score rounds of ``src`` under ``phase`` and the ``grpo`` config ``g`` until the kept groups
+    fill the step (or the refills run out); ``table_rows``: the first round's groups in the examples table
+    (``tracking.rollout_table_rows``)."""
+    world = dist.world()
     pooled = world > 1 and g.dapo_quota == "global"  # the kept groups of all ranks count together
     size, need = g.group_size, g.prompts_per_step // world  # this rank's share
     parts: list[Rollouts] = []
@@ -160,14 +207,17 @@ def collect_groups(
     kept: list[int] = []
     groups: list[quota.Group] = []
     tally = _Tally()
-    rounds, limit = 0, refill_limit(g, len(trainer.rl_rows) + len(trainer.crl_rows))
+    rounds, limit = 0, refill_limit(g, len(src.rl_rows) + len(src.crl_rows))
+    examples: list[list] = []
     while True:
-        rollouts, scored = _sample_round(trainer, phase, tally, rounds == 0)
+        rows, rollouts, scored = _sample_round(src, size, phase.max_response_length, tally)
+        if rounds == 0:  # what a table of this step's rollouts shows (the trainer logs it every N steps)
+            examples = example_rows(rows, rollouts, scored.rewards, size, table_rows)
         if g.dynamic_sampling:
             keep = grpo.keep_groups_with_spread(scored.rewards, size)  # (n_groups,)
         else:
             keep = torch.ones(len(rollouts) // size, dtype=torch.bool)  # (n_groups,)
-        adv = advantages_for(scored, size, phase, g.norm_adv_by_std, g.single_sample_advantage)
+        adv = advantages_for(scored, size, phase, g.norm_adv_by_std, g.single_sample_advantage, g.adv_estimator)
         if pooled:
             groups += quota.groups_of(rollouts, adv, keep, size, rounds, dist.rank(), world)
             full = dist.all_reduce(float(len(groups)), "sum") >= g.prompts_per_step
@@ -187,4 +237,4 @@ def collect_groups(
         samples = (_merge(parts), torch.cat(advantages))
     kept_groups = int(dist.all_reduce(len(kept) // size))
     stats = _Tally.merged(dist.all_gather(tally)).stats(kept_groups, rounds)
-    return samples, kept, stats
+    return Collected(samples, kept, stats, examples)

@@ -73,7 +73,11 @@ def launch_run(cfg: ExperimentConfig, db_url: str | None = None, reproduces: dic
     ``reproduces``: the run it reproduces, for ``platform reproduce`` (see ``register_run``)."""
     registry = open_registry(db_url, cfg)
     trainer = Trainer(cfg, registry, run=None)  # loads model and data: bad input fails before registering
-    run = register_run(registry, cfg, reproduces=reproduces)
+    try:
+        run = register_run(registry, cfg, reproduces=reproduces)
+    except BaseException:
+        trainer.close(exit_code=1)  # its sandbox's workers end with it
+        raise
     print(f"run {run.id}: {run.run_dir}")
     _train(lambda: trainer, registry, run, resume=False)
     return run.id

@@ -17,6 +17,7 @@ import torch
 
 from crlab import models
 from crlab.errors import ConfigError
+from crlab.train.grpo.phases import SwitchPolicy, transition_steps
 from crlab.train.loop.step import PromptRow
 from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
@@ -174,7 +175,7 @@ def filter_overlong(
 
 
 def make_sandbox(cfg: Any) -> Any:
-    """The run's sandbox, entered; with ``reward.fallback_time_limit_s``, the authors' two passes
+    """The run's sandbox, not yet entered (its owner enters it: it starts the workers); with ``reward.fallback_time_limit_s``, the authors' two passes
     (:class:`crlab.rewards.code.FallbackRunner`: a second pool of workers at the longer limit). With
     ``reward.harness: authors`` the sandbox's authors harness makes both passes itself, as prime_code."""
     from crlab.rewards.code import FallbackRunner
@@ -189,10 +190,19 @@ def make_sandbox(cfg: Any) -> Any:
         return Sandbox(
             sandbox_workers(cfg), r.time_limit_s, r.memory_mb, r.isolation, harness="authors",
             second_time_limit_s=r.fallback_time_limit_s,
-        ).__enter__()  # fmt: skip
+        )  # fmt: skip
     if r.fallback_time_limit_s is None:
-        return pool(r.time_limit_s).__enter__()
-    return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s)).__enter__()
+        return pool(r.time_limit_s)
+    return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s))
+
+
+def make_sampler(cfg: Any, n_rl: int, n_crl: int) -> Any:
+    """The data sampler over ``n_rl`` RL and ``n_crl`` CRL rows at the start of its first pass (seeded: the
+    same order every time)."""
+    from crlab.data.mix import MixSampler
+
+    g = cfg.grpo
+    return MixSampler(n_rl, n_crl, g.prompts_per_step, cfg.data.crl_ratio, cfg.seed, mix=cfg.data.crl_mix)
 
 
 def _load(source: str, key: str, seed: int) -> list[Any]:
@@ -261,14 +271,13 @@ def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
 
     ``switch.restart=fresh`` makes each phase a pass of its own, which its switch may cut short: the fixed
     policy's steps are known (a phase ends at its switch step or at its pass's end, whichever comes first),
-    the plateau's are not (at most a whole pass a phase). ``grpo.max_steps`` bounds the whole run."""
+    the plateau's (and any other registered policy's) are not (at most a whole pass a phase).
+    ``grpo.max_steps`` bounds the whole run."""
     sw = cfg.switch
-    if cfg.grpo.max_steps or sw.restart != "fresh" or sw.policy == "never" or len(cfg.phases) == 1:
+    if cfg.grpo.max_steps or sw.restart != "fresh" or sw.policy == SwitchPolicy.NEVER or len(cfg.phases) == 1:
         return planned, True
-    if sw.policy == "plateau":
+    if sw.policy != SwitchPolicy.FIXED:  # switches not known ahead
         return planned * len(cfg.phases), False
-    from crlab.train.grpo.phases import transition_steps
-
     start = 0
     for at in transition_steps(sw, len(cfg.phases)):
         start = min(at, start + planned)

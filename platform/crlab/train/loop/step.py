@@ -21,6 +21,13 @@ from crlab.rewards.critique import critique_reward, parse_conclusion
 from crlab.train import grpo
 from crlab.train.engine import dist
 from crlab.train.grpo.logprobs import model_logprobs
+from crlab.train.grpo.strategies import (
+    AdvEstimator,
+    LossAgg,
+    SingleSample,
+    estimate_advantages,
+    weighs_by_tokens,
+)
 from crlab.train.grpo.token_batches import check_longest, micro_batch_count, token_micro_batches
 from crlab.train.rollouts.rollout import Rollouts
 
@@ -71,14 +78,17 @@ def score(
 
 
 def advantages_for(
-    scored: Scored, group_size: int, phase: Any, norm_by_std: bool, single_sample: str = "zero"
-) -> torch.Tensor:
-    """GRPO advantages with the phase's CRL reward scale applied on the rewards or on the advantages;
-    ``single_sample``: a group of one's rule (``grpo.single_sample_advantage``)."""
+    scored: Scored, group_size: int, phase: Any, norm_by_std: bool, single_sample: str = SingleSample.ZERO,
+    estimator: str = AdvEstimator.GRPO,
+) -> torch.Tensor:  # fmt: skip
+    """Advantages by the ``estimator`` registered under that name (``grpo.adv_estimator``), with the
+    phase's CRL reward scale applied on the rewards or on the advantages; ``norm_by_std``
+    (``grpo.norm_adv_by_std``) and ``single_sample`` (a group of one's rule, ``grpo.single_sample_advantage``)
+    are passed to it."""
     rewards = scored.rewards
     if phase.scale_on == "rewards":
         rewards = torch.where(scored.is_crl, rewards * phase.crl_reward_scale, rewards)
-    adv = grpo.group_advantages(rewards, group_size, norm_by_std=norm_by_std, single_sample=single_sample)
+    adv = estimate_advantages(estimator, rewards, group_size, norm_by_std, single_sample)
     if phase.scale_on == "advantages":
         adv = grpo.scale_advantages(adv, scored.is_crl, phase.crl_reward_scale)
     return adv
@@ -268,7 +278,7 @@ def micro_loss(
         kl = grpo.aggregate(grpo.kl_penalty(logp, mb.ref_logp.to(device), mask), mask, grpo_cfg.loss_agg)
         loss = loss + grpo_cfg.kl_coef * kl
         out["kl"] = float(kl.detach())
-    entropy = grpo.aggregate(ent, mask, "token-mean")
+    entropy = grpo.aggregate(ent, mask, LossAgg.TOKEN_MEAN)
     if bonus:
         loss = loss - grpo_cfg.entropy_coef * entropy
     out["entropy"] = float(entropy.detach())
@@ -279,12 +289,13 @@ def micro_weights(
     packed: Packed, chunks: list[list[int]], agg: str, how: str = "exact"
 ) -> list[tuple[Packed, float]]:
     """The micro-batches of one mini-batch (``chunks`` of rows, see :func:`micro_batches`), each trimmed to
-    its longest row, with its share of the mini-batch's normaliser (tokens for token-mean, else rows), so
+    its longest row, with its share of the mini-batch's normaliser (tokens for token-mean and any aggregation
+registered ``by_tokens``, else rows), so
     the update is the mini-batch's own loss (``how="exact"``). ``how="verl"`` (``grpo.micro_weight``):
     always its share of the rows, as verl's dp_actor scales each micro-batch's loss (its own token mean
     under token-mean) by n_seq(micro) / n_seq(mini-batch); the token mean then depends on the split."""
     parts = [packed.select(rows).trimmed() for rows in chunks]
-    by_tokens = agg == "token-mean" and how == "exact"
+    by_tokens = weighs_by_tokens(agg) and how == "exact"
     shares = [float(p.mask.sum()) if by_tokens else float(len(p)) for p in parts]
     total = sum(shares)
     return [(part, share / max(total, 1.0)) for part, share in zip(parts, shares, strict=True)]

@@ -18,6 +18,8 @@ them from its checkpoint at the same point.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from typing import Any
 
@@ -30,7 +32,7 @@ from crlab.registry.writer import RunRecorder
 from crlab.train.engine import dist
 from crlab.train.engine.memory import measured_peak
 from crlab.train.loop import restart, setup
-from crlab.train.loop.collect import collect_groups
+from crlab.train.loop.collect import Sources, collect_groups
 from crlab.train.loop.evaluation import PROBLEMS_EVENT, TrainingEval, base_key
 from crlab.train.loop.step import (
     Packed,
@@ -39,6 +41,7 @@ from crlab.train.loop.step import (
     pack,
     pad_micro_weights,
     rollout_logprob_gap,
+    score,
     split_mini_batches,
     update_loss,
 )
@@ -48,10 +51,27 @@ from crlab.train.tiny.model import TINY_URI
 
 class Trainer:
     def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
+        self.cfg, self.registry = cfg, registry
+        # the sandboxes' context: left by close(), or by a set-up that fails (no worker outlives it)
+        self._resources = contextlib.ExitStack()
+        try:
+            self._set_up(cfg)
+        except BaseException:
+            self._resources.close()
+            raise
+        self.engine: Any = None  # these: made in _start, once the run is known
+        self.rollout: Any = None
+        self.tracker: Any = None
+        self.ref_model: Any = None
+        self.recorder: RunRecorder | None = None
+        self.step = 0
+        self.examples: list[list] = []  # a table of the step's sampled rollouts (collect.example_rows)
+
+    def _set_up(self, cfg: DictConfig) -> None:
+        """What the run needs before it is registered; the sandbox is entered in ``self._resources``."""
         from crlab.config_checks import has_rl
         from crlab.train.grpo.phases import PhaseSchedule
 
-        self.cfg, self.registry = cfg, registry
         dist.import_deepspeed()  # first, so that its log lines go to stderr
         setup.check_world(cfg, setup.launched_world())
         setup.check_model_path(cfg.model.path)
@@ -59,37 +79,22 @@ class Trainer:
         problems, crl_problems = setup.load_sources(cfg)  # bad data fails before any model is loaded
         style = "tiny" if cfg.model.path == TINY_URI else "qwen3"
         self.evals = TrainingEval(cfg, style)  # so does a bad eval source
+        self._resources.callback(self.evals.close)  # its LiveCodeBench sandbox, started when first used
         model_dir = setup.resolve_model(cfg)
         self.model, self.tokenizer = setup.load_policy(cfg, model_dir)
         setup.pin_intra_op_threads(self.model)
         self.model_dir = model_dir
-        self.sandbox = setup.make_sandbox(cfg)
+        self.sandbox = self._resources.enter_context(setup.make_sandbox(cfg))
+        self.scorer = functools.partial(score, sandbox=self.sandbox, reward_cfg=cfg.reward)
         rows = setup.make_rows(cfg, problems, crl_problems, self.sandbox, style)
         self.rl_rows, self.crl_rows = setup.filter_overlong(cfg, self.tokenizer, *rows)
         if setup.launched_rank() == 0:
             self.evals.label(self.sandbox)  # held-out critique rows from problems: labelled once, here
-        self.sampler = self._new_sampler()
+        self.sampler = setup.make_sampler(self.cfg, len(self.rl_rows), len(self.crl_rows))
         self.schedule = PhaseSchedule(cfg.phases, cfg.switch, has_rl=has_rl(cfg))
         self.phase_start: dict[str, int] | None = None  # switch.restart=fresh: where the phase's run began
         self.planned_steps = setup.planned_steps(cfg, len(self.rl_rows), len(self.crl_rows))
         self.total_steps = self.planned_steps
-        self.engine: Any = None
-        self.rollout: Any = None
-        self.tracker: Any = None
-        self.recorder: RunRecorder | None = None
-        self.ref_model: Any = None
-        self.step = 0
-        self.examples: list[list] = []  # a table of the step's sampled rollouts (collect.example_rows)
-
-    def _new_sampler(self) -> Any:
-        """The data sampler at the start of its first pass (seeded: the same order every time)."""
-        from crlab.data.mix import MixSampler
-
-        cfg = self.cfg
-        return MixSampler(
-            len(self.rl_rows), len(self.crl_rows), cfg.grpo.prompts_per_step, cfg.data.crl_ratio, cfg.seed,
-            mix=cfg.data.crl_mix,
-        )  # fmt: skip
 
     # -- set-up that needs the run --------------------------------------------------------------
     def _start(self, run: Run, resume: bool) -> None:
@@ -230,7 +235,7 @@ class Trainer:
         if self.cfg.switch.restart == "fresh":
             self.engine.restart(self.step)
             self.phase_start = {"step": self.step, "optimizer_steps": self.engine.origin[0]}
-            self.sampler = self._new_sampler()
+            self.sampler = setup.make_sampler(self.cfg, len(self.rl_rows), len(self.crl_rows))
             self.total_steps = self._phase_total()
             restart.reference_from_policy(self.ref_model, self.engine, run.run_dir or "", self.step)
             payload["total_steps"] = self.total_steps
@@ -294,16 +299,14 @@ class Trainer:
     def _one_step(self, timings: dict[str, float]) -> dict[str, float]:
         """Generate and reward (collect), then the log-prob pass and the updates, timed in ``timings``."""
         phase = self.schedule.current
-        samples, kept, stats = collect_groups(self, phase)  # its time/generate_s, time/reward_s: all ranks
+        src = Sources(self.sampler, self.rl_rows, self.crl_rows, self.rollout, self.scorer)
+        found = collect_groups(src, phase, self.cfg.grpo, self.cfg.tracking.rollout_table_rows)
+        samples, kept, stats, self.examples = found  # time/generate_s, time/reward_s: over all ranks
         metrics = {**stats, **self._update(samples, kept, timings)}
-        metrics.update(
-            {
-                "phase/index": float(self.schedule.index),
-                "phase/max_response_length": float(phase.max_response_length),
-                "phase/crl_reward_scale": float(phase.crl_reward_scale),
-                **measured_peak(),
-            }
-        )
+        metrics.update({
+            "phase/index": float(self.schedule.index), "phase/max_response_length": float(phase.max_response_length),
+            "phase/crl_reward_scale": float(phase.crl_reward_scale), **measured_peak(),
+        })  # fmt: skip
         return metrics
 
     def _log_metrics(self, run: Run, metrics: dict[str, float], timings: dict[str, float]) -> None:
@@ -389,11 +392,8 @@ class Trainer:
         if self.tracker is not None:
             self.tracker.finish(exit_code)
             self.tracker = None
-        if self.sandbox is not None:
-            self.sandbox.__exit__(None, None, None)
-            self.sandbox = None
-        if getattr(self, "evals", None) is not None:
-            self.evals.close()
+        self._resources.close()  # the sandboxes (training's, then evaluation's)
+        self.sandbox = None
         if self.rollout is not None:  # last: vLLM's shutdown also ends the process group it joined
             self.rollout.close()
             self.rollout = None
