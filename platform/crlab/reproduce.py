@@ -16,12 +16,15 @@ checks differ, so reproducing it needs ``--force``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlab import config as cfgmod
 from crlab.errors import CrlabError
 from crlab.registry.compare import config_diff
 from crlab.registry.entities import Run
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 UNRECORDED = "not recorded (the run predates provenance records)"
 
@@ -47,7 +50,7 @@ class Plan:
     """A reproduction of ``run``: its config as this code reads it, and every check."""
 
     run: Run
-    config: Any  # DictConfig
+    config: ExperimentConfig
     checks: list[Check] = field(default_factory=list)
 
     @property

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from crlab.config import load_config
+from crlab.config import PhaseConfig, load_config
 from crlab.errors import ConfigError
 from crlab.rewards.code import FallbackRunner
 from crlab.train import grpo
@@ -58,7 +58,7 @@ def test_dapo_keeps_groups_of_one_as_verl_does() -> None:
 
 def test_advantages_for_passes_the_rule_on() -> None:
     scored = Scored(torch.tensor([1.0, 0.0]), torch.tensor([True, False]))
-    phase = SimpleNamespace(scale_on="advantages", crl_reward_scale=0.8)
+    phase = PhaseConfig(scale_on="advantages", crl_reward_scale=0.8)
     adv = advantages_for(scored, 1, phase, norm_by_std=False, single_sample="raw")
     assert adv.tolist() == pytest.approx([0.8, 0.0])  # the CRL row's raw reward, scaled as the phase says
     assert advantages_for(scored, 1, phase, norm_by_std=False).tolist() == [0.0, 0.0]
@@ -168,7 +168,7 @@ def test_refills_unlimited_up_to_one_pass_over_the_data(rounds: str, n_rows: int
     rows = [PromptRow("crl", "judge", f"c{i}", label=True) for i in range(n_rows)]
     sampler = _Sampler()
     src = Sources(sampler, [], rows, _SameVerdict(), functools.partial(score, sandbox=None, reward_cfg=cfg.reward))
-    phase = SimpleNamespace(max_response_length=8, scale_on="advantages", crl_reward_scale=1.0)
+    phase = PhaseConfig(max_response_length=8, scale_on="advantages", crl_reward_scale=1.0)
     _, kept, stats, _ = collect_groups(src, phase, cfg.grpo, cfg.tracking.rollout_table_rows)
     assert (sampler.draws, kept) == (draws, [])  # ceil(n_rows / 2) draws at most when unlimited
     assert stats["batch/refill_rounds"] == draws - 1

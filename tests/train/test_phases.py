@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from crlab.config import SwitchConfig
 from crlab.train.grpo.phases import PhaseSchedule, PlateauMonitor, SwitchEvent
 
 
@@ -126,10 +127,9 @@ def switch(policy="plateau", **kw):
         min_delta=0.01,
         patience=3,
         min_steps=10,
-        at_step=None,
     )
     base.update(kw)
-    return SimpleNamespace(**base)
+    return SwitchConfig(**base)
 
 
 def run(schedule, values, start=1, metric="reward/rl_mean"):
@@ -162,8 +162,8 @@ def test_three_phase_plateau_schedule_uses_a_fresh_monitor_per_phase():
 
 
 FIXED_CASES = [
-    # two phases, at_step 5: switch on the first step >= 5
-    (phases("a", "b"), dict(at_step=5), 1, [(5, "b")]),
+    # two phases, at_steps [5]: switch on the first step >= 5
+    (phases("a", "b"), dict(at_steps=[5]), 1, [(5, "b")]),
     # three phases with at_steps [3, 7]
     (phases("a", "b", "c"), dict(at_steps=[3, 7]), 1, [(3, "b"), (7, "c")]),
     # observing starts past the switch step (a resume): switch on the first observed step, one per call
@@ -189,7 +189,7 @@ BAD_SWITCH_CASES = [
     # unknown policy: names the key and the valid values
     (switch("sometimes"), "switch.policy must be one of plateau, fixed, never"),
     # fixed without a step
-    (switch("fixed"), "needs switch.at_step"),
+    (switch("fixed"), "needs switch.at_steps"),
     # fixed with the wrong number of steps for 3 phases
     (switch("fixed", at_steps=[5]), "3 phases need 2"),
 ]

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from crlab.config import load_config
+from crlab.config import SwitchConfig, load_config
 from crlab.config_checks import config_warnings
 from crlab.errors import ConfigError
 from crlab.sweeps.spec import expand, load_spec
@@ -125,8 +125,8 @@ def test_a_state_saved_before_rules_is_the_mean_rule():
 def schedule(has_rl: bool, metric: str = "auto") -> PhaseSchedule:
     phases = [SimpleNamespace(name=n, max_response_length=8, crl_reward_scale=1.0, scale_on="advantages")
               for n in ("a", "b")]  # fmt: skip
-    sw = SimpleNamespace(policy="plateau", metric=metric, rule="confident", confidence=0.95, window=4,
-                         min_delta=0.05, patience=2, min_steps=8, at_step=None)  # fmt: skip
+    sw = SwitchConfig(policy="plateau", metric=metric, rule="confident", confidence=0.95, window=4,
+                      min_delta=0.05, patience=2, min_steps=8)  # fmt: skip
     return PhaseSchedule(phases, sw, has_rl=has_rl)
 
 

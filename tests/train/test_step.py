@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crlab.config import GRPOConfig
 from crlab.train.loop import step
 from crlab.train.loop.step import fill_logprobs, micro_batches, micro_loss, micro_weights, pack
 from crlab.train.rollouts.rollout import Rollouts
@@ -32,11 +33,8 @@ def test_micro_batches_cover_a_mini_batch_once() -> None:
     assert all(lengths[a] >= lengths[b] for rows in chunks for a, b in zip(rows, rows[1:], strict=False))
 
 
-class _Cfg:
-    clip_low, clip_high, kl_coef, entropy_coef = 0.2, 0.3, 0.0, 0.0
-
-    def __init__(self, agg: str) -> None:
-        self.loss_agg = agg
+def _Cfg(agg: str) -> GRPOConfig:  # noqa: N802
+    return GRPOConfig(loss_agg=agg, clip_low=0.2, clip_high=0.3, kl_coef=0.0, entropy_coef=0.0, dual_clip_c=None)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crlab.train.grpo.plateau import (  # noqa: F401  (the monitor and its rules: this module's API too)
     PLATEAU_RULES,
@@ -28,6 +28,9 @@ from crlab.train.grpo.plateau import (  # noqa: F401  (the monitor and its rules
     weighted_slope,
 )
 from crlab.train.grpo.strategies import Registry
+
+if TYPE_CHECKING:
+    from crlab.config import SwitchConfig
 
 
 @dataclass
@@ -68,7 +71,7 @@ class PhaseSchedule:
     ``phases``: non-empty sequence of objects with ``name``, ``max_response_length``,
     ``crl_reward_scale`` and ``scale_on``. ``switch``: an object with ``policy`` ("plateau", "fixed",
     "never" or another registered name), ``metric``, ``rule``, ``confidence``, ``window``, ``min_delta``,
-    ``patience``, ``min_steps``, ``at_step`` and optionally ``at_steps`` and ``mode`` ("max" by default).
+    ``patience``, ``min_steps`` and ``at_steps`` (a :class:`~crlab.config.SwitchConfig`).
     ``has_rl``: whether the run's steps have RL prompts (what ``metric: auto`` watches, see
     :func:`watched_metric`).
 
@@ -76,13 +79,13 @@ class PhaseSchedule:
       standard error ``metrics[self.metric + "_se"]`` where the step logs one; when it fires the schedule
       moves to the next phase.
     - ``fixed``: the switch out of phase ``i`` happens on the first observed step ``>= at_steps[i]``
-      (``at_steps`` has one step per transition; with two phases ``at_step`` alone is enough).
+      (``at_steps`` has one step per transition).
     - ``never``: stay in the first phase.
 
     At most one switch per :meth:`observe` call; the last phase never switches.
     """
 
-    def __init__(self, phases: Sequence[Any], switch: Any, *, has_rl: bool = True) -> None:
+    def __init__(self, phases: Sequence[Any], switch: SwitchConfig, *, has_rl: bool = True) -> None:
         if not phases:
             raise ValueError("phases must hold at least one phase")
         self._policy = SWITCH_POLICIES.get(switch.policy)
@@ -160,7 +163,7 @@ class _PlateauDecider:
         s = schedule.switch
         self.schedule, self.metric = schedule, schedule.metric
         self.monitor = PlateauMonitor(
-            s.window, s.min_delta, s.patience, s.min_steps, mode=getattr(s, "mode", "max"), rule=s.rule,
+            s.window, s.min_delta, s.patience, s.min_steps, rule=s.rule,
             confidence=s.confidence,
         )  # fmt: skip
 
@@ -216,17 +219,14 @@ def watched_metric(metric: str, has_rl: bool) -> str:
     return "reward/rl_mean" if has_rl else "reward/crl_mean"
 
 
-def transition_steps(switch: Any, n_phases: int) -> list[int]:
-    """The fixed policy's switch steps, one per transition, from ``at_steps`` or ``at_step``."""
+def transition_steps(switch: SwitchConfig, n_phases: int) -> list[int]:
+    """The fixed policy's switch steps, one per transition (``at_steps``)."""
     if n_phases == 1:
         return []
-    at_steps = getattr(switch, "at_steps", None)
-    if at_steps:
-        steps = [int(s) for s in at_steps]
-    elif getattr(switch, "at_step", None) is not None:
-        steps = [int(switch.at_step)]
+    if switch.at_steps:
+        steps = [int(s) for s in switch.at_steps]
     else:
-        raise ValueError("switch.policy 'fixed' needs switch.at_step (two phases) or switch.at_steps")
+        raise ValueError("switch.policy 'fixed' needs switch.at_steps (one step per phase transition)")
     if len(steps) != n_phases - 1:
         raise ValueError(
             f"switch.at_steps needs one step per transition: {n_phases} phases need {n_phases - 1}, got {steps}"

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
-
 from crlab import config as cfgmod
 from crlab.registry import Registry, resolve_db_url
 from crlab.registry.entities import Run, RunStatus
@@ -64,7 +62,7 @@ class Heartbeat(threading.Thread):
                 wait = RETRY_S  # as it is back, so that nothing takes the run for dead
 
 
-def open_registry(db_url: str | None, cfg: DictConfig | None = None) -> Registry:
+def open_registry(db_url: str | None, cfg: ExperimentConfig | None = None) -> Registry:
     return Registry(resolve_db_url(db_url, cfg.registry_url if cfg is not None else None))
 
 

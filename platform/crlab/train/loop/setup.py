@@ -10,7 +10,7 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from crlab.errors import ConfigError
 from crlab.train.grpo.phases import SwitchPolicy, transition_steps
 from crlab.train.loop.step import PromptRow
 from crlab.train.tiny.model import TINY_URI, resolve_model_path
+
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 log = logging.getLogger(__name__)
@@ -46,7 +49,7 @@ def check_model_path(path: str) -> None:
         )
 
 
-def resolve_model(cfg: Any) -> str:
+def resolve_model(cfg: ExperimentConfig) -> str:
     """The model folder for ``model.path`` (building the tiny coder, or converting a ``smollm2://`` model,
     if needed); call check_model_path first."""
     if models.is_smollm2(cfg.model.path):
@@ -58,7 +61,7 @@ def resolve_model(cfg: Any) -> str:
     return resolve_model_path(cfg.model.path, cfg.paths.cache_dir, seed=0)
 
 
-def load_policy(cfg: Any, model_dir: str) -> tuple[Any, Any]:
+def load_policy(cfg: ExperimentConfig, model_dir: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.model.trust_remote_code}
@@ -76,7 +79,7 @@ def load_policy(cfg: Any, model_dir: str) -> tuple[Any, Any]:
     return model, tok
 
 
-def load_sources(cfg: Any) -> tuple[list[Any], list[Any]]:
+def load_sources(cfg: ExperimentConfig) -> tuple[list[Any], list[Any]]:
     """(RL problems, CRL problems), read and checked; cheap, so it runs before any model is loaded."""
     problems = _load(cfg.data.rl_source, "data.rl_source", cfg.seed)
     if cfg.data.max_problems:
@@ -92,7 +95,7 @@ def load_sources(cfg: Any) -> tuple[list[Any], list[Any]]:
 
 
 def make_rows(
-    cfg: Any, problems: list[Any], crl_problems: list[Any], sandbox: Any, style: str
+    cfg: ExperimentConfig, problems: list[Any], crl_problems: list[Any], sandbox: Any, style: str
 ) -> tuple[list[PromptRow], list[PromptRow]]:
     """The RL prompt rows and the CRL prompt rows (CRL labels come from running the candidates)."""
     from crlab.data.crl import build_crl_rows, load_crl_candidates
@@ -114,7 +117,7 @@ def make_rows(
 
 
 def pool_rows(
-    cfg: Any, problems: list[Any], rl: list[PromptRow], crl: list[PromptRow]
+    cfg: ExperimentConfig, problems: list[Any], rl: list[PromptRow], crl: list[PromptRow]
 ) -> tuple[list[PromptRow], list[PromptRow]]:
     """``data.budget=pool``: round(ratio N) of the pool's problems become one CRL row each, the rest RL rows
     (:mod:`crlab.data.pool`); other budgets: the rows as they are."""
@@ -127,7 +130,7 @@ def pool_rows(
     return [row for row in rl if row.problem_id in keep], chosen
 
 
-def labelled_rows(cfg: Any, style: str) -> list[PromptRow]:
+def labelled_rows(cfg: ExperimentConfig, style: str) -> list[PromptRow]:
     """``data.crl_rows``: CRL rows already labelled (``platform data build-crl``), read as they are."""
     from crlab.data.crl import load_crl_rows
 
@@ -141,7 +144,7 @@ def labelled_rows(cfg: Any, style: str) -> list[PromptRow]:
 
 
 def filter_overlong(
-    cfg: Any, tokenizer: Any, rl: list[PromptRow], crl: list[PromptRow]
+    cfg: ExperimentConfig, tokenizer: Any, rl: list[PromptRow], crl: list[PromptRow]
 ) -> tuple[list[PromptRow], list[PromptRow]]:
     """``data.overlong_prompts=filter``: drop the rows whose prompt, chat template applied as the rollout
     sends it, is over ``data.max_prompt_length`` tokens (verl's ``data.filter_overlong_prompts``, which the
@@ -174,7 +177,7 @@ def filter_overlong(
     return kept_rl, kept_crl
 
 
-def make_sandbox(cfg: Any) -> Any:
+def make_sandbox(cfg: ExperimentConfig) -> Any:
     """The run's sandbox, not yet entered (its owner enters it: it starts the workers); with ``reward.fallback_time_limit_s``, the authors' two passes
     (:class:`crlab.rewards.code.FallbackRunner`: a second pool of workers at the longer limit). With
     ``reward.harness: authors`` the sandbox's authors harness makes both passes itself, as prime_code."""
@@ -196,7 +199,7 @@ def make_sandbox(cfg: Any) -> Any:
     return FallbackRunner(pool(r.time_limit_s), pool(r.fallback_time_limit_s))
 
 
-def make_sampler(cfg: Any, n_rl: int, n_crl: int) -> Any:
+def make_sampler(cfg: ExperimentConfig, n_rl: int, n_crl: int) -> Any:
     """The data sampler over ``n_rl`` RL and ``n_crl`` CRL rows at the start of its first pass (seeded: the
     same order every time)."""
     from crlab.data.mix import MixSampler
@@ -214,7 +217,7 @@ def _load(source: str, key: str, seed: int) -> list[Any]:
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def planned_steps(cfg: Any, n_rl: int, n_crl: int) -> int:
+def planned_steps(cfg: ExperimentConfig, n_rl: int, n_crl: int) -> int:
     """A run's steps: ``grpo.max_steps`` when set, else ``grpo.epochs`` passes over the data budget.
 
     ``data.budget=pool``: the pool's N problems, however the ratio splits them into RL and CRL rows.
@@ -233,7 +236,7 @@ def planned_steps(cfg: Any, n_rl: int, n_crl: int) -> int:
     return math.ceil(max(rows, 1) / g.prompts_per_step) * g.epochs
 
 
-def plan(cfg: Any) -> dict[str, Any]:
+def plan(cfg: ExperimentConfig) -> dict[str, Any]:
     """What a run of ``cfg`` will draw, before it starts (a sweep's dry run shows it per cell): its steps,
     and the rows they draw (all, RL, CRL), refills not counted; with ``data.budget=pool`` also the pool's
     split (``pool``: "RL problems + CRL problems"). Reads the data sources (no model)."""
@@ -254,7 +257,7 @@ def plan(cfg: Any) -> dict[str, Any]:
     }
 
 
-def pool_counts(cfg: Any, problems: list[Any]) -> tuple[int, int]:
+def pool_counts(cfg: ExperimentConfig, problems: list[Any]) -> tuple[int, int]:
     """``data.budget=pool``: (RL problems, CRL problems) of the pool; with ``data.crl_rows``, the rows are read
     and the split made, so that too few problems with a row fails here, in a sweep's dry run."""
     from crlab.data.pool import converted_count, split_pool
@@ -266,7 +269,7 @@ def pool_counts(cfg: Any, problems: list[Any]) -> tuple[int, int]:
     return len(problems) - n_crl, n_crl
 
 
-def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
+def run_steps(cfg: ExperimentConfig, planned: int) -> tuple[int, bool]:
     """A run's steps for ``planned`` steps a pass, and whether the count is exact (else: at most).
 
     ``switch.restart=fresh`` makes each phase a pass of its own, which its switch may cut short: the fixed
@@ -284,13 +287,13 @@ def run_steps(cfg: Any, planned: int) -> tuple[int, bool]:
     return start + planned, True
 
 
-def budget_spent(cfg: Any, sampler: Any, planned: int) -> bool:
+def budget_spent(cfg: ExperimentConfig, sampler: Any, planned: int) -> bool:
     """``data.budget=rows`` without ``max_steps``: the pass is over once the sampler has drawn the budget's
     batches. DAPO refills draw from the same pass, so a run that refills ends in fewer update steps."""
     return cfg.data.budget in ("rows", "pool") and not cfg.grpo.max_steps and sampler.steps >= planned
 
 
-def sandbox_workers(cfg: Any) -> int:
+def sandbox_workers(cfg: ExperimentConfig) -> int:
     """``reward.sandbox_workers``, or the machine's cores shared among the data-parallel ranks."""
     return cfg.reward.sandbox_workers or max(1, (os.cpu_count() or 1) // launched_world())
 
@@ -305,7 +308,7 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def rollout_engine(cfg: Any) -> str:
+def rollout_engine(cfg: ExperimentConfig) -> str:
     """``rollout.engine`` as this machine resolves it: ``auto`` is vLLM where CUDA and vLLM are, else hf."""
     import importlib.util
 
@@ -315,7 +318,7 @@ def rollout_engine(cfg: Any) -> str:
     return engine
 
 
-def check_rollout(cfg: Any) -> None:
+def check_rollout(cfg: ExperimentConfig) -> None:
     """The rollout settings that can be refused before any model loads (vLLM: ``rollout.tensor_parallel_size``)."""
     if rollout_engine(cfg) == "vllm":
         from crlab.train.rollouts.vllm_rollout import check_config
@@ -323,7 +326,7 @@ def check_rollout(cfg: Any) -> None:
         check_config(cfg)
 
 
-def make_rollout(cfg: Any, model_dir: str, tokenizer: Any, module: Any, synced: bool) -> Any:
+def make_rollout(cfg: ExperimentConfig, model_dir: str, tokenizer: Any, module: Any, synced: bool) -> Any:
     """The run's rollout engine: vLLM (built from ``model_dir``, weights pushed after each update) or the HF
     sampler on the training ``module`` itself (``synced``: ZeRO-3 on several ranks)."""
     from crlab.train.rollouts.rollout import HFRollout
@@ -337,7 +340,7 @@ def make_rollout(cfg: Any, model_dir: str, tokenizer: Any, module: Any, synced: 
     return HFRollout(module, tokenizer, **sampling, synced=synced)
 
 
-def check_world(cfg: Any, world: int) -> None:
+def check_world(cfg: ExperimentConfig, world: int) -> None:
     """Refuse a data-parallel run whose batch does not split evenly over its ranks, or that would deadlock
     (held-out evaluation on rank 0 alone, with the HF engine, while ZeRO-3 partitions the parameters)."""
     from crlab.errors import ConfigError
@@ -382,7 +385,7 @@ def pin_intra_op_threads(model: Any) -> None:
         torch.set_num_threads(1)
 
 
-def make_tracker(cfg: Any, registry: Any, run: Any) -> Any:
+def make_tracker(cfg: ExperimentConfig, registry: Any, run: Any) -> Any:
     """The run's W&B tracker: its id the run's, grouped by its sweep (job type: the cell without its seed),
     with the events the run has had (an offline run cannot read its summary back)."""
     from crlab.tracking import Tracker, job_type

@@ -12,7 +12,7 @@ the mini-batch's loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from crlab.train.grpo.strategies import (
 )
 from crlab.train.grpo.token_batches import check_longest, micro_batch_count, token_micro_batches
 from crlab.train.rollouts.rollout import Rollouts
+
+if TYPE_CHECKING:
+    from crlab.config import GRPOConfig, PhaseConfig, RewardConfig
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,12 @@ class Scored:
 
 
 def score(
-    rows: list[PromptRow], rollouts: Rollouts, group_size: int, sandbox: Any, reward_cfg: Any
+    rows: list[PromptRow], rollouts: Rollouts, group_size: int, sandbox: Any, reward_cfg: RewardConfig
 ) -> Scored:
     """Reward every sample: RL samples by running their code, CRL samples by their judgment (code
     extraction and conclusion parsing by ``reward.code_extraction`` and ``reward.conclusion_parse``)."""
-    extraction = getattr(reward_cfg, "code_extraction", "last")
-    rule = getattr(reward_cfg, "conclusion_parse", "exact")
+    extraction = reward_cfg.code_extraction
+    rule = reward_cfg.conclusion_parse
     n = len(rollouts)
     rewards = torch.zeros(n)
     is_crl = torch.tensor([rows[i // group_size].kind == "crl" for i in range(n)])
@@ -78,7 +81,7 @@ def score(
 
 
 def advantages_for(
-    scored: Scored, group_size: int, phase: Any, norm_by_std: bool, single_sample: str = SingleSample.ZERO,
+    scored: Scored, group_size: int, phase: PhaseConfig, norm_by_std: bool, single_sample: str = SingleSample.ZERO,
     estimator: str = AdvEstimator.GRPO,
 ) -> torch.Tensor:  # fmt: skip
     """Advantages by the ``estimator`` registered under that name (``grpo.adv_estimator``), with the
@@ -199,7 +202,7 @@ def micro_batches(lengths: list[int], rows: range, max_rows: int) -> list[list[i
     return chunks
 
 
-def split_mini_batches(lengths: list[int], bounds: list[int], grpo_cfg: Any) -> list[list[list[int]]]:
+def split_mini_batches(lengths: list[int], bounds: list[int], grpo_cfg: GRPOConfig) -> list[list[list[int]]]:
     """Each mini-batch (rows ``bounds[i]:bounds[i + 1]``) split into micro-batches: of at most
     ``grpo.micro_batch_size`` rows of similar length (:func:`micro_batches`), or with
     ``grpo.micro_batch_tokens`` as verl's ``use_dynamic_bsz`` splits it (:mod:`crlab.train.grpo.token_batches`):
@@ -255,7 +258,7 @@ def padding_batch(packed: Packed, chunks: list[list[int]]) -> Packed:
 
 
 def micro_loss(
-    model: Any, mb: Packed, *, weight: float, grpo_cfg: Any, temperature: float
+    model: Any, mb: Packed, *, weight: float, grpo_cfg: GRPOConfig, temperature: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch's loss, weighted by its share of the mini-batch (tokens or sequences)."""
     device = next(model.parameters()).device
@@ -271,7 +274,7 @@ def micro_loss(
         grpo_cfg.clip_low,
         grpo_cfg.clip_high,
         grpo_cfg.loss_agg,
-        dual_clip_c=getattr(grpo_cfg, "dual_clip_c", None),
+        dual_clip_c=grpo_cfg.dual_clip_c,
     )
     out = {k: float(v) for k, v in stats.items()}
     if grpo_cfg.kl_coef > 0 and mb.ref_logp is not None:
@@ -314,7 +317,7 @@ def pad_micro_weights(
 
 
 def update_loss(
-    model: Any, item: tuple[Packed, float] | tuple[Packed, float, bool], grpo_cfg: Any, temperature: float
+    model: Any, item: tuple[Packed, float] | tuple[Packed, float, bool], grpo_cfg: GRPOConfig, temperature: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`micro_loss` of a ``(micro-batch, weight)`` item; a padding item's stats are left out."""
     part, weight, *padding = item

@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Any
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any
 
 from crlab import faults
 from crlab.registry import Registry
@@ -48,9 +46,12 @@ from crlab.train.loop.step import (
 from crlab.train.loop.timing import step_line, step_values, time_metrics, timed
 from crlab.train.tiny.model import TINY_URI
 
+if TYPE_CHECKING:
+    from crlab.config import ExperimentConfig, SwitchConfig
+
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, registry: Registry, run: Run | None) -> None:
+    def __init__(self, cfg: ExperimentConfig, registry: Registry, run: Run | None) -> None:
         self.cfg, self.registry = cfg, registry
         # the sandboxes' context: left by close(), or by a set-up that fails (no worker outlives it)
         self._resources = contextlib.ExitStack()
@@ -67,7 +68,7 @@ class Trainer:
         self.step = 0
         self.examples: list[list] = []  # a table of the step's sampled rollouts (collect.example_rows)
 
-    def _set_up(self, cfg: DictConfig) -> None:
+    def _set_up(self, cfg: ExperimentConfig) -> None:
         """What the run needs before it is registered; the sandbox is entered in ``self._resources``."""
         from crlab.config_checks import has_rl
         from crlab.train.grpo.phases import PhaseSchedule
@@ -226,7 +227,7 @@ class Trainer:
                 return "preempted"
         return "completed"
 
-    def _switch_phase(self, run: Run, switch: Any) -> None:
+    def _switch_phase(self, run: Run, switch: SwitchConfig) -> None:
         """Record a phase switch. ``switch.restart=fresh``: the new phase goes on as a new run from these
         weights would (the authors' 32k run): a fresh optimizer and warm-up, the data from its start, a pass
         of steps more (``grpo.max_steps`` still bounds the whole run) and, with KL, these weights as the
