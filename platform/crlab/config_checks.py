@@ -6,23 +6,25 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from crlab.errors import ConfigError
-from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES, PlateauRule, SwitchPolicy
-from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, SingleSample
+from crlab.train.engine.ds_config import Precision, WarmupUnit
+from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES, PlateauRule, SwitchPolicy, SwitchRestart
+from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, DapoQuota, MicroWeight, SingleSample
+from crlab.train.rollouts import RolloutEngine
 
 if TYPE_CHECKING:
     from crlab.config import EvalConfig, ExperimentConfig
     from crlab.data.sources import SourceKind
 
-# the keys whose value is one of a few names, and those names (a registry: the names registered when the
-# check runs, so a strategy registered by name is a valid choice)
+# the keys whose value is one of a few names, and those names: each an enum of the module that acts on it, or
+# a registry (the names registered when the check runs, so a strategy registered by name is a valid choice)
 CHOICES: dict[str, Collection[str]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "grpo.adv_estimator": ADV_ESTIMATORS,
     "grpo.loss_agg": LOSS_AGGS,
-    "grpo.micro_weight": ("exact", "verl"),
-    "grpo.warmup_unit": ("optimizer_step", "training_step"),
-    "grpo.dapo_quota": ("global", "per_rank"),
-    "rollout.engine": ("auto", "hf", "vllm"),
+    "grpo.micro_weight": tuple(MicroWeight),
+    "grpo.warmup_unit": tuple(WarmupUnit),
+    "grpo.dapo_quota": tuple(DapoQuota),
+    "rollout.engine": tuple(RolloutEngine),
     "reward.code_mode": ("pass_rate", "all_or_nothing"),
     "reward.code_extraction": ("last", "joined"),
     "reward.conclusion_parse": ("exact", "authors"),
@@ -36,8 +38,8 @@ CHOICES: dict[str, Collection[str]] = {
     "reward.harness": ("strict", "authors"),
     "switch.policy": SWITCH_POLICIES,
     "switch.rule": PLATEAU_RULES,
-    "switch.restart": ("keep", "fresh"),
-    "deepspeed.precision": ("auto", "bf16", "fp16", "fp32"),
+    "switch.restart": tuple(SwitchRestart),
+    "deepspeed.precision": tuple(Precision),
     "tracking.mode": ("offline", "online", "disabled"),
 }
 
@@ -305,7 +307,7 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
         out.append(
             f"switch.metric={sw.metric} is never logged when every prompt is a critique (data.crl_ratio="
             f"{cfg.data.crl_ratio}): the plateau never fires, so the phase "
-            + ("switches only when its data pass ends" if sw.restart == "fresh" else "never switches")
+            + ("switches only when its data pass ends" if sw.restart == SwitchRestart.FRESH else "never switches")
             + "; set switch.metric=auto (or reward/crl_mean), or "
             "switch.policy=fixed with switch.at_steps"
         )

@@ -20,7 +20,7 @@ from crlab.data.programs import program_for
 from crlab.data.prompts import code_prompt
 from crlab.eval.report import CodeEvalReport, CritiqueReport, check_ks, code_report, critique_report
 from crlab.eval.score import score_programs
-from crlab.eval.sources import EvalSet
+from crlab.eval.sources import EvalSet, SetKind
 from crlab.rewards.critique import parse_conclusion
 
 Progress = Callable[[int, int], None]  # (done, total) items
@@ -138,7 +138,7 @@ def evaluate(
     on_progress: Progress | None = None, on_record: Record | None = None,
 ) -> CodeEvalReport | CritiqueReport:  # fmt: skip
     """Dispatch on the set's kind: pass@k for code problems, critique accuracy for ``crl:`` sets."""
-    if eval_set.kind == "crl":
+    if eval_set.kind == SetKind.CRL:
         rows = critique_rows(eval_set, sandbox, settings)
         return evaluate_critique(policy, rows, settings, on_progress=on_progress, on_record=on_record)
     return evaluate_code(

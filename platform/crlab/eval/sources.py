@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from crlab.data.crl import CRLRow, load_crl_rows
 from crlab.data.problems import DataFormatError, Problem
@@ -26,10 +27,17 @@ class EvalInputError(CrlabError):
     """Bad input to an evaluation (a source, a window, a samples file): one line, exit code 2."""
 
 
+class SetKind(StrEnum):
+    """What an evaluation set measures."""
+
+    CODE = "code"  # pass@k on problems
+    CRL = "crl"  # critique accuracy on labelled rows
+
+
 @dataclass
 class EvalSet:
     source: str
-    kind: str  # "code": pass@k on problems; "crl": critique accuracy
+    kind: SetKind
     problems: list[Problem] = field(default_factory=list)  # code problems, or CRL rows still to label
     crl_rows: list[CRLRow] | None = None  # labelled critique rows, when read from a file
 
@@ -80,8 +88,8 @@ def load_eval_set(
         kind, arg = resolve(source)
         if kind.critique:
             if is_rows_file(arg):
-                return EvalSet(source, "crl", crl_rows=load_crl_rows(arg, style))
-            return EvalSet(source, "crl", problems=load_problems(arg, seed=seed))
+                return EvalSet(source, SetKind.CRL, crl_rows=load_crl_rows(arg, style))
+            return EvalSet(source, SetKind.CRL, problems=load_problems(arg, seed=seed))
         problems = load_problems(source, seed=seed)
     except UnknownSource as exc:
         raise EvalInputError(f"--on {source!r}: {exc}") from None
@@ -97,7 +105,7 @@ def load_eval_set(
         problems = filter_dates(problems, arg, since, until)
     if not problems:
         raise EvalInputError(f"--on {source!r}: no problems")
-    return EvalSet(source, "code", problems=problems)
+    return EvalSet(source, SetKind.CODE, problems=problems)
 
 
 def subset(items: list, max_items: int | None, seed: int) -> list:

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from crlab.train.engine.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
-from crlab.train.engine.ds_config import ADAM_BETAS, ADAM_EPS, build_ds_config, resolve_precision
+from crlab.train.engine.ds_config import ADAM_BETAS, ADAM_EPS, WarmupUnit, build_ds_config, resolve_precision
 
 __all__ = [
     "CheckpointManager",
@@ -172,10 +172,10 @@ class TrainEngine:
         offload_optimizer: bool,
         offload_params: bool,
         ds_overrides: Mapping[str, Any] | None = None,
-        warmup_unit: str = "optimizer_step",
+        warmup_unit: str = WarmupUnit.OPTIMIZER_STEP,
     ) -> None:
-        if warmup_unit not in ("optimizer_step", "training_step"):
-            raise ValueError(f"warmup_unit must be optimizer_step or training_step, got {warmup_unit!r}")
+        if warmup_unit not in set(WarmupUnit):
+            raise ValueError(f"warmup_unit must be one of {', '.join(WarmupUnit)}, got {warmup_unit!r}")
         if lr < 0 or warmup_steps < 0 or total_steps < 1:
             raise ValueError(
                 f"need lr >= 0, warmup_steps >= 0 and total_steps >= 1; got lr={lr}, "
@@ -204,7 +204,7 @@ class TrainEngine:
         self.warmup_unit, self.training_step = warmup_unit, 0
         self._warmup = warmup_then_constant(warmup_steps)
         self.origin = (0, 0)  # the warm-up counts from here: (optimizer steps, training step); see restart
-        by_step = warmup_unit == "optimizer_step"
+        by_step = warmup_unit == WarmupUnit.OPTIMIZER_STEP
         factor = self._step_factor if by_step else self._training_factor
         self.ds_engine, self.scheduler = _initialize(model, config, lr, weight_decay, factor)
         if self._own_clip is not None:
@@ -252,7 +252,7 @@ class TrainEngine:
     def begin_training_step(self, index: int) -> None:
         """Training step ``index`` (0-based) begins: under ``warmup_unit="training_step"`` its LR is set."""
         self.training_step = index
-        if self.warmup_unit == "training_step":
+        if self.warmup_unit == WarmupUnit.TRAINING_STEP:
             groups = self.scheduler.optimizer.param_groups
             for group, base in zip(groups, self.scheduler.base_lrs, strict=True):
                 group["lr"] = base * self._training_factor(0)

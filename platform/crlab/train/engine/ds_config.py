@@ -5,27 +5,44 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
-import torch
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+class Precision(StrEnum):
+    """``deepspeed.precision``: auto (bf16 on CUDA, fp32 elsewhere) or one of DeepSpeed's."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class WarmupUnit(StrEnum):
+    """``grpo.warmup_unit``: what the LR warm-up counts (verl: training steps, the first at lr 0)."""
+
+    OPTIMIZER_STEP = "optimizer_step"
+    TRAINING_STEP = "training_step"
+
+
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
 def resolve_precision(precision: str) -> str:
     """``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere; an unsupported explicit precision is a ValueError."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "fp32"
-    if precision == "fp32":
+    import torch
+
+    if precision not in set(Precision):
+        raise ValueError(f"precision must be one of {', '.join(Precision)}; got {precision!r}")
+    if precision == Precision.AUTO:
+        return Precision.BF16 if torch.cuda.is_available() else Precision.FP32
+    if precision == Precision.FP32:
         return precision
     from deepspeed.accelerator import get_accelerator
 
     accel = get_accelerator()
-    supported = accel.is_bf16_supported() if precision == "bf16" else accel.is_fp16_supported()
+    supported = accel.is_bf16_supported() if precision == Precision.BF16 else accel.is_fp16_supported()
     if not supported:
         raise ValueError(
             f"precision {precision!r} is not supported by DeepSpeed on this machine's accelerator "
@@ -55,6 +72,8 @@ def _zero_section(zero_stage: int, offload_optimizer: bool, offload_params: bool
         raise ValueError(
             f"offload_params needs zero_stage 3 (got {zero_stage}); set zero_stage=3 or turn it off"
         )
+    import torch
+
     pin = torch.cuda.is_available()
     zero: dict[str, Any] = {"stage": zero_stage}
     if offload_optimizer:

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crlab.train.engine.ds_config import Precision
 from crlab.train.grpo.logprobs import chunk_tokens
+from crlab.train.rollouts import RolloutEngine
 
 if TYPE_CHECKING:
     from crlab.config import ExperimentConfig
@@ -104,10 +106,10 @@ def _count(n: int) -> str:
 def model_state_rows(cfg: ExperimentConfig, params: int, world: int) -> list[Row]:
     """Parameters, gradients and optimizer states per GPU (ZeRO partitions, offload)."""
     ds = cfg.deepspeed
-    mixed = ds.precision != "fp32"  # auto is bf16 on a GPU
+    mixed = ds.precision != Precision.FP32  # auto is bf16 on a GPU
     width, optim = (2, 12) if mixed else (4, 8)
     stage = int(ds.zero_stage)
-    kind = "bf16" if ds.precision == "auto" else ds.precision
+    kind = Precision.BF16 if ds.precision == Precision.AUTO else ds.precision
 
     def share(bytes_per: int, from_stage: int) -> tuple[float, str]:
         split = stage >= from_stage and world > 1
@@ -145,7 +147,7 @@ def step_tokens(cfg: ExperimentConfig) -> tuple[int, int]:
 
 def activation_row(cfg: ExperimentConfig, shape: ModelShape) -> Row:
     rows, length = step_tokens(cfg)
-    tokens, width = rows * length, 2 if cfg.deepspeed.precision != "fp32" else 4
+    tokens, width = rows * length, 2 if cfg.deepspeed.precision != Precision.FP32 else 4
     if cfg.model.gradient_checkpointing:
         per_token = shape.layers * shape.hidden + layer_elements(shape) + shape.hidden
         how = "gradient checkpointing: each layer's input, one layer recomputed at a time"
@@ -159,7 +161,7 @@ def activation_row(cfg: ExperimentConfig, shape: ModelShape) -> Row:
 def logits_row(cfg: ExperimentConfig, shape: ModelShape) -> Row:
     """One chunk of logits: fp32 logits and softmax plus the matmul's output and the gradient in the model's
     width; what the same over the whole micro-batch would hold is noted."""
-    width = 2 if cfg.deepspeed.precision != "fp32" else 4
+    width = 2 if cfg.deepspeed.precision != Precision.FP32 else 4
     rows, length = step_tokens(cfg)
     chunk = min(chunk_tokens(shape.vocab), rows * length)
     per = 8 + 2 * width  # bytes per logit: fp32 logits and softmax, the matmul's output and the gradient
@@ -175,7 +177,7 @@ def extra_rows(cfg: ExperimentConfig, params: int) -> list[Row]:
     if cfg.grpo.kl_coef > 0:
         width = 4 if cfg.model.dtype == "float32" else 2
         rows.append(Row("reference model", float(params * width), f"{cfg.model.dtype}, whole on every rank"))
-    if cfg.rollout.engine in ("vllm", "auto"):
+    if cfg.rollout.engine in (RolloutEngine.VLLM, RolloutEngine.AUTO):
         share = cfg.rollout.gpu_memory_utilization
         asleep = (
             "freed during the update (sleep mode)" if cfg.rollout.sleep_mode else "held during the update"

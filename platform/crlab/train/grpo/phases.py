@@ -65,6 +65,13 @@ class SwitchPolicy(StrEnum):
     NEVER = "never"
 
 
+class SwitchRestart(StrEnum):
+    """How the next phase begins (``switch.restart``)."""
+
+    KEEP = "keep"  # optimizer, warm-up and data go on
+    FRESH = "fresh"  # as a new run from the weights (the authors' 32k run): fresh AdamW, warm-up, data pass
+
+
 class PhaseSchedule:
     """Walk through ``phases`` in order, switching when the policy registered as ``switch.policy`` says so.
 

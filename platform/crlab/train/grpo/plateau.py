@@ -53,6 +53,13 @@ def mean_rule(
     return sum(values[-window:]) / window - sum(values[:window]) / window, 0.0
 
 
+class Direction(StrEnum):
+    """Which way a watched metric improves: a reward rises (max), a loss falls (min)."""
+
+    MAX = "max"
+    MIN = "min"
+
+
 class PlateauMonitor:
     """Detect a plateau in a scalar curve (e.g. the mean RL reward), one value per step, optionally with
     the standard error of each value (a step's reward mean has one: its samples' spread).
@@ -97,7 +104,7 @@ class PlateauMonitor:
         min_delta: float = 0.01,
         patience: int = 3,
         min_steps: int = 20,
-        mode: str = "max",
+        mode: str = Direction.MAX,
         rule: str = PlateauRule.CONFIDENT,
         confidence: float = 0.95,
     ) -> None:
@@ -107,8 +114,8 @@ class PlateauMonitor:
             raise ValueError(f"patience must be >= 1, got {patience}")
         if min_steps < 0:
             raise ValueError(f"min_steps must be >= 0, got {min_steps}")
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if mode not in set(Direction):
+            raise ValueError(f"mode must be one of {', '.join(Direction)}, got {mode!r}")
         self._rule = PLATEAU_RULES.get(rule)
         if rule == PlateauRule.CONFIDENT and window < 2:
             raise ValueError(
@@ -149,7 +156,7 @@ class PlateauMonitor:
             return False
         recent = sum(self._values[-self.window :]) / self.window
         previous = sum(self._values[: self.window]) / self.window
-        sign = 1.0 if self.mode == "max" else -1.0
+        sign = 1.0 if self.mode == Direction.MAX else -1.0
         rise, width = self._rule(self._values, self._stderrs, self.window, self.confidence)
         improvement = sign * rise
         upper = improvement + width

@@ -95,6 +95,20 @@ class SingleSample(StrEnum):
     RAW = "raw"  # verl's compute_grpo_outcome_advantage: mean 0, std 1, so r / (1 + eps)
 
 
+class MicroWeight(StrEnum):
+    """How a micro-batch's loss is weighed in its mini-batch's update (``grpo.micro_weight``)."""
+
+    EXACT = "exact"  # its share of the mini-batch's normaliser: the update is the mini-batch's own loss
+    VERL = "verl"  # its share of the rows, as verl's dp_actor (the token mean then depends on the split)
+
+
+class DapoQuota(StrEnum):
+    """Whose kept groups fill DAPO's quota of ``prompts_per_step`` (``grpo.dapo_quota``)."""
+
+    GLOBAL = "global"  # all ranks' together (verl's dynamic sampling)
+    PER_RANK = "per_rank"  # each rank fills its own share
+
+
 def _check_groups(rewards: torch.Tensor, group_size: int) -> None:
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")

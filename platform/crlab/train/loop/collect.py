@@ -26,7 +26,8 @@ import torch
 from crlab.train import grpo
 from crlab.train.engine import dist
 from crlab.train.grpo import quota
-from crlab.train.loop.step import PromptRow, Scored, advantages_for
+from crlab.train.grpo.strategies import DapoQuota
+from crlab.train.loop.step import PromptRow, RowKind, Scored, advantages_for
 from crlab.train.loop.timing import timed
 from crlab.train.rollouts.rollout import Rollouts
 
@@ -158,14 +159,14 @@ def example_rows(
     there (``label``: a CRL row's truth; ``judged``: the conclusion the response reached)."""
     from crlab.rewards.critique import parse_conclusion
 
-    rl = [i for i, r in enumerate(rows) if r.kind == "rl"]
-    crl = [i for i, r in enumerate(rows) if r.kind == "crl"]
+    rl = [i for i, r in enumerate(rows) if r.kind == RowKind.RL]
+    crl = [i for i, r in enumerate(rows) if r.kind == RowKind.CRL]
     n_crl = min(len(crl), max(limit // 2, limit - len(rl)))  # half each, or what the other kind leaves
     picked = sorted(rl[: limit - n_crl] + crl[:n_crl])
     out = []
     for i in picked:
         j, row = i * size, rows[i]
-        judged = parse_conclusion(rollouts.texts[j]) if row.kind == "crl" else None
+        judged = parse_conclusion(rollouts.texts[j]) if row.kind == RowKind.CRL else None
         out.append([row.kind, row.problem_id, row.prompt, rollouts.texts[j], float(rewards[j]), row.label, judged,
                     bool(rollouts.truncated[j])])  # fmt: skip
     return out
@@ -200,7 +201,7 @@ def collect_groups(src: Sources, phase: PhaseConfig, g: GRPOConfig, table_rows: 
     fill the step (or the refills run out); ``table_rows``: the first round's groups in the examples table
     (``tracking.rollout_table_rows``)."""
     world = dist.world()
-    pooled = world > 1 and g.dapo_quota == "global"  # the kept groups of all ranks count together
+    pooled = world > 1 and g.dapo_quota == DapoQuota.GLOBAL  # the kept groups of all ranks count together
     size, need = g.group_size, g.prompts_per_step // world  # this rank's share
     parts: list[Rollouts] = []
     advantages: list[torch.Tensor] = []

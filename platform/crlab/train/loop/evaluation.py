@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from crlab.config_checks import selection_metric
 from crlab.errors import ConfigError, CrlabError
+from crlab.eval.sources import SetKind
 from crlab.registry.entities import improves
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def load_sets(cfg: ExperimentConfig, style: str) -> list[tuple[str, Any]]:
 
 
 def _records_file(out_dir: str | None, step: int, prefix: str, kind: str) -> Path | None:
-    if not out_dir or kind != "code":
+    if not out_dir or kind != SetKind.CODE:
         return None
     path = Path(out_dir) / "eval" / f"step-{step:06d}-{prefix.rstrip('/')}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ class TrainingEval:
             self.scoring = {
                 found.source: resolve_scoring(self.ev.scoring, found.problems, "eval.scoring")
                 for _, found in self.sets
-                if found.kind == "code"
+                if found.kind == SetKind.CODE
             }
         except CrlabError as exc:
             raise ConfigError(str(exc)) from None
@@ -184,7 +185,7 @@ class TrainingEval:
         from crlab.eval.runner import critique_rows
 
         for _, found in self.sets:
-            if found.kind == "crl" and found.crl_rows is None:
+            if found.kind == SetKind.CRL and found.crl_rows is None:
                 found.crl_rows = critique_rows(found, sandbox, self.settings(1))
                 if not found.crl_rows:
                     raise ConfigError(f"eval.crl_source: {found.source!r} gave no (problem, candidate) pairs")
@@ -213,7 +214,7 @@ class TrainingEval:
                         policy, found, self.sandbox_for(found, sandbox), settings, on_record=sink.write_record
                     )
                 outcome.metrics.update(report.metrics(prefix))
-                if found.kind == "code":
+                if found.kind == SetKind.CODE:
                     outcome.problems.append({
                         "source": found.source, "prefix": prefix, "n": settings.n,
                         "problems": [[p.id, p.n, p.c] for p in report.problems],

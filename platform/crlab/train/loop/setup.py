@@ -17,8 +17,9 @@ import torch
 
 from crlab import models
 from crlab.errors import ConfigError
-from crlab.train.grpo.phases import SwitchPolicy, transition_steps
-from crlab.train.loop.step import PromptRow
+from crlab.train.grpo.phases import SwitchPolicy, SwitchRestart, transition_steps
+from crlab.train.loop.step import PromptRow, RowKind
+from crlab.train.rollouts import RolloutEngine
 from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def make_rows(
     from crlab.data.crl import build_crl_rows, load_crl_candidates
     from crlab.data.prompts import code_prompt
 
-    rl = [PromptRow("rl", code_prompt(p, style), p.id, spec=p.spec) for p in problems]
+    rl = [PromptRow(RowKind.RL, code_prompt(p, style), p.id, spec=p.spec) for p in problems]
     if cfg.data.crl_rows and cfg.data.crl_ratio > 0:
         return pool_rows(cfg, problems, rl, labelled_rows(cfg, style))
     if not crl_problems:
@@ -113,7 +114,7 @@ def make_rows(
     )  # fmt: skip
     if not rows:
         raise ConfigError("data.crl_ratio > 0 but the CRL source gave no (problem, candidate) pairs")
-    return pool_rows(cfg, problems, rl, [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows])
+    return pool_rows(cfg, problems, rl, [PromptRow(RowKind.CRL, r.prompt, r.problem_id, label=r.label) for r in rows])
 
 
 def pool_rows(
@@ -140,7 +141,7 @@ def labelled_rows(cfg: ExperimentConfig, style: str) -> list[PromptRow]:
         raise ConfigError(f"data.crl_rows: {exc}") from None
     if not rows:
         raise ConfigError(f"data.crl_rows: {cfg.data.crl_rows} has no rows")
-    return [PromptRow("crl", r.prompt, r.problem_id, label=r.label) for r in rows]
+    return [PromptRow(RowKind.CRL, r.prompt, r.problem_id, label=r.label) for r in rows]
 
 
 def filter_overlong(
@@ -277,7 +278,7 @@ def run_steps(cfg: ExperimentConfig, planned: int) -> tuple[int, bool]:
     the plateau's (and any other registered policy's) are not (at most a whole pass a phase).
     ``grpo.max_steps`` bounds the whole run."""
     sw = cfg.switch
-    if cfg.grpo.max_steps or sw.restart != "fresh" or sw.policy == SwitchPolicy.NEVER or len(cfg.phases) == 1:
+    if cfg.grpo.max_steps or sw.restart != SwitchRestart.FRESH or sw.policy == SwitchPolicy.NEVER or len(cfg.phases) == 1:
         return planned, True
     if sw.policy != SwitchPolicy.FIXED:  # switches not known ahead
         return planned * len(cfg.phases), False
@@ -312,9 +313,10 @@ def rollout_engine(cfg: ExperimentConfig) -> str:
     """``rollout.engine`` as this machine resolves it: ``auto`` is vLLM where CUDA and vLLM are, else hf."""
     import importlib.util
 
-    engine = cfg.rollout.engine
-    if engine == "auto":
-        engine = "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+    engine = RolloutEngine(cfg.rollout.engine)
+    if engine == RolloutEngine.AUTO:
+        on_gpu = torch.cuda.is_available() and importlib.util.find_spec("vllm")
+        engine = RolloutEngine.VLLM if on_gpu else RolloutEngine.HF
     return engine
 
 

@@ -12,6 +12,7 @@ the mini-batch's loss.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +25,7 @@ from crlab.train.grpo.logprobs import model_logprobs
 from crlab.train.grpo.strategies import (
     AdvEstimator,
     LossAgg,
+    MicroWeight,
     SingleSample,
     estimate_advantages,
     weighs_by_tokens,
@@ -35,11 +37,18 @@ if TYPE_CHECKING:
     from crlab.config import GRPOConfig, PhaseConfig, RewardConfig
 
 
+class RowKind(StrEnum):
+    """What a step's prompt asks for: code (rewarded by its tests) or a critique (by its label)."""
+
+    RL = "rl"
+    CRL = "crl"
+
+
 @dataclass(frozen=True)
 class PromptRow:
     """One prompt of a step: an RL row (``spec`` holds its tests) or a CRL row (``label`` its truth)."""
 
-    kind: str  # "rl" | "crl"
+    kind: RowKind
     prompt: str
     problem_id: str
     spec: Any = None
@@ -62,7 +71,7 @@ def score(
     rule = reward_cfg.conclusion_parse
     n = len(rollouts)
     rewards = torch.zeros(n)
-    is_crl = torch.tensor([rows[i // group_size].kind == "crl" for i in range(n)])
+    is_crl = torch.tensor([rows[i // group_size].kind == RowKind.CRL for i in range(n)])
     rl_idx = [i for i in range(n) if not is_crl[i]]
     if rl_idx:
         specs = [rows[i // group_size].spec for i in rl_idx]
@@ -289,7 +298,7 @@ def micro_loss(
 
 
 def micro_weights(
-    packed: Packed, chunks: list[list[int]], agg: str, how: str = "exact"
+    packed: Packed, chunks: list[list[int]], agg: str, how: str = MicroWeight.EXACT
 ) -> list[tuple[Packed, float]]:
     """The micro-batches of one mini-batch (``chunks`` of rows, see :func:`micro_batches`), each trimmed to
     its longest row, with its share of the mini-batch's normaliser (tokens for token-mean and any aggregation
@@ -298,7 +307,7 @@ registered ``by_tokens``, else rows), so
     always its share of the rows, as verl's dp_actor scales each micro-batch's loss (its own token mean
     under token-mean) by n_seq(micro) / n_seq(mini-batch); the token mean then depends on the split."""
     parts = [packed.select(rows).trimmed() for rows in chunks]
-    by_tokens = weighs_by_tokens(agg) and how == "exact"
+    by_tokens = weighs_by_tokens(agg) and how == MicroWeight.EXACT
     shares = [float(p.mask.sum()) if by_tokens else float(len(p)) for p in parts]
     total = sum(shares)
     return [(part, share / max(total, 1.0)) for part, share in zip(parts, shares, strict=True)]

@@ -29,6 +29,7 @@ from crlab.registry.entities import Run
 from crlab.registry.writer import RunRecorder
 from crlab.train.engine import dist
 from crlab.train.engine.memory import measured_peak
+from crlab.train.grpo.phases import SwitchRestart
 from crlab.train.loop import restart, setup
 from crlab.train.loop.collect import Sources, collect_groups
 from crlab.train.loop.evaluation import PROBLEMS_EVENT, TrainingEval, base_key
@@ -206,7 +207,7 @@ class Trainer:
                 metrics = self._one_step(timings)
                 self.step += 1
                 switch = self.schedule.observe(self.step, metrics)  # its metric is the same on every rank
-                if switch is None and self.cfg.switch.restart == "fresh" and self._pass_over():
+                if switch is None and self.cfg.switch.restart == SwitchRestart.FRESH and self._pass_over():
                     switch = self.schedule.end_of_pass(self.step, self.sampler.steps)  # a phase: a pass
                 if switch is not None:
                     self._switch_phase(run, switch)
@@ -233,7 +234,7 @@ class Trainer:
         of steps more (``grpo.max_steps`` still bounds the whole run) and, with KL, these weights as the
         reference."""
         payload = {**switch.to_payload(), "restart": self.cfg.switch.restart}
-        if self.cfg.switch.restart == "fresh":
+        if self.cfg.switch.restart == SwitchRestart.FRESH:
             self.engine.restart(self.step)
             self.phase_start = {"step": self.step, "optimizer_steps": self.engine.origin[0]}
             self.sampler = setup.make_sampler(self.cfg, len(self.rl_rows), len(self.crl_rows))
