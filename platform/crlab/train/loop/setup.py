@@ -359,7 +359,7 @@ def check_world(cfg: ExperimentConfig, world: int) -> None:
                 f"{key}={value} does not split over {world} data-parallel ranks; use a multiple"
             )
     keys = ("eval.source", "eval.select_source", "eval.crl_source")  # select_source: unused without source
-    evals = [key for key in keys if cfg.eval.get(key.split(".")[1]) and (key != keys[1] or cfg.eval.source)]
+    evals = [key for key in keys if getattr(cfg.eval, key.split(".")[1]) and (key != keys[1] or cfg.eval.source)]
     if cfg.deepspeed.zero_stage == 3 and evals and rollout_engine(cfg) == "hf":
         raise ConfigError(
             f"{' and '.join(evals)} with deepspeed.zero_stage=3 on {world} ranks and rollout.engine=hf: the "
