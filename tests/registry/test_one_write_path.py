@@ -6,6 +6,7 @@ production never takes (tests write through ``tests/registry/recording.py`` inst
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import re
 import textwrap
@@ -31,8 +32,9 @@ def _writes(fn: Callable, seen: set[str]) -> bool:
     if fn.__qualname__ in seen:
         return False
     seen.add(fn.__qualname__)
-    module = inspect.getmodule(fn)
-    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(fn)))):
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    names = {**vars(inspect.getmodule(fn)), **_local_imports(tree)}
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Assign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(_sets_attribute(t) for t in targets):
@@ -45,14 +47,26 @@ def _writes(fn: Callable, seen: set[str]) -> bool:
         if isinstance(func, ast.Name) and func.id in SQL_WRITES:
             return True
         callee = None
-        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
-            callee = getattr(Registry, func.attr, None)
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            owner = Registry if func.value.id == "self" else names.get(func.value.id)
+            callee = getattr(owner, func.attr, None)  # self.method(...), or module.function(...)
         elif isinstance(func, ast.Name):
-            callee = vars(module).get(func.id)
+            callee = names.get(func.id)
         follow = inspect.isfunction(callee) and callee.__module__.startswith("crlab.registry")
         if follow and _writes(callee, seen):
             return True
     return False
+
+
+def _local_imports(tree: ast.AST) -> dict[str, object]:
+    """What ``from crlab... import name`` statements inside a function bind."""
+    found: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("crlab"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                found[alias.asname or alias.name] = getattr(module, alias.name, None)
+    return found
 
 
 def _sets_attribute(target: ast.expr) -> bool:
