@@ -41,14 +41,15 @@ class _ApplyNow:
 class Recording(RunRecorder):
     """A :class:`RunRecorder` of ``run_id`` whose records reach the registry before each call returns.
 
-    The journal is written in ``journal_dir``, else the run's folder (``run_dir``), else a folder of the
-    test's own CRLAB_HOME; it numbers its records after the last one the registry has applied, as a run's
-    journal does, so several recordings of one run (or a recording after a run's own journal) go in order.
+    The journal is written in the run's folder (``run_dir``) where it exists (a test may name one that does
+    not), else in a folder of the test's own CRLAB_HOME. It numbers its records after the last one the
+    registry has applied, as a run's journal does, so several recordings of one run (or a recording after
+    the run's own journal) go in order.
     """
 
-    def __init__(self, registry: Registry, run_id: str, journal_dir: str | Path | None = None) -> None:
+    def __init__(self, registry: Registry, run_id: str) -> None:
         run = registry.get_run(run_id)
-        folder = journal_dir or run.run_dir or _scratch(run.id)
+        folder = run.run_dir if _is_dir(run.run_dir) else _scratch(run.id)
         self.journal = Journal(folder, run.attempt)
         self.journal.seq = max(self.journal.seq, run.journal_seq)
         self.writer = _ApplyNow(registry.engine, run.id)
@@ -59,6 +60,10 @@ class Recording(RunRecorder):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_dir(path: str | None) -> bool:
+    return bool(path) and Path(path).is_dir()  # type: ignore[arg-type]
 
 
 def _scratch(run_id: str) -> Path:
