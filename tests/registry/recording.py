@@ -63,7 +63,7 @@ class Recording(RunRecorder):
 
 
 def _is_dir(path: str | None) -> bool:
-    return bool(path) and Path(path).is_dir()  # type: ignore[arg-type]
+    return bool(path and Path(path).is_dir())
 
 
 def _scratch(run_id: str) -> Path:
