@@ -73,7 +73,8 @@ class RunRow(Base):
 
 
 class MetricRow(Base):
-    """One value of one metric at one step; at most one row per (run, key, step) (see summaries.write_metrics)."""
+    """One value of one metric at one step; at most one row per (run, key, step) (see
+    ``summaries.write_metrics``)."""
 
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step", unique=True),)
