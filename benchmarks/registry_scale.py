@@ -179,8 +179,9 @@ def _time_writes(reg: Registry, repeat: int) -> float:
         for _ in range(repeat):  # new steps after the run's last (500 by default), one record each
             record = journal.append("metrics", step=1000 + journal.seq, values={k: 0.5 for k in KEYS})
             t0 = time.perf_counter()
-            apply_records(reg.engine, run.id, [record])
+            applied = apply_records(reg.engine, run.id, [record])
             times.append((time.perf_counter() - t0) * 1000)
+            assert applied == 1, "the record was not applied: its number is not after the run's last"
         journal.close()
     return statistics.median(times)
 
