@@ -3,8 +3,9 @@
 Both arms run the *same* steps of the tiny coder (generate, sandbox rewards, forward, backward, optimizer
 step): before each arm the model, optimizer, sampler and RNG are restored from one checkpoint, so the two
 trajectories are bitwise identical and differ only in the bookkeeping. The baseline arm calls the step
-alone; the platform arm also writes the step's metrics to the registry (SQLite), logs them to W&B
-(offline), feeds the phase schedule and refreshes the heartbeat, as the training loop does.
+alone; the platform arm also writes the step's metrics to the run's journal (its background writer sends
+them to the registry, SQLite), logs them to W&B (offline), feeds the phase schedule and refreshes the
+heartbeat, as the training loop does.
 
     python benchmarks/step_overhead.py [--steps 5] [--rounds 3]
 
@@ -67,7 +68,7 @@ class _Arm:
             if platform:
                 _Arm.logged += 1
                 finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-                self.registry.log_metrics(self.run.id, _Arm.logged, finite)
+                t.recorder.metrics(_Arm.logged, finite)  # the run's journal; its writer sends it on
                 t.tracker.log(finite, _Arm.logged)
                 t.schedule.observe(_Arm.logged, metrics)
                 self.registry.heartbeat(self.run.id)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab.registry import Registry
 
@@ -35,10 +36,11 @@ def seeded(tmp_path: Path) -> str:
         sweep = reg.create_sweep("crl-ratio", {"grid": {}})
         run = reg.create_run("tiny", {"seed": 0}, sweep_id=sweep.id, cell_key="k0", run_id="abcd1234")
         reg.start_attempt(run.id, host="h", pid=1)
-        reg.log_metrics(run.id, 3, {"reward/rl_mean": 0.625})
-        reg.log_event(run.id, "phase_switch", {"to": "long"}, step=3)
-        reg.record_checkpoint(run.id, 3, "/ck/3", complete=True)
-        reg.log_event(run.id, "checkpoint", {"path": "/ck/3"}, step=3)
+        with Recording(reg, run.id) as rec:  # as the run's trainer writes them
+            rec.metrics(3, {"reward/rl_mean": 0.625})
+            rec.event("phase_switch", {"to": "long"}, step=3)
+            rec.checkpoint(3, "/ck/3", kept=["/ck/3"], best=None)
+            rec.event("checkpoint", {"path": "/ck/3"}, step=3)
         reg.create_run("other", {}, run_id="ffff0000")
     return url
 
@@ -89,7 +91,8 @@ def test_runs_list_fits_the_terminal(seeded: str) -> None:
             name = f"tiny-coder-crl-ratio-0.{i}-scale-0.8-switch-on-plateau-seed{i}"
             run = reg.create_run(name, {}, sweep_id=sweep.id, cell_key=f"k{i}")
             reg.start_attempt(run.id, host="h", pid=1)
-            reg.log_metrics(run.id, 100 + i, {"reward/rl_mean": 0.5})
+            with Recording(reg, run.id) as rec:
+                rec.metrics(100 + i, {"reward/rl_mean": 0.5})
             if status != "running":
                 reg.finish_run(run.id, status)
         reg.create_run("x" * 150, {})
@@ -262,8 +265,9 @@ def test_runs_list_where_columns_sort(seeded: str) -> None:
         for i, ratio in enumerate((0.0, 0.2, 0.5)):
             config = {"data": {"crl_ratio": ratio}, "seed": i, "tracking": {"tags": ["tiny"] if i else []}}
             reg.create_run(f"ratio-{ratio}", config, sweep_id=sweep.id, cell_key=f"c{i}", run_id=f"cc{i}")
-            for step in (1, 2):
-                reg.log_metrics(f"cc{i}", step, {"reward/rl_mean": ratio + step / 10})
+            with Recording(reg, f"cc{i}") as rec:
+                for step in (1, 2):
+                    rec.metrics(step, {"reward/rl_mean": ratio + step / 10})
         reg.finish_run("cc2", "failed", error="boom")
     where = "config.data.crl_ratio >= 0.2 or (tags = 'tiny' and not status = 'failed')"
     columns = "id,status,config.data.crl_ratio,metrics.reward/rl_mean.last,metrics.reward/rl_mean.max_step"

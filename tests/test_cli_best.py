@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.registry.recording import Recording
+
 from crlab.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,11 +27,13 @@ def test_runs_show_flags_the_best_checkpoint(tmp_path: Path) -> None:
     with Registry(url) as reg:
         run = reg.create_run("tiny", {"eval": {"select": "eval/critique_acc"}}, run_id="feed0001")
         plain = reg.create_run("plain", {}, run_id="feed0002")
-        for step, acc in ((20, 0.5), (40, 0.75), (60, 0.625)):
-            reg.log_metrics(run.id, step, {"eval/critique_acc": acc, "eval/pass@1": 0.1})
-            reg.record_checkpoint(run.id, step, f"/ck/{step}", complete=True)
-        reg.set_best_checkpoint(run.id, 40)
-        reg.record_checkpoint(plain.id, 5, "/ck/p5", complete=True)
+        kept = ["/ck/20", "/ck/40", "/ck/60"]
+        with Recording(reg, run.id) as rec, Recording(reg, plain.id) as rec_plain:
+            for i, (step, acc) in enumerate(((20, 0.5), (40, 0.75), (60, 0.625))):
+                rec.metrics(step, {"eval/critique_acc": acc, "eval/pass@1": 0.1})
+                rec.checkpoint(step, f"/ck/{step}", kept=kept[: i + 1], best=None)
+            rec.best(40)  # its evaluation ended after the checkpoint at 60 was saved
+            rec_plain.checkpoint(5, "/ck/p5", kept=["/ck/p5"], best=None)
     shown = _show(url, "feed0001", "--json")
     assert shown.returncode == 0, shown.stderr
     found = json.loads(shown.stdout)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab.registry import Registry
 from crlab.registry.compare import config_diff, flatten
@@ -42,11 +43,10 @@ def three(db_url: str) -> str:
         reg.create_run("a", _config(), run_id="aaaa0001")
         reg.create_run("b", _config(ratio=0.5, scale=1.0), run_id="bbbb0002")
         reg.create_run("c", _config(seed=1), run_id="cccc0003")
-        for step in (1, 2, 3):
-            reg.log_metrics(
-                "aaaa0001", step, {"reward/rl_mean": [0.2, 0.6, 0.4][step - 1], "loss": 1.0 / step}
-            )
-            reg.log_metrics("bbbb0002", step, {"reward/rl_mean": 0.1 * step})
+        with Recording(reg, "aaaa0001") as a, Recording(reg, "bbbb0002") as b:
+            for step in (1, 2, 3):
+                a.metrics(step, {"reward/rl_mean": [0.2, 0.6, 0.4][step - 1], "loss": 1.0 / step})
+                b.metrics(step, {"reward/rl_mean": 0.1 * step})
         reg.log_event("aaaa0001", "phase_switch", {"from": "short", "to": "long"}, step=2)
         reg.log_event("aaaa0001", "checkpoint", {"path": "/ck/2"}, step=2)
         reg.log_event("bbbb0002", "resume", {"attempt": 2, "from_step": 1}, step=1)

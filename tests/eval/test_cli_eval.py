@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.registry.recording import Recording
 
 from crlab.registry import Registry
 
@@ -125,8 +126,10 @@ def test_a_checkpoint_step_the_run_does_not_have(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'reg.db'}"
     with Registry(url) as reg:
         run = reg.create_run("tiny", {"model": {"path": "tiny://coder"}}, run_id="abcd1234")
-        reg.record_checkpoint(run.id, 5, str(tmp_path / "step-000005"), complete=True)
-        reg.record_checkpoint(run.id, 10, str(tmp_path / "step-000010"), complete=True)
+        kept = [str(tmp_path / "step-000005"), str(tmp_path / "step-000010")]
+        with Recording(reg, run.id) as rec:
+            rec.checkpoint(5, kept[0], kept=kept[:1], best=None)
+            rec.checkpoint(10, kept[1], kept=kept, best=None)
     monkeypatch.setenv("CRLAB_DB_URL", url)
     line = one_error_line(platform("eval", "abcd", "--checkpoint", "7", "--on", "tiny-eval"))
     assert line == "error: --checkpoint 7: run abcd1234 has no complete checkpoint at step 7 (it has: 5, 10)"

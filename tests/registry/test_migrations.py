@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
+from tests.registry.recording import Recording
 
 from crlab.errors import RegistryError, SchemaOutOfDate
 from crlab.registry import Registry
@@ -131,7 +132,8 @@ def test_0002_dedupes_metrics_and_fills_summaries_from_existing_rows(db_url: str
         assert reg.get_run("a").config == {"data": {"crl_ratio": 0.2}, "tracking": {"tags": ["a"]}}
         query = "config.data.crl_ratio < 0.3 and metrics.reward/rl_mean.max = 0.9 and tags = 'a'"
         assert [r.id for r in find_runs(reg, query)] == ["a"]  # configs (JSONB on PostgreSQL now), summaries
-        reg.log_metrics("a", 6, {"reward/rl_mean": 1.0})  # the summary goes on from the migrated one
+        with Recording(reg, "a") as rec:
+            rec.metrics(6, {"reward/rl_mean": 1.0})  # the summary goes on from the migrated one
         reward = {s.key: s for s in reg.summaries("a")}["reward/rl_mean"]
         assert (reward.last, reward.max, reward.max_step, reward.n) == (1.0, 1.0, 6, 6)
     if db_url.startswith("postgres"):
@@ -195,9 +197,11 @@ def test_0003_adds_the_best_flag_to_existing_checkpoints(db_url: str) -> None:
             (5, "/ck/5", True, False), (10, "/ck/10", True, False)
         ]  # fmt: skip
         assert reg.best_checkpoint("a") is None
-        reg.set_best_checkpoint("a", 5)
-        assert reg.best_checkpoint("a").step == 5
-        reg.record_checkpoint("a", 15, "/ck/15", complete=True)  # written after the upgrade: not best
+        with Recording(reg, "a") as rec:
+            rec.best(5)
+            assert reg.best_checkpoint("a").step == 5
+            kept = ["/ck/5", "/ck/10", "/ck/15"]
+            rec.checkpoint(15, "/ck/15", kept=kept, best=None)  # written after the upgrade: not best
         assert [c.best for c in reg.checkpoints("a")] == [True, False, False]
     engine = create_engine(regdb.resolve_db_url(db_url))
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
@@ -235,8 +239,9 @@ def test_0004_adds_provenance_and_reproduces_to_existing_runs(db_url: str) -> No
         Registry(db_url, create_if_empty=False)
     assert regdb.upgrade(db_url) == ("0003", regdb.head_revision(db_url))
     with Registry(db_url, create_if_empty=False) as reg:
-        reg.log_metrics("a", 1, {"reward/rl_mean": 0.5})
-        reg.record_checkpoint("a", 1, "/ck/1", complete=True)
+        with Recording(reg, "a") as rec:
+            rec.metrics(1, {"reward/rl_mean": 0.5})
+            rec.checkpoint(1, "/ck/1", kept=["/ck/1"], best=None)
         old = reg.get_run("a")
         assert (old.provenance, old.reproduces, old.git_commit, old.packages) == (
             {},

@@ -4,6 +4,7 @@ PostgreSQL; sorting, columns; and every kind of bad input as a QueryError that s
 from __future__ import annotations
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
@@ -101,11 +102,14 @@ def reg(module_db_url: str):
             )  # fmt: skip
             if status not in ("pending", "killed"):
                 registry.start_attempt(run_id, host="h", pid=1)
-            for step in range(1, 1 + max((len(v) for v in metrics.values()), default=0)):
-                values = {
-                    k: v[step - 1] for k, v in metrics.items() if step <= len(v) and v[step - 1] is not None
-                }
-                registry.log_metrics(run_id, step, values)
+            with Recording(registry, run_id) as rec:
+                for step in range(1, 1 + max((len(v) for v in metrics.values()), default=0)):
+                    values = {
+                        k: v[step - 1]
+                        for k, v in metrics.items()
+                        if step <= len(v) and v[step - 1] is not None
+                    }
+                    rec.metrics(step, values)
             if status != "running":
                 registry.finish_run(run_id, status) if status not in ("pending", "killed") else None
             if status == "killed":

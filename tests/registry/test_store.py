@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab.errors import RegistryError
 from crlab.registry import RUN_STATUSES, Registry
@@ -84,46 +85,51 @@ def test_cell_key_is_unique_within_a_sweep(reg: Registry) -> None:
 
 def test_metrics_events_checkpoints(reg: Registry) -> None:
     run = reg.create_run("m", {})
-    reg.log_metrics(run.id, 1, {"reward/rl_mean": 0.25, "loss": 1.5})
-    reg.log_metrics(run.id, 2, {"reward/rl_mean": 0.5})
-    assert reg.metric_count(run.id) == 3
-    assert reg.latest_metrics(run.id) == {"reward/rl_mean": (2, 0.5), "loss": (1, 1.5)}
-    assert [m.value for m in reg.metrics(run.id, keys=["reward/rl_mean"])] == [0.25, 0.5]
-    reg.log_event(run.id, "phase_switch", {"from": "16k", "to": "32k", "means": [0.5, 0.51]}, step=2)
-    reg.log_event(run.id, "resume", {"from_step": 2})
-    assert [e.kind for e in reg.events(run.id)] == ["phase_switch", "resume"]
-    assert reg.events(run.id, kind="phase_switch")[0].payload["means"] == [0.5, 0.51]
-    reg.record_checkpoint(run.id, 5, "/ck/5", complete=False)
-    assert reg.checkpoints(run.id, complete_only=True) == []
-    reg.record_checkpoint(run.id, 5, "/ck/5", complete=True)
-    reg.record_checkpoint(run.id, 10, "/ck/10", complete=True)
-    assert [c.step for c in reg.checkpoints(run.id, complete_only=True)] == [5, 10]
-    reg.delete_checkpoint(run.id, 5)
-    assert [c.step for c in reg.checkpoints(run.id)] == [10]
+    with Recording(reg, run.id) as rec:
+        rec.metrics(1, {"reward/rl_mean": 0.25, "loss": 1.5})
+        rec.metrics(2, {"reward/rl_mean": 0.5})
+        assert reg.metric_count(run.id) == 3
+        assert reg.latest_metrics(run.id) == {"reward/rl_mean": (2, 0.5), "loss": (1, 1.5)}
+        assert [m.value for m in reg.metrics(run.id, keys=["reward/rl_mean"])] == [0.25, 0.5]
+        rec.event("phase_switch", {"from": "16k", "to": "32k", "means": [0.5, 0.51]}, step=2)
+        reg.log_event(run.id, "resume", {"from_step": 2})  # the one event written outside a run's journal
+        assert [e.kind for e in reg.events(run.id)] == ["phase_switch", "resume"]
+        assert reg.events(run.id, kind="phase_switch")[0].payload["means"] == [0.5, 0.51]
+        rec.checkpoint(5, "/ck/5", kept=["/ck/5"], best=None)
+        rec.checkpoint(10, "/ck/10", kept=["/ck/5", "/ck/10"], best=None)
+        complete = reg.checkpoints(run.id, complete_only=True)
+        assert [(c.step, c.complete) for c in complete] == [(5, True), (10, True)]
+        rec.checkpoint(15, "/ck/15", kept=["/ck/10", "/ck/15"], best=None)  # step 5 pruned on disk
+        assert [c.step for c in reg.checkpoints(run.id)] == [10, 15]
 
 
 def test_exactly_one_best_checkpoint_per_run(reg: Registry) -> None:
     run, other = reg.create_run("best", {}), reg.create_run("other", {})
-    for step in (20, 40, 60):
-        reg.record_checkpoint(run.id, step, f"/ck/{step}", complete=True)
-    reg.record_checkpoint(other.id, 20, "/o/20", complete=True)
-    assert reg.best_checkpoint(run.id) is None and not any(c.best for c in reg.checkpoints(run.id))
-    assert reg.set_best_checkpoint(run.id, 20).best
-    reg.set_best_checkpoint(other.id, 20)  # another run's best is its own
-    best = reg.set_best_checkpoint(run.id, 40)
-    assert (best.step, best.best) == (40, True)
-    assert [(c.step, c.best) for c in reg.checkpoints(run.id)] == [(20, False), (40, True), (60, False)]
-    assert reg.best_checkpoint(run.id).step == 40 and reg.best_checkpoint(other.id).step == 20
-    reg.record_checkpoint(run.id, 40, "/ck/40b", complete=True)  # saved again: still the best
-    assert reg.best_checkpoint(run.id).path == "/ck/40b"
-    assert reg.set_best_checkpoint(run.id, 40).step == 40  # idempotent
-    with pytest.raises(RegistryError, match="no checkpoint at step 50"):
-        reg.set_best_checkpoint(run.id, 50)
-    assert reg.best_checkpoint(run.id).step == 40  # the failed call changed nothing
+    paths = [f"/ck/{step}" for step in (20, 40, 60)]
+    with Recording(reg, run.id) as rec, Recording(reg, other.id) as rec_other:
+        for step, path in zip((20, 40, 60), paths, strict=True):
+            rec.checkpoint(step, path, kept=paths, best=None)
+        rec_other.checkpoint(20, "/o/20", kept=["/o/20"], best=None)
+        assert reg.best_checkpoint(run.id) is None and not any(c.best for c in reg.checkpoints(run.id))
+        rec.best(20)
+        assert reg.best_checkpoint(run.id).step == 20
+        rec_other.best(20)  # another run's best is its own
+        rec.best(40)
+        assert [(c.step, c.best) for c in reg.checkpoints(run.id)] == [(20, False), (40, True), (60, False)]
+        assert reg.best_checkpoint(run.id).step == 40 and reg.best_checkpoint(other.id).step == 20
+        rec.checkpoint(40, "/ck/40b", kept=["/ck/20", "/ck/40b", "/ck/60"], best=None)  # saved again
+        assert reg.best_checkpoint(run.id).step == 40  # still the best
+        assert reg.best_checkpoint(run.id).path == "/ck/40b"
+        rec.best(40)  # idempotent
+        assert reg.best_checkpoint(run.id).step == 40
+        rec.best(50)  # no checkpoint there (it was pruned before the evaluation ended): changes nothing
+        assert reg.best_checkpoint(run.id).step == 40
+        rec.checkpoint(80, "/ck/80", kept=["/ck/40b", "/ck/80"], best=80)  # a checkpoint that is the best
+        assert [(c.step, c.best) for c in reg.checkpoints(run.id)] == [(40, False), (80, True)]
 
 
 def test_the_database_refuses_a_second_best_checkpoint(reg: Registry) -> None:
-    """One best per run is the schema's rule too (a partial unique index), not only the store's."""
+    """One best per run is the schema's rule too (a partial unique index), not only the journal's."""
     from sqlalchemy import update
     from sqlalchemy.exc import IntegrityError
 
@@ -131,19 +137,20 @@ def test_the_database_refuses_a_second_best_checkpoint(reg: Registry) -> None:
     from crlab.registry.models import CheckpointRow
 
     run = reg.create_run("best", {})
-    for step in (1, 2):
-        reg.record_checkpoint(run.id, step, f"/ck/{step}", complete=True)
-    reg.set_best_checkpoint(run.id, 1)
+    with Recording(reg, run.id) as rec:
+        for step in (1, 2):
+            rec.checkpoint(step, f"/ck/{step}", kept=["/ck/1", "/ck/2"], best=None)
+        rec.best(1)
     with pytest.raises(IntegrityError), db.session_scope(reg.engine) as s:
         s.execute(update(CheckpointRow).where(CheckpointRow.step == 2).values(best=True))
 
 
 def test_foreign_keys_are_enforced(reg: Registry) -> None:
-    """Foreign keys hold on both backends: a metric for a run that does not exist is refused."""
+    """Foreign keys hold on both backends: an event for a run that does not exist is refused."""
     from sqlalchemy.exc import IntegrityError
 
     with pytest.raises(IntegrityError):
-        reg.log_metrics("no-such-run", 1, {"x": 1.0})
+        reg.log_event("no-such-run", "resume", {"from_step": 1})
 
 
 def test_sweep_names_are_unique_and_get_or_create_is_safe(reg: Registry) -> None:
@@ -159,13 +166,15 @@ def test_sweep_names_are_unique_and_get_or_create_is_safe(reg: Registry) -> None
 def test_a_resumed_run_has_one_row_per_key_and_step_and_a_right_summary(reg: Registry) -> None:
     run = reg.create_run("resumed", {})
     first = {1: 0.5, 2: 0.9, 3: 0.2, 4: 0.95, 5: 0.1}  # steps 4 and 5 ran after the checkpoint at 3 ...
-    for step, value in first.items():
-        reg.log_metrics(run.id, step, {"reward/rl_mean": value, "loss": 1.0 / step})
+    with Recording(reg, run.id) as rec:
+        for step, value in first.items():
+            rec.metrics(step, {"reward/rl_mean": value, "loss": 1.0 / step})
     s = {x.key: x for x in reg.summaries(run.id)}["reward/rl_mean"]
     assert (s.last, s.last_step, s.min, s.min_step, s.max, s.max_step, s.n) == (0.1, 5, 0.1, 5, 0.95, 4, 5)
     replay = {4: 0.4, 5: 0.6, 6: 0.7}  # ... and were lost: the resumed run replays them
-    for step, value in replay.items():
-        reg.log_metrics(run.id, step, {"reward/rl_mean": value, "loss": 2.0})
+    with Recording(reg, run.id) as rec:
+        for step, value in replay.items():
+            rec.metrics(step, {"reward/rl_mean": value, "loss": 2.0})
     rows = [(m.key, m.step) for m in reg.metrics(run.id)]
     assert sorted(rows) == sorted({(k, s) for k in ("reward/rl_mean", "loss") for s in range(1, 7)})
     values = {m.step: m.value for m in reg.metrics(run.id, keys=["reward/rl_mean"])}
@@ -181,9 +190,10 @@ def test_a_resumed_run_has_one_row_per_key_and_step_and_a_right_summary(reg: Reg
 
 def test_summary_ties_keep_the_first_step_and_keys_are_independent(reg: Registry) -> None:
     run = reg.create_run("ties", {})
-    for step, value in enumerate([0.5, 0.5, 0.3, 0.3, 0.5], start=1):
-        reg.log_metrics(run.id, step, {"a": value})
-    reg.log_metrics(run.id, 2, {"b": 9.0})  # another key at an earlier step replaces nothing of "a"
+    with Recording(reg, run.id) as rec:
+        for step, value in enumerate([0.5, 0.5, 0.3, 0.3, 0.5], start=1):
+            rec.metrics(step, {"a": value})
+        rec.metrics(2, {"b": 9.0})  # another key at an earlier step replaces nothing of "a"
     (a, b) = reg.summaries(run.id)
     assert (a.min, a.min_step, a.max, a.max_step, a.last_step, a.n) == (0.3, 3, 0.5, 1, 5, 5)
     assert (b.key, b.last, b.n) == ("b", 9.0, 1)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab.errors import CrlabError
 from crlab.registry import Registry
@@ -39,15 +40,17 @@ def seed_sweep(url: str) -> dict[tuple[float, int], str]:
                 cell_key=f"{ratio}-{seed}",
             )
             reg.start_attempt(run.id, host="h", pid=1)
-            for step, value in zip((10, 20, 30), values, strict=True):
-                reg.log_metrics(run.id, step, {"eval/pass@1": value, "train/pg_loss": 1 - value})
+            with Recording(reg, run.id) as rec:
+                for step, value in zip((10, 20, 30), values, strict=True):
+                    rec.metrics(step, {"eval/pass@1": value, "train/pg_loss": 1 - value})
             reg.finish_run(run.id, "completed")
             ids[(ratio, seed)] = run.id
         failed = reg.create_run(
             "tiny", {"data": {"crl_ratio": 0.5}, "seed": 1}, sweep_id=sweep.id, cell_key="x"
         )
         reg.start_attempt(failed.id, host="h", pid=1)
-        reg.log_metrics(failed.id, 10, {"eval/pass@1": 0.99})
+        with Recording(reg, failed.id) as rec:
+            rec.metrics(10, {"eval/pass@1": 0.99})
         reg.finish_run(failed.id, "failed", error="boom")
     return ids
 
@@ -135,7 +138,8 @@ def test_a_sweep_ends_with_its_ablation_table(tmp_path, capsys):
         sweep = reg.create_sweep("no-eval", {"grid": {"data.crl_ratio": [0.0]}})
         run = reg.create_run("tiny", {"data": {"crl_ratio": 0.0}}, sweep_id=sweep.id, cell_key="a")
         reg.start_attempt(run.id, host="h", pid=1)
-        reg.log_metrics(run.id, 1, {"reward/rl_mean": 0.5})
+        with Recording(reg, run.id) as rec:
+            rec.metrics(1, {"reward/rl_mean": 0.5})
         reg.finish_run(run.id, "completed")
     print_sweep_ablation("no-eval", url)
     shown = capsys.readouterr()

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab import report
 from crlab.errors import CrlabError
@@ -67,7 +68,8 @@ def fill(url: str, folder: Path) -> None:
             journal_run(reg, sweep.id, config, folder / f"{ratio}-{seed}", evals)
         old = reg.create_run("tiny", {"data": {"crl_ratio": 0.5}, "seed": 0}, sweep_id=sweep.id, cell_key="o")
         reg.start_attempt(old.id, host="h", pid=1)  # a run made before per-problem records: metrics only
-        reg.log_metrics(old.id, 10, {"eval/pass@1": 0.4})
+        with Recording(reg, old.id) as rec:
+            rec.metrics(10, {"eval/pass@1": 0.4})
         reg.finish_run(old.id, "completed")
 
 
@@ -159,7 +161,8 @@ def test_last_step_bad_baseline_and_a_metric_without_records(tmp_path):
             with_uncertainty(reg, ablation(reg, "crl-ratio", "eval/pass@1"), "data.crl_ratio=0.3")
         with pytest.raises(CrlabError, match="expected KEY=VALUE"):
             with_uncertainty(reg, ablation(reg, "crl-ratio", "eval/pass@1"), "seed=0")
-        reg.log_metrics(reg.list_runs()[0].id, 30, {"reward/rl_mean": 0.5})
+        with Recording(reg, reg.list_runs()[0].id) as rec:  # after its journal's records
+            rec.metrics(30, {"reward/rl_mean": 0.5})
         reward = with_uncertainty(reg, ablation(reg, "crl-ratio", "reward/rl_mean", "last"))
         assert reward.rows[0].ci95 is None and "not a pass@k" in reward.notes[0]
 

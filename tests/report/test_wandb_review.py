@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.registry.recording import Recording
+
 from crlab.registry import Registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +30,8 @@ def sweep_with_dirs(tmp_path: Path) -> str:
             run_dir = tmp_path / "runs" / f"r{i}"
             run = reg.create_run("tiny", config, sweep_id=sweep.id, cell_key=str(i), run_dir=str(run_dir))
             reg.start_attempt(run.id, host="h", pid=1)
-            reg.log_metrics(run.id, 5, {"eval/pass@1": value})
+            with Recording(reg, run.id) as rec:
+                rec.metrics(5, {"eval/pass@1": value})
             reg.finish_run(run.id, "completed")
     return url
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tests.registry.recording import Recording
 
 from crlab.errors import ConfigError
 from crlab.registry import Registry
@@ -70,10 +71,10 @@ def test_bad_judging_is_one_line_with_file_and_line(tmp_path: Path, text: str, b
 def test_runs_are_judged_from_their_metric_summaries(tmp_path: Path) -> None:
     with Registry(f"sqlite:///{tmp_path / 'reg.db'}") as reg:
         run = reg.create_run("r", {})
-        for step, (pass1, loss) in {10: (0.5, 2.0), 20: (0.75, 1.0), 30: (0.75, 1.5), 40: (0.6, 1.2)}.items():
-            reg.log_metrics(
-                run.id, step, {"eval/pass@1": pass1, "actor/pg_loss": loss, "reward/rl_mean": step / 100}
-            )
+        curve = {10: (0.5, 2.0), 20: (0.75, 1.0), 30: (0.75, 1.5), 40: (0.6, 1.2)}
+        with Recording(reg, run.id) as rec:
+            for step, (pass1, loss) in curve.items():
+                rec.metrics(step, {"eval/pass@1": pass1, "actor/pg_loss": loss, "reward/rl_mean": step / 100})
         assert reg.metric_value(run.id, "eval/pass@1", "best") == 0.75
         assert reg.metric_value(run.id, "eval/pass@1", "last") == 0.6
         assert reg.metric_value(run.id, "actor/pg_loss", "best") == 1.0  # a loss: its lowest

@@ -4,8 +4,8 @@ registry, so a run never waits on the registry and never loses a record when the
 ``journal.jsonl`` in the run's folder holds one JSON record per line, numbered by ``seq`` (1, 2, ... over
 every attempt of the run). Kinds:
 
-- ``metrics``: ``step`` and ``values`` (``Registry.log_metrics``: rows of these keys at or after the step
-  are replaced, so a resumed run's replayed steps never duplicate);
+- ``metrics``: ``step`` and ``values`` (rows of these keys at or after the step are replaced, so a resumed
+  run's replayed steps never duplicate; see :mod:`crlab.registry.summaries`);
 - ``event``: ``event`` (its kind), ``payload`` and ``step``;
 - ``checkpoint``: a complete checkpoint at ``step`` (``path``), the paths still ``kept`` on disk (the
   registry forgets the others) and the ``best`` step, if it changed;
@@ -17,6 +17,9 @@ every attempt of the run). Kinds:
 transaction, under the run row's lock, so any number of writers (the run's own background writer, a sweep
 settling the run, ``platform runs sync``) may replay the same journal, in any order, and each record is
 applied once.
+
+Applying records is the registry's only write path for metrics, checkpoints and the best flag: nothing
+else in the product writes them, and the tests write them the same way (a run's recorder, applied at once).
 """
 
 from __future__ import annotations
@@ -162,68 +165,73 @@ def _metrics(s: Any, row: RunRow, r: dict[str, Any]) -> None:
 
 
 def _event(s: Any, row: RunRow, r: dict[str, Any]) -> None:
-    s.add(
-        EventRow(
-            run_id=row.id, step=r.get("step"), kind=r["event"], payload=r.get("payload") or {}, time=_time(r)
-        )
-    )
+    add_event(s, row.id, r["event"], r.get("payload"), r.get("step"), _time(r))
 
 
 def _checkpoint(s: Any, row: RunRow, r: dict[str, Any]) -> None:
     step, path = int(r["step"]), str(r["path"])
-    upsert_checkpoint(s, row.id, step, path, complete=True, now=_time(r))
+    _upsert_checkpoint(s, row.id, step, path, _time(r))
     if r.get("kept") is not None:
         kept = [str(p) for p in r["kept"]]
         s.execute(
             delete(CheckpointRow).where(CheckpointRow.run_id == row.id, CheckpointRow.path.not_in(kept))
         )
     if r.get("best") is not None:
-        flag_best(s, row.id, int(r["best"]))
+        _flag_best(s, row.id, int(r["best"]))
 
 
 def _best(s: Any, row: RunRow, r: dict[str, Any]) -> None:
-    flag_best(s, row.id, int(r["step"]))
+    _flag_best(s, row.id, int(r["step"]))
 
 
 def _status(s: Any, row: RunRow, r: dict[str, Any]) -> None:
     if r.get("attempt", row.attempt) != row.attempt:
         return  # an older attempt's ending, replayed after a newer attempt took the run: not its status
-    row.status = RunStatus(r["status"]).value
-    row.error, row.ended_at, row.heartbeat_at = r.get("error"), _time(r), _time(r)
+    end_attempt(row, r["status"], r.get("error"), _time(r))
 
 
 _APPLY = {"metrics": _metrics, "event": _event, "checkpoint": _checkpoint, "best": _best, "status": _status}
 
 
-def upsert_checkpoint(
-    s: Any, run_id: str, step: int, path: str, complete: bool, now: datetime
-) -> CheckpointRow:
-    """Insert or update the checkpoint of ``run_id`` at ``step`` (its ``best`` flag is kept)."""
+def add_event(
+    s: Any, run_id: str, kind: str, payload: dict[str, Any] | None, step: int | None, when: datetime
+) -> EventRow:
+    """An event of the run (a journal's ``event`` record, or ``Registry.log_event``)."""
+    row = EventRow(run_id=run_id, step=step, kind=kind, payload=payload or {}, time=when)
+    s.add(row)
+    return row
+
+
+def end_attempt(row: RunRow, status: RunStatus | str, error: str | None, when: datetime) -> None:
+    """The run's attempt ended ``status`` (a journal's ``status`` record, or ``Registry.finish_run``)."""
+    row.status = RunStatus(status).value
+    row.error, row.ended_at, row.heartbeat_at = error, when, when
+
+
+def _upsert_checkpoint(s: Any, run_id: str, step: int, path: str, now: datetime) -> None:
+    """Insert or update the complete checkpoint of ``run_id`` at ``step`` (its ``best`` flag is kept)."""
     row = s.scalars(
         select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
     ).first()
     if row is None:
-        row = CheckpointRow(
-            run_id=run_id, step=step, path=path, complete=complete, created_at=now, best=False
-        )
+        row = CheckpointRow(run_id=run_id, step=step, path=path, complete=True, created_at=now, best=False)
         s.add(row)
-    row.path, row.complete = path, complete
+    row.path, row.complete = path, True
     s.flush()
-    return row
 
 
-def flag_best(s: Any, run_id: str, step: int) -> CheckpointRow | None:
-    """Flag the checkpoint at ``step`` as the run's best and no other; None when there is none at ``step``."""
+def _flag_best(s: Any, run_id: str, step: int) -> None:
+    """Flag the checkpoint at ``step`` as the run's best and no other; nothing changes when there is none
+    at ``step``."""
     rows = {r.step: r for r in s.scalars(select(CheckpointRow).where(CheckpointRow.run_id == run_id))}
     if step not in rows:
-        return None
+        return
     for other in rows.values():
         if other.best and other.step != step:
             other.best = False
     s.flush()  # the old best is cleared before the new one is set (one best per run, an index)
     rows[step].best = True
     s.flush()
-    return rows[step]
 
 
 def _time(record: dict[str, Any]) -> datetime:

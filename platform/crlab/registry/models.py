@@ -73,7 +73,8 @@ class RunRow(Base):
 
 
 class MetricRow(Base):
-    """One value of one metric at one step; at most one row per (run, key, step) (see log_metrics)."""
+    """One value of one metric at one step; at most one row per (run, key, step) (see
+    ``summaries.write_metrics``)."""
 
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step", unique=True),)
@@ -87,7 +88,7 @@ class MetricRow(Base):
 
 
 class MetricSummaryRow(Base):
-    """A run's metric at a glance, kept by ``Registry.log_metrics`` in the same transaction as the rows:
+    """A run's metric at a glance, kept by ``summaries.write_metrics`` in the same transaction as the rows:
     its last value, its lowest and highest (each with its step; ties keep the earliest step) and how many
     steps logged it. Queries read this table, never the metric rows."""
 

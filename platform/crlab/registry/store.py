@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from crlab.errors import RegistryError
 from crlab.registry import db
 from crlab.registry.entities import Checkpoint, Event, Metric, MetricSummary, Run, RunStatus, Sweep
-from crlab.registry.journal import flag_best, replay_pending, upsert_checkpoint
+from crlab.registry.journal import add_event, end_attempt, replay_pending
 from crlab.registry.models import (
     RUN_STATUSES,
     CheckpointRow,
@@ -30,7 +30,6 @@ from crlab.registry.models import (
     SweepRow,
 )
 from crlab.registry.retry import Reachability
-from crlab.registry.summaries import write_metrics
 
 _RUN_FIELDS = {c.name for c in RunRow.__table__.columns} - {"id", "created_at"}
 
@@ -210,16 +209,16 @@ class Registry:
         self.update_run(run_id, heartbeat_at=utcnow())
 
     def finish_run(self, run_id: str, status: RunStatus | str, error: str | None = None) -> Run:
-        return self.update_run(run_id, status=status, error=error, ended_at=utcnow(), heartbeat_at=utcnow())
+        """End the run's attempt outside its journal (it failed before it had one, or its process is gone)."""
+        with db.session_scope(self.engine) as s:
+            row = _get_run_row(s, run_id)
+            end_attempt(row, _status_value(status), error, utcnow())
+            s.flush()
+            return _run(row)
 
     # -- metrics, events, checkpoints ------------------------------------------------------------
-    def log_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
-        """Log ``values`` at ``step``. Rows of these keys at ``step`` or later are replaced (a resumed run
-        replays the steps after its checkpoint), and the run's summary is updated in the same transaction
-        (see :mod:`crlab.registry.summaries`)."""
-        with db.session_scope(self.engine) as s:
-            write_metrics(s, run_id, step, values, utcnow())
-
+    # A run writes its metrics, checkpoints and best flag through its journal (crlab.registry.writer),
+    # never here: the journal's application (crlab.registry.journal.apply_records) is their one write path.
     def metrics(self, run_id: str, keys: Iterable[str] | None = None) -> list[Metric]:
         query = select(MetricRow).where(MetricRow.run_id == run_id).order_by(MetricRow.step, MetricRow.id)
         if keys is not None:
@@ -270,9 +269,8 @@ class Registry:
     def log_event(
         self, run_id: str, kind: str, payload: dict[str, Any] | None = None, step: int | None = None
     ) -> Event:
-        row = EventRow(run_id=run_id, step=step, kind=kind, payload=payload or {}, time=utcnow())
         with db.session_scope(self.engine) as s:
-            s.add(row)
+            row = add_event(s, run_id, kind, payload, step, utcnow())
             s.flush()
             return Event(row.run_id, row.step, row.kind, row.payload, _aware(row.time))  # type: ignore[arg-type]
 
@@ -283,18 +281,6 @@ class Registry:
         with db.session_scope(self.engine) as s:
             return [Event(r.run_id, r.step, r.kind, r.payload, _aware(r.time)) for r in s.scalars(query)]  # type: ignore[arg-type]
 
-    def record_checkpoint(self, run_id: str, step: int, path: str, complete: bool) -> Checkpoint:
-        """Insert or update the checkpoint of ``run_id`` at ``step`` (its ``best`` flag is kept)."""
-        with db.session_scope(self.engine) as s:
-            return _checkpoint(upsert_checkpoint(s, run_id, step, path, complete, utcnow()))
-
-    def delete_checkpoint(self, run_id: str, step: int) -> None:
-        with db.session_scope(self.engine) as s:
-            for row in s.scalars(
-                select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.step == step)
-            ):
-                s.delete(row)
-
     def checkpoints(self, run_id: str, complete_only: bool = False) -> list[Checkpoint]:
         query = select(CheckpointRow).where(CheckpointRow.run_id == run_id).order_by(CheckpointRow.step)
         if complete_only:
@@ -302,16 +288,8 @@ class Registry:
         with db.session_scope(self.engine) as s:
             return [_checkpoint(r) for r in s.scalars(query)]
 
-    def set_best_checkpoint(self, run_id: str, step: int) -> Checkpoint:
-        """Flag the checkpoint of ``run_id`` at ``step`` as its best, and no other (one transaction)."""
-        with db.session_scope(self.engine) as s:
-            row = flag_best(s, run_id, step)
-            if row is None:
-                raise RegistryError(f"run {run_id} has no checkpoint at step {step} to flag as best")
-            return _checkpoint(row)
-
     def best_checkpoint(self, run_id: str) -> Checkpoint | None:
-        """The run's best checkpoint (see :meth:`set_best_checkpoint`), or None."""
+        """The run's best checkpoint (flagged by its journal's ``checkpoint`` or ``best`` record), or None."""
         query = select(CheckpointRow).where(CheckpointRow.run_id == run_id, CheckpointRow.best.is_(True))
         with db.session_scope(self.engine) as s:
             row = s.scalars(query).first()

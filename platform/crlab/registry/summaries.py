@@ -1,8 +1,8 @@
 """Metric rows and the run summary kept beside them, written in one transaction.
 
-``write_metrics`` is what ``Registry.log_metrics`` does: the rows of (run, key) at or after the step being
-logged are deleted first, so a resumed run, which replays the steps after its checkpoint, replaces those
-rows instead of adding a second copy. The summary (``metric_summaries``: last, min and max, each with its
+``write_metrics`` is what a journal's ``metrics`` record does (:mod:`crlab.registry.journal`): the rows of
+(run, key) at or after the step being logged are deleted first, so a resumed run, which replays the steps
+after its checkpoint, replaces those rows instead of adding a second copy. The summary (``metric_summaries``: last, min and max, each with its
 step, and the number of steps) is then upserted from the new values; when rows were replaced it is
 recomputed from the metric rows of the keys logged, because a replaced value may have been the min or max.
 The upsert is ``INSERT ... ON CONFLICT DO UPDATE``, which SQLite and PostgreSQL spell alike.
