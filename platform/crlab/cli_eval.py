@@ -135,7 +135,15 @@ def resolve_target(target: str, which: str, db: str | None) -> dict[str, Any]:
 
 
 def load_policy(target: dict[str, Any], engine: str) -> Any:
-    """The rollout engine of the target's model (with the checkpoint's weights): HF on CPU, vLLM on GPU."""
+    """The rollout engine of the target's model (with the checkpoint's weights): HF on CPU, vLLM on GPU.
+    What the libraries print on the way goes to stderr (:func:`crlab.models.library_output`)."""
+    from crlab.models import library_output
+
+    with library_output():
+        return _load_policy(target, engine)
+
+
+def _load_policy(target: dict[str, Any], engine: str) -> Any:
     import torch
     from omegaconf import OmegaConf
 
@@ -303,7 +311,7 @@ def eval_command(
         ks=ks, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
         batch=batch, engine=engine, style=style, workers=workers, time_limit=time_limit, seed=seed,
         scoring=scoring,
-    ), records, label, progress=not json_out)  # fmt: skip
+    ), records, label)  # fmt: skip
     path = records.commit()
     if json_out:
         print_json({**_report_json(report, label, path, resolved), "scoring": scoring})
@@ -329,9 +337,10 @@ def _scoring(scoring: str | None, eval_set: Any, target: dict[str, Any] | None) 
 
 def _run_eval(
     eval_set: Any, resolved: dict[str, Any] | None, samples: Path | None, opts: dict[str, Any],
-    records: RecordFile, label: str, progress: bool,
+    records: RecordFile, label: str,
 ) -> Any:  # fmt: skip
-    """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport."""
+    """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport.
+    Progress goes to stderr, with ``--json`` too: a bar on a terminal, plain lines otherwise."""
     from crlab.eval.samples import score_samples_file
     from crlab.eval.scoring import HARNESS
     from crlab.rewards.sandbox import Sandbox
@@ -342,14 +351,13 @@ def _run_eval(
         memory_mb=cfg.reward.memory_mb if cfg is not None else 1024,
         isolation=cfg.reward.isolation if cfg is not None else "bwrap", harness=HARNESS[opts["scoring"]],
     )  # fmt: skip
-    with sandbox, EvalProgress(label, progress) as shown:
+    with sandbox, EvalProgress(label, enabled=True) as shown:
         if samples is not None:
             return score_samples_file(
                 str(samples), eval_set.problems, sandbox, opts["ks"], source=eval_set.source,
                 on_progress=shown, on_record=records,
             )  # fmt: skip
-        if progress:
-            err.print(f"loading {label} ...", highlight=False)
+        err.print(f"loading {label} ...", highlight=False)
         policy = load_policy(resolved, opts["engine"])
         try:
             return _generate_and_score(policy, eval_set, sandbox, resolved, opts, records, shown)
