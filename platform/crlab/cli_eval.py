@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
@@ -35,12 +34,14 @@ class EvalProgress:
     def __init__(self, what: str, enabled: bool, every: int = 10, verb: str = "eval") -> None:
         self.what, self.enabled, self.every, self.verb = what, enabled, every, verb
         self.start = time.perf_counter()
-        self._bar: Progress | None = None
+        self._bar: Any = None  # a rich Progress, on a terminal
         self._task: Any = None
         self._last = 0
 
     def __enter__(self) -> EvalProgress:
         if self.enabled and err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._bar = Progress(
                 TextColumn(f"{self.verb} {escape(self.what)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=err, transient=True,
