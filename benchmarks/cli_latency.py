@@ -2,8 +2,9 @@
 
 Each command runs ``--repeat`` times as a fresh process (``python -m crlab ...``) on a registry made here
 with a few runs (``--runs``, written through the registry's journal as training writes them); the table
-shows the median wall time of each, and its ratio to ``python -c pass`` measured in the same run. It also
-says whether the command imported torch, transformers, deepspeed, vLLM or W&B (it should not).
+shows the median wall time of each, its ratio to ``python -c pass`` measured in the same run, and its
+median CPU time (user + system: on a machine with other work on it, the wall time grows with the load, the
+CPU time much less). It also says whether the command imported torch, transformers, deepspeed, vLLM or W&B (it should not).
 
     python benchmarks/cli_latency.py [--repeat 5] [--runs 4]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,14 +46,25 @@ def _registry(folder: Path, runs: int) -> tuple[str, list[str]]:
     return url, ids
 
 
-def _time(args: list[str], env: dict[str, str], repeat: int) -> tuple[float, str]:
-    times, heavy = [], ""
+def _time(argv: list[str], env: dict[str, str], repeat: int) -> tuple[float, float, str]:
+    """Median wall and CPU (user + system) seconds of the command as a fresh process, and its heavy imports.
+    On a machine with other work on it the wall time grows with the load; the CPU time much less."""
+    times, cpu, heavy = [], [], ""
     for _ in range(repeat):
+        before = _children_cpu()
         start = time.perf_counter()
-        res = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True)
+        res = subprocess.run(argv, env=env, capture_output=True, text=True)
         times.append(time.perf_counter() - start)
-        heavy = next((x.split(" ", 1)[1] for x in res.stderr.splitlines() if x.startswith("HEAVY")), "?").strip()
-    return statistics.median(times), heavy or "-"
+        cpu.append(_children_cpu() - before)
+        heavy = next(
+            (x.split(" ", 1)[1] for x in res.stderr.splitlines() if x.startswith("HEAVY")), "?"
+        ).strip()
+    return statistics.median(times), statistics.median(cpu), heavy or "-"
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -62,23 +75,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url, ids = _registry(Path(tmp), opts.runs)
         env = {**os.environ, "CRLAB_DB_URL": url}
-        floor = statistics.median(
-            [_t(subprocess.run, [sys.executable, "-c", "pass"]) for _ in range(opts.repeat)]
-        )
+        floor, floor_cpu, _ = _time([sys.executable, "-c", "pass"], env, opts.repeat)
         commands = [["--help"], ["runs", "list"], ["runs", "list", "--json"], ["runs", "show", ids[0]],
                     ["runs", "compare", ids[0], ids[1]], ["db", "current"]]  # fmt: skip
-        print(f"{'command':32} {'median s':>9} {'x python':>9}  heavy imports")
-        print(f"{'python -c pass':32} {floor:9.3f} {1.0:9.1f}  -")
+        print(f"{'command':32} {'median s':>9} {'x python':>9} {'cpu s':>7}  heavy imports")
+        print(f"{'python -c pass':32} {floor:9.3f} {1.0:9.1f} {floor_cpu:7.3f}  -")
         for args in commands:
-            seconds, heavy = _time(args, env, opts.repeat)
+            seconds, cpu, heavy = _time([sys.executable, "-c", PROBE, *args], env, opts.repeat)
             print(f"{'platform ' + ' '.join(a if len(a) < 12 else a[:8] for a in args):32} {seconds:9.3f} "
-                  f"{seconds / floor:9.1f}  {heavy}")  # fmt: skip
-
-
-def _t(run, argv: list[str]) -> float:  # noqa: ANN001
-    start = time.perf_counter()
-    run(argv, capture_output=True)
-    return time.perf_counter() - start
+                  f"{seconds / floor:9.1f} {cpu:7.3f}  {heavy}")  # fmt: skip
 
 
 if __name__ == "__main__":
