@@ -45,6 +45,7 @@ COST: dict[str, float] = {
     "tests/sweeps/test_search.py": 200,
     "tests/faults/test_registry_outage.py::test_an_outage_longer_than_the_grace_period_does_not_make_a_cell_run_twice": 120,
     "tests/train/test_loop.py::test_sigkill_then_resume_is_bitwise_identical": 120,
+    "tests/test_json_contract.py": 55,  # 18 commands as processes, two of them generating
 }
 SLOW = 60.0
 

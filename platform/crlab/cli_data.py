@@ -144,14 +144,30 @@ def data_build_crl(
             policy = load_policy(target, "auto")
             torch.manual_seed(seed)
             try:
-                with EvalProgress(gen.generator, not json_out, verb="generate") as shown:
+                with EvalProgress(gen.generator, enabled=True, verb="generate") as shown:
                     texts, kind = crl_build.generate_candidates(policy, pool, gen, shown), "response"
             finally:
                 policy.close()  # vLLM's engine: the process would wait on it at exit
         else:
             texts, kind = load_crl_candidates(candidates), "code"
-        rows, counts = crl_build.label_candidates(pool, texts, sandbox, kind, provenance, threshold)
+        rows, counts = _label(pool, texts, sandbox, kind, provenance, threshold)
     _finish(rows, counts, balance, seed, out_path, json_out, write_jsonl, crl_build.skew_warning(counts))
+
+
+def _label(pool, texts, sandbox, kind, provenance, threshold) -> tuple[list[dict], Any]:  # noqa: ANN001
+    """Run the candidates on their problems' tests, saying so on stderr (a plain line before and after)."""
+    import time
+
+    from crlab.data.crl_build import label_candidates
+
+    total = sum(len(texts.get(p.id, ())) for p in pool)
+    err.print(f"labelling {total} candidates of {len(pool)} problems on their tests ...", highlight=False)
+    started = time.perf_counter()
+    rows, counts = label_candidates(pool, texts, sandbox, kind, provenance, threshold)
+    err.print(
+        f"labelled {len(rows)} distinct candidates in {time.perf_counter() - started:.0f} s", highlight=False
+    )
+    return rows, counts
 
 
 def _finish(rows, counts, balance, seed, out_path, json_out, write, warning) -> None:  # noqa: ANN001

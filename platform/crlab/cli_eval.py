@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
@@ -35,12 +34,14 @@ class EvalProgress:
     def __init__(self, what: str, enabled: bool, every: int = 10, verb: str = "eval") -> None:
         self.what, self.enabled, self.every, self.verb = what, enabled, every, verb
         self.start = time.perf_counter()
-        self._bar: Progress | None = None
+        self._bar: Any = None  # a rich Progress, on a terminal
         self._task: Any = None
         self._last = 0
 
     def __enter__(self) -> EvalProgress:
         if self.enabled and err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._bar = Progress(
                 TextColumn(f"{self.verb} {escape(self.what)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 console=err, transient=True,
@@ -135,7 +136,15 @@ def resolve_target(target: str, which: str, db: str | None) -> dict[str, Any]:
 
 
 def load_policy(target: dict[str, Any], engine: str) -> Any:
-    """The rollout engine of the target's model (with the checkpoint's weights): HF on CPU, vLLM on GPU."""
+    """The rollout engine of the target's model (with the checkpoint's weights): HF on CPU, vLLM on GPU.
+    What the libraries print on the way goes to stderr (:func:`crlab.models.library_output`)."""
+    from crlab.models import library_output
+
+    with library_output():
+        return _load_policy(target, engine)
+
+
+def _load_policy(target: dict[str, Any], engine: str) -> Any:
     from dataclasses import replace
 
     import torch
@@ -304,7 +313,7 @@ def eval_command(
         ks=ks, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
         batch=batch, engine=engine, style=style, workers=workers, time_limit=time_limit, seed=seed,
         scoring=scoring,
-    ), records, label, progress=not json_out)  # fmt: skip
+    ), records, label)  # fmt: skip
     path = records.commit()
     if json_out:
         print_json({**_report_json(report, label, path, resolved), "scoring": scoring})
@@ -330,9 +339,10 @@ def _scoring(scoring: str | None, eval_set: Any, target: dict[str, Any] | None) 
 
 def _run_eval(
     eval_set: Any, resolved: dict[str, Any] | None, samples: Path | None, opts: dict[str, Any],
-    records: RecordFile, label: str, progress: bool,
+    records: RecordFile, label: str,
 ) -> Any:  # fmt: skip
-    """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport."""
+    """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport.
+    Progress goes to stderr, with ``--json`` too: a bar on a terminal, plain lines otherwise."""
     from crlab.eval.samples import score_samples_file
     from crlab.eval.scoring import HARNESS
     from crlab.rewards.sandbox import Sandbox
@@ -343,14 +353,13 @@ def _run_eval(
         memory_mb=cfg.reward.memory_mb if cfg is not None else 1024,
         isolation=cfg.reward.isolation if cfg is not None else "bwrap", harness=HARNESS[opts["scoring"]],
     )  # fmt: skip
-    with sandbox, EvalProgress(label, progress) as shown:
+    with sandbox, EvalProgress(label, enabled=True) as shown:
         if samples is not None:
             return score_samples_file(
                 str(samples), eval_set.problems, sandbox, opts["ks"], source=eval_set.source,
                 on_progress=shown, on_record=records,
             )  # fmt: skip
-        if progress:
-            err.print(f"loading {label} ...", highlight=False)
+        err.print(f"loading {label} ...", highlight=False)
         policy = load_policy(resolved, opts["engine"])
         try:
             return _generate_and_score(policy, eval_set, sandbox, resolved, opts, records, shown)

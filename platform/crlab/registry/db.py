@@ -15,13 +15,14 @@ table, ``crlab_alembic_version``, so Optuna's tables can share the database.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -148,19 +149,37 @@ def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config
     return cfg
 
 
-def head_revision(url: str) -> str:
-    from alembic.script import ScriptDirectory
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.M)
 
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
-    assert head is not None, "the migrations directory has no revisions"
-    return head
+
+def head_revision(url: str) -> str:  # noqa: ARG001 - the migrations are the same for every database
+    """The newest migration: the revision of ``db/versions`` that no other one revises.
+
+    Read from each file's ``revision = "..."`` and ``down_revision = "..."`` lines rather than through
+    Alembic, whose import costs a registry command (every one checks the schema) a noticeable share of its
+    time; tests/registry/test_migrations.py checks that Alembic's upgrade to head lands on this revision."""
+    revises: dict[str, str | None] = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        found = dict((m.group(1), m.group(2)) for m in _REVISION.finditer(path.read_text(encoding="utf-8")))
+        if "revision" in found:
+            revises[found["revision"]] = found.get("down_revision")
+    heads = set(revises) - set(revises.values())
+    if len(heads) != 1:
+        raise RegistryError(
+            f"the migrations in {migrations_dir()} have {len(heads)} heads ({sorted(heads)}), not one"
+        )
+    return heads.pop()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The revision in the database's version table (None: not created yet), read with one query."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        found = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(found) > 1:
+        raise RegistryError(f"the registry's {VERSION_TABLE} holds {len(found)} revisions: {sorted(found)}")
+    return found[0] if found else None
 
 
 def upgrade(url: str, revision: str = "head") -> tuple[str | None, str]:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, is_dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from crlab import config as cfgmod
 from crlab.registry.entities import RunStatus
 from crlab.registry.query_lang import Compare, Literal, QueryError
 
@@ -82,6 +81,10 @@ def resolve(key: str, pos: int = 0, text: str = "", option: str = "--where") -> 
 
 
 def _suggest(key: str) -> str:
+    from crlab import (
+        config as cfgmod,
+    )  # the schema: only for a key to check (`runs list` without one needs none)
+
     if "." in key and key.partition(".")[0] in cfgmod.ExperimentConfig.__dataclass_fields__:
         return f"did you mean config.{key}?"
     close = difflib.get_close_matches(key, [*RUN_FIELDS, "tags"], n=3, cutoff=0.6)
@@ -93,6 +96,8 @@ def _suggest(key: str) -> str:
 
 def config_type(path: tuple[str, ...], key: str, pos: int, text: str, option: str) -> tuple[str, bool]:
     """The (type, is a list) of a config key, from the experiment schema's annotations."""
+    from crlab import config as cfgmod
+
     cls: Any = cfgmod.ExperimentConfig
     i = 0
     while i < len(path):
