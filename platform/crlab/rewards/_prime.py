@@ -32,7 +32,7 @@ import sys
 import time
 
 with contextlib.suppress(ImportError):  # on the host; in the sandbox the harness and _suite precede this
-    from ._harness import _brief, _json_dumps, _json_loads, _NotPlain
+    from ._harness import CaseStatus, TestKind, _brief, _json_dumps, _json_loads, _NotPlain
     from ._suite import (
         _BLOCKED_MODULES,
         _GUARDED_OS,
@@ -85,7 +85,7 @@ def _verl_guard() -> None:
 def _verl_compile(job: dict, limit: float):
     from types import ModuleType
 
-    stdin = job["kind"] == "stdin"
+    stdin = job["kind"] == TestKind.STDIN
     code = AUTHORS_PRELUDE + (as_code_function(job["program"]) if stdin else job["program"])
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
@@ -130,11 +130,11 @@ def run_authors(job: dict) -> tuple[str, str | None, str]:
     try:
         method = _verl_compile(job, limit)
     except Exception as e:
-        return "ok", _json_dumps([["e", _brief(e), 0.0]]), ""
-    run, entries = (_verl_stdin if job["kind"] == "stdin" else _verl_functional), []
+        return CaseStatus.OK, _json_dumps([["e", _brief(e), 0.0]]), ""
+    run, entries = (_verl_stdin if job["kind"] == TestKind.STDIN else _verl_functional), []
     for text in job["inputs"]:
         start = time.monotonic()
         entries.append(run(method, text, limit) + [round(time.monotonic() - start, 6)])
         if entries[-1][0] == "e":  # (its run_test returns at a failure)
             break
-    return "ok", _json_dumps(entries), ""
+    return CaseStatus.OK, _json_dumps(entries), ""
