@@ -15,25 +15,43 @@ Critique sets (``crl:``) are labelled by the strict rules whatever the scoring, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 from crlab.errors import CrlabError
+from crlab.rewards.sandbox import Harness
 
-SCORINGS = ("auto", "livecodebench", "strict")
-HARNESS = {"livecodebench": "lcb", "strict": "strict"}  # scoring -> the sandbox's harness
+
+class Scoring(StrEnum):
+    """``eval.scoring`` (see above)."""
+
+    AUTO = "auto"
+    LIVECODEBENCH = "livecodebench"
+    STRICT = "strict"
+
+
+class EvalKind(StrEnum):
+    """What an evaluation set measures: pass@k of code problems, or critique accuracy (always strict)."""
+
+    CODE = "code"
+    CRL = "crl"
+
+
+SCORINGS = tuple(s.value for s in Scoring)
+HARNESS = {Scoring.LIVECODEBENCH: Harness.LCB, Scoring.STRICT: Harness.STRICT}  # scoring -> the sandbox's harness
 LCB_TIME_LIMIT_S = 6.0  # LiveCodeBench's --evaluation_timeout default
 
 
-def resolve_scoring(scoring: str, problems: Sequence[Any], key: str = "--scoring") -> str:
+def resolve_scoring(scoring: str, problems: Sequence[Any], key: str = "--scoring") -> Scoring:
     """``livecodebench`` or ``strict`` for these problems; ``livecodebench`` on other sources is an error."""
     if scoring not in SCORINGS:
         raise CrlabError(f"{key} {scoring!r}: expected one of {', '.join(SCORINGS)}")
     lcb = bool(problems) and all(p.source == "livecodebench" for p in problems)
-    if scoring == "auto":
-        return "livecodebench" if lcb else "strict"
-    if scoring == "livecodebench" and not lcb:
+    if scoring == Scoring.AUTO:
+        return Scoring.LIVECODEBENCH if lcb else Scoring.STRICT
+    if scoring == Scoring.LIVECODEBENCH and not lcb:
         kinds = ", ".join(sorted({p.source for p in problems})) or "none"
         raise CrlabError(
             f"{key} livecodebench: scores LiveCodeBench problems only, not {kinds}; use strict or auto"
         )
-    return scoring
+    return Scoring(scoring)
