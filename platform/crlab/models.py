@@ -65,6 +65,7 @@ class RolloutEngine(StrEnum):
     HF = "hf"  # transformers' generate
     VLLM = "vllm"
 
+
 CONVERT_VERSION = 1  # bump when the conversion itself changes: a new cache folder is made
 PROVENANCE = "source.json"
 

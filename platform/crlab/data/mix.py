@@ -90,7 +90,13 @@ class MixSampler:
     """Draw each step's RL and CRL row indices (see the module docstring for the exact rule)."""
 
     def __init__(
-        self, n_rl: int, n_crl: int, prompts_per_step: int, crl_ratio: float, seed: int, mix: str = CrlMix.EXACT
+        self,
+        n_rl: int,
+        n_crl: int,
+        prompts_per_step: int,
+        crl_ratio: float,
+        seed: int,
+        mix: str = CrlMix.EXACT,
     ) -> None:
         if mix not in MIXES:
             raise ValueError(f"data.crl_mix must be one of {', '.join(MIXES)}, got {mix!r}")

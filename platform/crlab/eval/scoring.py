@@ -38,7 +38,10 @@ class EvalKind(StrEnum):
 
 
 SCORINGS = tuple(s.value for s in Scoring)
-HARNESS = {Scoring.LIVECODEBENCH: Harness.LCB, Scoring.STRICT: Harness.STRICT}  # scoring -> the sandbox's harness
+HARNESS = {
+    Scoring.LIVECODEBENCH: Harness.LCB,
+    Scoring.STRICT: Harness.STRICT,
+}  # scoring -> the sandbox's harness
 LCB_TIME_LIMIT_S = 6.0  # LiveCodeBench's --evaluation_timeout default
 
 

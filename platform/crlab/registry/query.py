@@ -213,7 +213,9 @@ class Compiler:
                 value = self.scalar(field, want)
                 value = self.json.ordered(value) if want == STR else value
                 ordered = value.desc() if direction == "desc" else value.asc()
-                never_null = field.kind == FieldKind.COLUMN and field.column in NOT_NULL  # (lets an index serve)
+                never_null = (
+                    field.kind == FieldKind.COLUMN and field.column in NOT_NULL
+                )  # (lets an index serve)
                 out.append(ordered if never_null else ordered.nulls_last())
         return out
 

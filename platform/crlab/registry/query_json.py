@@ -64,7 +64,9 @@ class SqliteJson:
         kind = self.json_type(col, path)
         raw = func.json_extract(col, self._path(path))
         if want == NUM:
-            return type_coerce(case((kind.in_((SqliteType.INTEGER.value, SqliteType.REAL.value)), raw)), Float)
+            return type_coerce(
+                case((kind.in_((SqliteType.INTEGER.value, SqliteType.REAL.value)), raw)), Float
+            )
         if want == STR:
             return type_coerce(case((kind == SqliteType.TEXT.value, raw)), String)
         assert want == BOOL, want
@@ -78,7 +80,9 @@ class SqliteJson:
         """The value as JSON text, for display (json_extract reads true as 1: kept apart)."""
         kind = self.json_type(col, path)
         quoted = func.json_quote(func.json_extract(col, self._path(path)))
-        return type_coerce(case((kind.in_((SqliteType.TRUE.value, SqliteType.FALSE.value)), kind), else_=quoted), String)
+        return type_coerce(
+            case((kind.in_((SqliteType.TRUE.value, SqliteType.FALSE.value)), kind), else_=quoted), String
+        )
 
     def elements(self, col: Any, path: tuple[str, ...], want: str) -> tuple[Any, Any]:
         """(a SELECT over the list's elements of type ``want``, an element's value) for an EXISTS. The

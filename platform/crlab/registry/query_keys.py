@@ -188,7 +188,9 @@ def check(field: Field, node: Compare, text: str) -> tuple[str, list[Any]]:
 
 
 def _convert(field: Field, want: str, lit: Literal, text: str) -> Any:
-    ok = {NUM: LiteralKind.NUMBER, STR: LiteralKind.STRING, BOOL: LiteralKind.BOOL, TIME: LiteralKind.STRING}[want]
+    ok = {NUM: LiteralKind.NUMBER, STR: LiteralKind.STRING, BOOL: LiteralKind.BOOL, TIME: LiteralKind.STRING}[
+        want
+    ]
     if lit.kind != ok:
         fix = {NUM: "write numbers without quotes", STR: "quote text: 'like this'", BOOL: "use true or false",
                TIME: "write a date or time in quotes: '2026-05-01' or '2026-05-01T12:00'"}[want]  # fmt: skip

@@ -143,7 +143,8 @@ def tokenize(text: str) -> list[Token]:
                 j += 1
             word = text[i:j]
             keyword = word.lower() in KEYWORDS
-            tokens.append(Token(TokenKind.KEYWORD if keyword else TokenKind.NAME, word.lower() if keyword else word, i, word))
+            kind = TokenKind.KEYWORD if keyword else TokenKind.NAME
+            tokens.append(Token(kind, word.lower() if keyword else word, i, word))
             i = j
         else:
             raise QueryError(f"unexpected character {c!r}; expected a key, a value or an operator", text, i)

@@ -37,6 +37,7 @@ with contextlib.suppress(ImportError):  # on the host; in the sandbox the harnes
         _BLOCKED_MODULES,
         _GUARDED_OS,
         _LCB_STAR,
+        EntryTag,
         _stdin_test,
         tag,
         unwrap_main,
@@ -98,7 +99,9 @@ def _verl_compile(job: dict, limit: float):
 
 
 def _verl_stdin(method, text: str, limit: float) -> list:
-    return _stdin_test(method, text, limit, lambda e: ["e", _brief(e)])  # no timeout verdict: SIGALRM kills
+    return _stdin_test(
+        method, text, limit, lambda e: [EntryTag.ERROR, _brief(e)]
+    )  # no timeout verdict: SIGALRM kills
 
 
 def _verl_functional(method, args_text: str, limit: float) -> list:
@@ -113,11 +116,11 @@ def _verl_functional(method, args_text: str, limit: float) -> list:
         signal.setitimer(signal.ITIMER_REAL, 0)
     except Exception as e:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return ["e", _brief(e)]
+        return [EntryTag.ERROR, _brief(e)]
     try:
-        return ["r", tag(value)]
+        return [EntryTag.RETURNED, tag(value)]
     except (_NotPlain, RecursionError) as e:
-        return ["x", _brief(e)]
+        return [EntryTag.UNSENDABLE, _brief(e)]
 
 
 def run_authors(job: dict) -> tuple[str, str | None, str]:
@@ -130,11 +133,11 @@ def run_authors(job: dict) -> tuple[str, str | None, str]:
     try:
         method = _verl_compile(job, limit)
     except Exception as e:
-        return CaseStatus.OK, _json_dumps([["e", _brief(e), 0.0]]), ""
+        return CaseStatus.OK, _json_dumps([[EntryTag.ERROR, _brief(e), 0.0]]), ""
     run, entries = (_verl_stdin if job["kind"] == TestKind.STDIN else _verl_functional), []
     for text in job["inputs"]:
         start = time.monotonic()
         entries.append(run(method, text, limit) + [round(time.monotonic() - start, 6)])
-        if entries[-1][0] == "e":  # (its run_test returns at a failure)
+        if entries[-1][0] == EntryTag.ERROR:  # (its run_test returns at a failure)
             break
     return CaseStatus.OK, _json_dumps(entries), ""

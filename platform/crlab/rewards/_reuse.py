@@ -173,7 +173,8 @@ def serve_tests(job: dict, prepared: tuple, rfd: int, conn, limit: int) -> None:
             status = run_case(job, args, rfd, nonce, limit, (code, check, _dict(template)))
         except BaseException:  # the harness failed (its result fd closed...): end as a lone interpreter would
             _exit(1)
-        exit_code = 0 if status == CaseStatus.OK else 1  # what a process that ran this test alone would exit with
+        # what a process that ran this test alone would exit with
+        exit_code = 0 if status == CaseStatus.OK else 1
         try:  # the output a fresh process would have left: the server ignores what is written after this
             size = _fstat(1).st_size
         except BaseException:

@@ -24,6 +24,7 @@ import time
 with contextlib.suppress(ImportError):  # on the host; inside the sandbox _harness and _runner precede this
     from ._harness import Harness, TestKind, Verdict, _site_builtins, _stdio, child_env, namespace, prepare
     from ._runner import Runner, _memfd, _parse_record, _spare_fd, _sweep, _wipe, classify, setup_child
+    from ._suite import EntryTag
 
 # Imported once by the server so that forked children find them warm (competitive-programming staples).
 # Not threading/queue nor random/statistics: their at-fork hooks (thread state reset, reseeding) would
@@ -176,12 +177,19 @@ def _one_process(req: dict, cfg: dict, limit: float, wall: float, n: int) -> lis
             results.append({"v": Verdict.NOT_RUN, "t": 0.0, "d": "an earlier test failed", "k": 0})
             continue
         tag, payload, seconds = entries[i][0], entries[i][1:-1], entries[i][-1]
-        verdict = {"t": Verdict.TIMEOUT, "e": Verdict.RUNTIME_ERROR, "x": Verdict.WRONG_ANSWER}.get(tag)
-        detail = f"time limit {limit}s exceeded" if tag == "t" else (payload[0] if verdict else "")
+        verdict = _ENTRY_VERDICTS.get(tag)
+        detail = (
+            f"time limit {limit}s exceeded" if tag == EntryTag.TIMEOUT else (payload[0] if verdict else "")
+        )
         results.append(
             {"v": verdict, "t": seconds or raw["t"], "d": detail, "k": 0, "val": json.dumps(entries[i][:-1])}
         )
     return results
+
+
+_ENTRY_VERDICTS = {  # the verdict of a suite's test entry that is not compared on the host
+    EntryTag.TIMEOUT: Verdict.TIMEOUT, EntryTag.ERROR: Verdict.RUNTIME_ERROR, EntryTag.UNSENDABLE: Verdict.WRONG_ANSWER,
+}  # fmt: skip
 
 
 def run_suite(req: dict, cfg: dict) -> list:

@@ -45,6 +45,7 @@ from enum import StrEnum
 with contextlib.suppress(ImportError):  # on the host; inside the sandbox the harness source precedes this
     from ._harness import CaseStatus, Harness, TestKind, _brief, _json_dumps, _json_loads, _NotPlain
 
+
 class ValueTag(StrEnum):
     """The type of a value in the tagged JSON that :func:`tag` writes and ``lcb.untag`` reads."""
 
@@ -59,6 +60,16 @@ class ValueTag(StrEnum):
     SET = "S"
     FROZENSET = "F"
     DICT = "d"
+
+
+class EntryTag(StrEnum):
+    """How one test of a whole-suite harness ended: the first item of its entry (see :func:`run_lcb`)."""
+
+    OUTPUT = "o"  # printed this stdout (compared on the host)
+    RETURNED = "r"  # returned this tagged value (compared on the host)
+    UNSENDABLE = "x"  # returned a value that cannot be sent: a wrong answer
+    TIMEOUT = "t"
+    ERROR = "e"  # raised
 
 
 _LCB_STAR = (
@@ -147,7 +158,12 @@ def tag(v):
     if t is complex:
         return [ValueTag.COMPLEX, v.real.hex(), v.imag.hex()]
     if t is _list or t is _tuple or t is _set or t is _frozenset:
-        kinds = {_list: ValueTag.LIST, _tuple: ValueTag.TUPLE, _set: ValueTag.SET, _frozenset: ValueTag.FROZENSET}
+        kinds = {
+            _list: ValueTag.LIST,
+            _tuple: ValueTag.TUPLE,
+            _set: ValueTag.SET,
+            _frozenset: ValueTag.FROZENSET,
+        }
         return [kinds[t], [tag(x) for x in v]]
     if t is dict:
         return [ValueTag.DICT, [[tag(k), tag(x)] for k, x in v.items()]]
@@ -160,8 +176,8 @@ def _failure(e: BaseException) -> list:
     try:
         text = repr(e)
     except BaseException:
-        return ["e", "exception"]
-    return ["t"] if "timeoutexception" in text.lower() else ["e", _brief(e)]
+        return [EntryTag.ERROR, "exception"]
+    return [EntryTag.TIMEOUT] if "timeoutexception" in text.lower() else [EntryTag.ERROR, _brief(e)]
 
 
 def _call_with_stdin(method, text: str):
@@ -201,7 +217,7 @@ def _stdin_test(method, text: str, limit: float, failure=None) -> list:
     try:
         _call_with_stdin(method, text)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return ["o", buf.getvalue()]
+        return [EntryTag.OUTPUT, buf.getvalue()]
     except Exception as e:
         signal.setitimer(signal.ITIMER_REAL, 0)
         return (failure or _failure)(e)
@@ -222,11 +238,11 @@ def _functional_test(method, args_text: str, limit: float) -> list:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     try:
-        return ["r", tag(value)]
+        return [EntryTag.RETURNED, tag(value)]
     except _NotPlain as e:
-        return ["x", _brief(e)]
+        return [EntryTag.UNSENDABLE, _brief(e)]
     except RecursionError:
-        return ["x", "return value nested too deeply to send"]
+        return [EntryTag.UNSENDABLE, "return value nested too deeply to send"]
 
 
 def _lcb_compile(job: dict, limit: float):
@@ -262,13 +278,13 @@ def run_lcb(job: dict) -> tuple[str, str | None, str]:
                 "no " + ("wrapped_function" if job["kind"] == TestKind.STDIN else str(job["fn_name"]))
             )
     except Exception as e:
-        return CaseStatus.OK, _json_dumps([["e", _brief(e), 0.0]]), ""
+        return CaseStatus.OK, _json_dumps([[EntryTag.ERROR, _brief(e), 0.0]]), ""
     run = _stdin_test if job["kind"] == TestKind.STDIN else _functional_test
     for text in job["inputs"]:
         start = time.monotonic()
         entry = run(method, text, limit)
         entries.append(entry + [round(time.monotonic() - start, 6)])
-        if entry[0] in ("t", "e"):
+        if entry[0] in (EntryTag.TIMEOUT, EntryTag.ERROR):
             break
     return CaseStatus.OK, _json_dumps(entries), ""
 

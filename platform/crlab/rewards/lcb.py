@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._harness import TestKind
-from ._suite import ValueTag
+from ._suite import EntryTag, ValueTag
 
 _COLLECTIONS = {ValueTag.LIST: list, ValueTag.TUPLE: tuple, ValueTag.SET: set, ValueTag.FROZENSET: frozenset}
 
@@ -83,7 +83,7 @@ def value_matches(entry_json: str, expected: str) -> bool:
 
 
 def entry_passes(
-    kind: str, entry_json: str, expected: str, outputs: Any = output_matches, values: Any = value_matches
+    kind: TestKind, entry_json: str, expected: str, outputs: Any = output_matches, values: Any = value_matches
 ) -> bool:
     """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``? ``outputs`` and
     ``values`` compare printed output and returned values (LiveCodeBench's rules by default)."""
@@ -92,5 +92,5 @@ def entry_passes(
             entry = json.loads(entry_json)
         except ValueError:
             return False
-        return entry[0] == "o" and outputs(entry[1], expected)
+        return entry[0] == EntryTag.OUTPUT and outputs(entry[1], expected)
     return values(entry_json, expected)

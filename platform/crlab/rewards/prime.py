@@ -90,7 +90,7 @@ def value_matches(entry_json: str, expected: str) -> bool:
         return False
 
 
-def entry_passes(kind: str, entry_json: str, expected: str) -> bool:
+def entry_passes(kind: TestKind, entry_json: str, expected: str) -> bool:
     """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``, by prime_code's
     comparisons?"""
     return lcb.entry_passes(kind, entry_json, expected, output_matches, value_matches)

@@ -125,6 +125,7 @@ class Isolation(StrEnum):
     RLIMIT = "rlimit"
 
 
+REWARD_HARNESSES = (Harness.STRICT, Harness.AUTHORS)  # reward.harness's choices (lcb is eval.scoring's)
 _VERDICTS = frozenset({v.value for v in Verdict} | {None})  # what a worker may answer (None: compare here)
 # Imported in LiveCodeBench's process before a program runs (its evaluator, the prelude, reliability_guard)
 LCB_PRELOAD = ("numpy", "random", "statistics", "json", "datetime", "copy", "io", "subprocess", "shutil")
@@ -151,7 +152,7 @@ class ProgramResult:
         return sum(r.verdict is Verdict.PASSED for r in self.results) / len(self.results)
 
 
-def job_request(program: str, spec: TestSpec, n: int | None = None, harness: Harness = Harness.STRICT) -> dict:
+def job_request(program: str, spec: TestSpec, n: int | None = None, harness: str = Harness.STRICT) -> dict:
     """What a fork server (or the benchmark's baseline) is sent to run ``program`` on ``spec``'s first ``n`` tests."""
     return {
         "kind": spec.kind, "program": program, "inputs": list(spec.inputs[:n]), "fn_name": spec.fn_name,
@@ -198,15 +199,15 @@ class Sandbox:
     ):
         if workers < 1 or time_limit_s <= 0 or memory_mb < 64 or max_output_bytes < 1024 or nofile < 48:
             raise ValueError("Sandbox: need workers >= 1, time_limit_s > 0, memory_mb >= 64, ...")
-        self.harness, self.isolation = _choice(Harness, "harness", harness), _choice(Isolation, "isolation", isolation)
+        self.harness = _choice(Harness, "harness", harness)
+        self.isolation = _choice(Isolation, "isolation", isolation)
         self.second_time_limit_s = float(second_time_limit_s or time_limit_s)  # the authors' second pass
         self._binds, self._paths = numpy_binds() if self.harness != Harness.STRICT else ([], [])
         self.workers, self.time_limit_s, self.memory_mb = workers, float(time_limit_s), int(memory_mb)
-        self.max_output_bytes = int(max_output_bytes)
-        self.max_program_bytes, self.nproc, self.nofile = max_program_bytes, nproc, nofile
+        self.max_output_bytes, self.max_program_bytes = int(max_output_bytes), max_program_bytes
+        self.nproc, self.nofile, self.tmp_mb = nproc, nofile, tmp_mb
         # root host only: worker i runs tests as uid_base + i; by default a block of 1024 uids above 1e9 picked
         # from our pid, so that concurrent Sandboxes do not share their RLIMIT_NPROC accounting
-        self.tmp_mb = tmp_mb
         self.uid_base = uid_base if uid_base is not None else 1_000_000_000 + (os.getpid() % 1_000_000) * 1024
         self._python = os.path.realpath(sys.executable)
         self._bwrap = shutil.which("bwrap") if self.isolation == Isolation.BWRAP else None
@@ -316,7 +317,8 @@ class Sandbox:
         problem, program = self._precheck(program)
         if problem or n == 0:
             return ProgramResult(tuple(TestResult(Verdict.RUNTIME_ERROR, 0.0, problem) for _ in range(n)))
-        if self.harness == Harness.AUTHORS:  # prime_code: every test in one process; if one fails, each of the first n
+        # prime_code: every test in one process; if one fails, each of the first n
+        if self.harness == Harness.AUTHORS:
             first = self._run_request(job_request(program, spec, None, Harness.AUTHORS), spec, len(spec))
             if all(r.verdict is Verdict.PASSED for r in first.results):
                 return ProgramResult(first.results[:n])
@@ -380,11 +382,9 @@ def _finish_suite(raw: list, spec: TestSpec, harness: Harness) -> ProgramResult:
 
 
 def _choice(enum: type[_E], name: str, value: str) -> _E:
-    try:
-        return enum(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in enum)
-        raise ValueError(f"Sandbox: {name} must be one of {allowed}, got {value!r}") from None
+    if value not in tuple(enum):
+        raise ValueError(f"Sandbox: {name} must be one of {', '.join(enum)}, got {value!r}")
+    return enum(value)
 
 
 def _warn_rlimit_once() -> None:

@@ -139,7 +139,10 @@ class TestSpec:
         if kind not in KINDS:
             what = "missing" if "kind" not in d else f"unknown test kind {kind!r}"
             raise TestSpecError(pid, "kind", f"{what}; expected one of {_ALLOWED}")
-        required = {TestKind.STDIN: ("inputs", "outputs"), TestKind.FUNCTIONAL: ("inputs", "outputs", "fn_name")}
+        required = {
+            TestKind.STDIN: ("inputs", "outputs"),
+            TestKind.FUNCTIONAL: ("inputs", "outputs", "fn_name"),
+        }
         for field in required.get(kind, ("check_code", "entry_point")):
             if d.get(field) is None:
                 raise TestSpecError(pid, field, f"missing; required for kind {kind!r}")

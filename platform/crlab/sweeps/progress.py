@@ -21,6 +21,7 @@ from rich.text import Text
 
 from crlab.registry import Registry
 from crlab.registry.entities import EventKind, Run, RunStatus
+from crlab.sweeps.scheduler import Watch
 
 EVERY = 10  # steps between progress lines off a terminal
 HEADLINE = ("reward/rl_mean", "critique/accuracy", "eval/pass@1")  # eval/pass@1 at the steps that evaluate
@@ -68,7 +69,7 @@ class SweepProgress:
         how = "started" if run.attempt == 1 else f"attempt {run.attempt}"
         if item.watch is not None:  # trained by a process this sweep did not start
             step = max((s for s, _ in self.registry.latest_metrics(run.id).values()), default=0)
-            whose = "adopted (its sweep is gone)" if item.watch == "adopted" else "run by another sweep, waited for"
+            whose = "adopted (its sweep is gone)" if item.watch == Watch.ADOPTED else "run by another sweep, waited for"
             how = f"{whose} at step {step} of attempt {run.attempt}"
         where = f", job {item.handle.job_id}" if getattr(item.handle, "job_id", None) else ""
         self.line(f"[{item.label}] {how}: run {run.id}{where}, log {log or '-'}")

@@ -41,7 +41,7 @@ from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.sweeps.executors import Executor, make_executor
 from crlab.sweeps.progress import EVERY, SweepProgress
-from crlab.sweeps.scheduler import Active, schedule
+from crlab.sweeps.scheduler import Active, Watch, schedule
 from crlab.sweeps.spec import Cell, SweepSpec
 from crlab.sweeps.watch import Watched
 
@@ -163,10 +163,10 @@ class GridCells:
         if claim.mine:
             return Active(cell.label, run.id, self.executor.launch(run, self.url), payload=cell)
         if claim.action == ClaimAction.ADOPT:
-            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, True), cell, "adopted")
+            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, True), cell, Watch.ADOPTED)
         if claim.action == ClaimAction.RUNNING and self.wait:
             self.state[cell.key] = WAITING
-            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, False), cell, "waiting")
+            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, False), cell, Watch.WAITING)
         return None
 
     def on_poll(self, item: Active) -> None:

@@ -54,7 +54,13 @@ class ParamType(StrEnum):
 SAMPLERS = tuple(s.value for s in Sampler)
 PRUNERS = {  # a pruner's kind -> the options it takes
     PrunerKind.MEDIAN: ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
-    PrunerKind.PERCENTILE: ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
+    PrunerKind.PERCENTILE: (
+        "percentile",
+        "n_startup_trials",
+        "n_warmup_steps",
+        "interval_steps",
+        "n_min_trials",
+    ),
     PrunerKind.THRESHOLD: ("lower", "upper", "n_warmup_steps", "interval_steps"),
     PrunerKind.NONE: (),
 }
