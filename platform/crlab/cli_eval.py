@@ -23,8 +23,10 @@ from rich.table import Table
 
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
 from crlab.errors import CrlabError
+from crlab.models import ModelDtype
+from crlab.train.rollouts import RolloutEngine
 
-CPU_DTYPE = "float32"  # bf16 matmuls are slow on most CPUs; a run's own dtype is kept on GPU
+CPU_DTYPE = ModelDtype.FLOAT32.value  # bf16 matmuls are slow on most CPUs; a run's own dtype is kept on GPU
 MODEL_MAX_NEW_TOKENS = 512  # default response budget when evaluating a model (a run uses its last phase's)
 
 
@@ -162,10 +164,10 @@ def _load_policy(target: dict[str, Any], engine: str) -> Any:
         from crlab.train.engine.weights import load_checkpoint_weights
 
         load_checkpoint_weights(model, target["checkpoint"].path)
-    if engine == "auto":
-        engine = "vllm" if on_gpu and _has_vllm() else "hf"
+    if engine == RolloutEngine.AUTO:
+        engine = RolloutEngine.VLLM if on_gpu and _has_vllm() else RolloutEngine.HF
     sampling = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}
-    if engine == "hf":
+    if engine == RolloutEngine.HF:
         if on_gpu:
             model = model.cuda()
         return HFRollout(model.eval(), tok, **sampling)
@@ -248,7 +250,9 @@ def check_args(
 ) -> tuple[int, ...] | None:
     """The arguments that can be checked before anything is read: the k of pass@k (None: a samples file's
     default, decided from the file)."""
-    if engine not in ("auto", "hf", "vllm") or style not in ("auto", "qwen3", "tiny"):
+    from crlab.data.prompts import STYLES
+
+    if engine not in tuple(RolloutEngine) or style not in ("auto", *STYLES):
         raise CrlabError(
             f"--engine {engine!r} / --style {style!r}: see `platform eval --help` for the choices"
         )
@@ -325,15 +329,16 @@ def _scoring(scoring: str | None, eval_set: Any, target: dict[str, Any] | None) 
     """``livecodebench`` or ``strict``: ``--scoring``, else the run's (or the schema's) ``eval.scoring``,
     resolved for the set (critique sets are labelled by the strict rules)."""
     from crlab.config import EvalConfig
-    from crlab.eval.scoring import resolve_scoring
+    from crlab.eval.scoring import Scoring, resolve_scoring
+    from crlab.eval.sources import SetKind
 
     chosen = scoring or (target["cfg"].eval.scoring if target is not None else EvalConfig.scoring)
-    if eval_set.kind == "crl":
-        if chosen == "livecodebench":
+    if eval_set.kind == SetKind.CRL:
+        if chosen == Scoring.LIVECODEBENCH:
             raise CrlabError(
                 "--scoring livecodebench: critique sets (crl:) are labelled by the strict rules; drop it"
             )
-        return "strict"
+        return Scoring.STRICT
     return resolve_scoring(chosen, eval_set.problems)
 
 
@@ -343,15 +348,16 @@ def _run_eval(
 ) -> Any:  # fmt: skip
     """Score the samples file, or load the policy and generate: a CodeEvalReport or CritiqueReport.
     Progress goes to stderr, with ``--json`` too: a bar on a terminal, plain lines otherwise."""
+    from crlab.config import RewardConfig
     from crlab.eval.samples import score_samples_file
     from crlab.eval.scoring import HARNESS
     from crlab.rewards.sandbox import Sandbox
 
     cfg = resolved["cfg"] if resolved is not None else None
+    reward = cfg.reward if cfg is not None else RewardConfig()  # a samples file: the schema's defaults
     sandbox = Sandbox(
         workers=opts["workers"] or max(1, os.cpu_count() or 1), time_limit_s=opts["time_limit"],
-        memory_mb=cfg.reward.memory_mb if cfg is not None else 1024,
-        isolation=cfg.reward.isolation if cfg is not None else "bwrap", harness=HARNESS[opts["scoring"]],
+        memory_mb=reward.memory_mb, isolation=reward.isolation, harness=HARNESS[opts["scoring"]],
     )  # fmt: skip
     with sandbox, EvalProgress(label, enabled=True) as shown:
         if samples is not None:

@@ -13,6 +13,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from enum import StrEnum
+
+
+class FaultKind(StrEnum):
+    """What ``CRLAB_FAULT=KIND:VALUE`` injects (see above)."""
+
+    STEP = "step"  # raise InjectedFault as step VALUE begins
+    KILL = "kill"  # SIGKILL this process as step VALUE begins
+    SLEEP = "sleep"  # every step lasts VALUE seconds longer
 
 
 class InjectedFault(RuntimeError):
@@ -22,9 +31,9 @@ class InjectedFault(RuntimeError):
 def at_step(step: int) -> None:
     """Raise if ``CRLAB_FAULT`` asks for a fault at this step."""
     kind, _, value = os.environ.get("CRLAB_FAULT", "").partition(":")
-    if kind == "step" and value.strip() == str(step):
+    if kind == FaultKind.STEP and value.strip() == str(step):
         raise InjectedFault(f"fault injected at step {step} (CRLAB_FAULT=step:{step})")
-    if kind == "kill" and value.strip() == str(step):
+    if kind == FaultKind.KILL and value.strip() == str(step):
         os.kill(os.getpid(), signal.SIGKILL)
-    if kind == "sleep":
+    if kind == FaultKind.SLEEP:
         time.sleep(float(value))

@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,16 @@ from typing import Any
 from crlab.errors import ConfigError, CrlabError
 
 SMOLLM2_SCHEME = "smollm2://"
+
+
+class ModelDtype(StrEnum):
+    """The dtype a policy model is loaded in (``model.dtype``)."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
 CONVERT_VERSION = 1  # bump when the conversion itself changes: a new cache folder is made
 PROVENANCE = "source.json"
 
@@ -227,7 +238,7 @@ def convert_gguf(model: GGUFModel, source: Path, target: Path) -> Path:
         info = {
             "uri": model.uri, "dist": model.dist, "dist_version": metadata.version(model.dist),
             "gguf_file": source.name, "gguf_bytes": source.stat().st_size, "gguf_sha256": _sha256(source),
-            "quantization": model.quantization, "saved_dtype": "float32", "convert_version": CONVERT_VERSION,
+            "quantization": model.quantization, "saved_dtype": ModelDtype.FLOAT32.value, "convert_version": CONVERT_VERSION,
             "transformers": transformers.__version__, "gguf": metadata.version("gguf"),
             "torch": torch.__version__, "seconds": round(time.time() - started, 1),
         }  # fmt: skip

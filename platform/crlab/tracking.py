@@ -23,10 +23,21 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 STEP_KEY = "train/step"
+
+
+class TrackingMode(StrEnum):
+    """``tracking.mode`` (W&B's own modes; ``WANDB_MODE`` overrides it)."""
+
+    OFFLINE = "offline"  # files under the run's folder, uploaded later by `platform sync`
+    ONLINE = "online"
+    DISABLED = "disabled"
+
+
 # the metric families the trainer logs (``reward/rl_mean``, ``time/step_s``, ...), each plotted against the step
 FAMILIES = tuple(f"{f}/*" for f in ("reward", "critique", "train", "time", "phase", "event", "response", "batch",
                                      "perf", "code", "actor", "rollouts", "base"))  # fmt: skip
@@ -62,7 +73,7 @@ class Tracker:
         self._events: list[dict[str, Any]] = list(prior_events or [])
         self._run = None
         mode = os.environ.get("WANDB_MODE", mode)
-        if not enabled or mode == "disabled":
+        if not enabled or mode == TrackingMode.DISABLED:
             return
         import wandb
 
@@ -134,7 +145,7 @@ def log_ablation(
     figures were computed, the power) in its summary; returns the W&B run folder (None when tracking is
     disabled)."""
     mode = os.environ.get("WANDB_MODE", mode)
-    if mode == "disabled":
+    if mode == TrackingMode.DISABLED:
         return None
     import wandb
 

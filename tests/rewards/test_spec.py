@@ -114,3 +114,25 @@ def test_direct_construction_is_validated_too():
 
 def test_spec_error_is_a_value_error():
     assert issubclass(TestSpecError, ValueError)
+
+
+def test_kind_is_a_test_kind_and_written_back_as_plain_text():
+    import json
+
+    from crlab.rewards.spec import TestKind
+
+    spec = TestSpec.from_dict({"kind": "stdin", "inputs": ["1\n"], "outputs": ["1\n"]})
+    assert spec.kind is TestKind.STDIN and spec.kind == "stdin"  # a StrEnum: equal to the stored string
+    written = spec.to_dict()
+    assert type(written["kind"]) is str and json.loads(json.dumps(written)) == written
+    assert TestSpec.from_dict(written) == spec
+
+
+@pytest.mark.parametrize(
+    ("option", "allowed"), [("harness", "strict, lcb, authors"), ("isolation", "bwrap, rlimit")]
+)
+def test_the_sandbox_names_the_allowed_choices(option, allowed):
+    from crlab.rewards import Sandbox
+
+    with pytest.raises(ValueError, match=f"{option} must be one of {allowed}, got 'nope'"):
+        Sandbox(**{option: "nope"})

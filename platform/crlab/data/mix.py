@@ -21,12 +21,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 RL, CRL = 0, 1
-MIXES = ("exact", "shuffled")
+
+
+class CrlMix(StrEnum):
+    """How RL and CRL rows share the steps (``data.crl_mix``; see the module docstring)."""
+
+    EXACT = "exact"  # the ratio's share of CRL rows in every step
+    SHUFFLED = "shuffled"  # both kinds shuffled together, as the authors' loader does
+
+
+MIXES = tuple(m.value for m in CrlMix)
 
 
 @dataclass
@@ -80,7 +90,13 @@ class MixSampler:
     """Draw each step's RL and CRL row indices (see the module docstring for the exact rule)."""
 
     def __init__(
-        self, n_rl: int, n_crl: int, prompts_per_step: int, crl_ratio: float, seed: int, mix: str = "exact"
+        self,
+        n_rl: int,
+        n_crl: int,
+        prompts_per_step: int,
+        crl_ratio: float,
+        seed: int,
+        mix: str = CrlMix.EXACT,
     ) -> None:
         if mix not in MIXES:
             raise ValueError(f"data.crl_mix must be one of {', '.join(MIXES)}, got {mix!r}")
@@ -90,8 +106,8 @@ class MixSampler:
             raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
         self.crl_per_step = int(math.floor(crl_ratio * prompts_per_step + 0.5))
         self.rl_per_step = prompts_per_step - self.crl_per_step
-        self.mix = mix
-        shuffled = mix == "shuffled"  # any step may then draw either kind
+        self.mix = CrlMix(mix).value  # (a plain string in the state dict)
+        shuffled = mix == CrlMix.SHUFFLED  # any step may then draw either kind
         crl_step = f"{self.crl_per_step} CRL rows per step" if not shuffled else "CRL rows"
         rl_step = f"{self.rl_per_step} RL rows per step" if not shuffled else "RL rows"
         if (crl_ratio > 0 if shuffled else self.crl_per_step > 0) and n_crl < 1:
@@ -117,7 +133,7 @@ class MixSampler:
 
     def _crl_count(self) -> int:
         """How many of this step's rows are CRL."""
-        if self.mix == "exact":
+        if self.mix == CrlMix.EXACT:
             return self.crl_per_step
         pps = self.prompts_per_step
         per_pass = max(1, math.ceil((self.n_rl or self.n_crl) / pps))
@@ -155,7 +171,7 @@ class MixSampler:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; the settings and source sizes must be the saved ones."""
         for key in ("seed", "prompts_per_step", "crl_ratio", "mix"):
-            if state.get(key, "exact") != getattr(self, key):  # checkpoints before data.crl_mix: exact
+            if state.get(key, CrlMix.EXACT) != getattr(self, key):  # checkpoints before data.crl_mix: exact
                 raise ValueError(
                     f"mix sampler {key} differs from the checkpoint: saved {state[key]}, now {getattr(self, key)}"
                 )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from crlab.data.problems import Problem
 from crlab.errors import CrlabError
-from crlab.rewards.spec import TestSpec
+from crlab.rewards.spec import TestKind, TestSpec
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def filter_tests(
     kept, before, too_long, after = [], 0, 0, 0
     for problem in problems:
         spec = problem.spec
-        if spec.kind == "assert":
+        if spec.kind == TestKind.ASSERT:
             raise CrlabError(
                 f"problem {problem.id}: assert-style tests (HumanEval) cannot be filtered per test"
             )
@@ -94,9 +94,9 @@ def problem_row(problem: Problem) -> dict:
     lists; ``rstar:FILE`` still reads them.
     """
     spec: TestSpec = problem.spec
-    if spec.kind == "assert":
+    if spec.kind == TestKind.ASSERT:
         raise CrlabError(f"problem {problem.id}: assert-style tests (HumanEval) have no rStar-style form")
-    functional = spec.kind == "functional"
+    functional = spec.kind == TestKind.FUNCTIONAL
     leetcode = functional and re.search(r"^\s*class\s+Solution\b", problem.starter_code, re.M) is not None
     return {
         "question_id": problem.id, "question": problem.question, "starter_code": problem.starter_code,

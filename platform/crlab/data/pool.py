@@ -17,11 +17,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import TypeVar
 
 from crlab.errors import ConfigError
 
 POOL_SEED = 0
+
+
+class Budget(StrEnum):
+    """What a run's data budget counts (``data.budget``): the rows of the RL pool (or the CRL pool's when
+    there is none), the pool's N problems however a ratio splits them (this module), or only the RL rows."""
+
+    ROWS = "rows"
+    POOL = "pool"
+    RL_ROWS = "rl_rows"
+
 Row = TypeVar("Row")
 
 

@@ -13,23 +13,35 @@ What program runs, by the kind of text a sample is:
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from crlab.data.problems import Problem
 from crlab.rewards.code import extract_code
+from crlab.rewards.spec import TestKind
 
-SAMPLE_KINDS = ("response", "code", "completion")
+
+class SampleKind(StrEnum):
+    """The kind of text a sample is (see the module docstring)."""
+
+    RESPONSE = "response"
+    CODE = "code"
+    COMPLETION = "completion"
 
 
-def program_for(problem: Problem, text: str | None, kind: str = "response") -> str | None:
+SAMPLE_KINDS = tuple(k.value for k in SampleKind)
+
+
+def program_for(problem: Problem, text: str | None, kind: str = SampleKind.RESPONSE) -> str | None:
     """The program to run for one sample of ``problem`` (see the module docstring); None: nothing to run."""
     if kind not in SAMPLE_KINDS:
         raise ValueError(f"program_for: kind must be one of {SAMPLE_KINDS}, got {kind!r}")
     if not isinstance(text, str):
         return None
-    if kind == "completion":
+    if kind == SampleKind.COMPLETION:
         return problem.starter_code + text
-    code = extract_code(text) if kind == "response" else (text if text.strip() else None)
+    code = extract_code(text) if kind == SampleKind.RESPONSE else (text if text.strip() else None)
     if code is None:
         return None
-    if problem.spec.kind == "assert" and kind == "response":
+    if problem.spec.kind == TestKind.ASSERT and kind == SampleKind.RESPONSE:
         return problem.starter_code.rstrip("\n") + "\n\n" + code
     return code

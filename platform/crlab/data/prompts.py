@@ -13,9 +13,35 @@ breaks our reading of the table (a blank line after the instruction, a line brea
 
 from __future__ import annotations
 
-from crlab.data.problems import Problem
+from enum import StrEnum
 
-STYLES = ("qwen3", "tiny")
+from crlab.data.problems import Problem
+from crlab.rewards.spec import TestKind
+
+
+class PromptStyle(StrEnum):
+    """The wording of the prompts: the paper's (real models) or a compact one (the bundled tiny model)."""
+
+    QWEN3 = "qwen3"
+    TINY = "tiny"
+
+
+class CritiquePrompt(StrEnum):
+    """The critique template (``data.crl_prompt``): the style's own, or the paper's Table 6 word for word."""
+
+    PLATFORM = "platform"
+    PAPER = "paper"
+
+
+class OverlongPrompts(StrEnum):
+    """What happens to a row whose chat-templated prompt is over ``data.max_prompt_length`` tokens
+    (``data.overlong_prompts``): kept, or dropped at start-up (verl's ``data.filter_overlong_prompts``)."""
+
+    KEEP = "keep"
+    FILTER = "filter"
+
+
+STYLES = tuple(s.value for s in PromptStyle)
 
 CRITIQUE_INSTRUCTION = (
     "You will be given a question (problem specification) and a submitted solution. Your task is to "
@@ -55,7 +81,7 @@ PAPER_CRITIQUE_TEMPLATE = (
     "Solution: {solution}\n"
     "Conclude with \\conclusion{{T}} for correct, \\conclusion{{F}} for wrong."
 )
-TEMPLATES = ("platform", "paper")
+TEMPLATES = tuple(t.value for t in CritiquePrompt)
 
 TINY_CODE_TEMPLATE = "Solve in Python (stdin to stdout).\n{question}\n"
 
@@ -70,7 +96,7 @@ def _check_style(style: str) -> None:
         raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(STYLES)}")
 
 
-def code_prompt(problem: Problem, style: str = "qwen3") -> str:
+def code_prompt(problem: Problem, style: str = PromptStyle.QWEN3) -> str:
     """The prompt asking for a program that solves ``problem``.
 
     stdin problems get the "read from stdin, write to stdout" format; functional problems (LeetCode style)
@@ -78,25 +104,27 @@ def code_prompt(problem: Problem, style: str = "qwen3") -> str:
     """
     _check_style(style)
     question = problem.question.strip()
-    if style == "tiny":
+    if style == PromptStyle.TINY:
         return TINY_CODE_TEMPLATE.format(question=question)
     kind = problem.spec.kind
-    if kind == "stdin" and not problem.starter_code.strip():
+    if kind == TestKind.STDIN and not problem.starter_code.strip():
         fmt = STDIN_FORMAT
-    elif kind == "assert":
+    elif kind == TestKind.ASSERT:
         fmt = COMPLETE_FORMAT.format(starter_code=problem.starter_code.rstrip())
     else:
         fmt = STARTER_FORMAT.format(starter_code=problem.starter_code.rstrip())
     return f"### Question:\n{question}\n\n{fmt}\n\n{ANSWER_SUFFIX}"
 
 
-def critique_prompt(question: str, solution: str, style: str = "qwen3", template: str = "platform") -> str:
+def critique_prompt(
+    question: str, solution: str, style: str = PromptStyle.QWEN3, template: str = CritiquePrompt.PLATFORM
+) -> str:
     """The CRL prompt: judge ``solution`` against ``question`` and end with \\conclusion{T} or {F}.
     ``template``: ``platform`` (the style's own) or ``paper`` (Table 6, for every style)."""
     _check_style(style)
     if template not in TEMPLATES:
         raise ValueError(f"unknown critique template {template!r}; valid: {', '.join(TEMPLATES)}")
-    if template == "paper":
+    if template == CritiquePrompt.PAPER:
         return PAPER_CRITIQUE_TEMPLATE.format(question=question.strip(), solution=solution.strip("\n"))
-    template = TINY_CRITIQUE_TEMPLATE if style == "tiny" else CRITIQUE_TEMPLATE
+    template = TINY_CRITIQUE_TEMPLATE if style == PromptStyle.TINY else CRITIQUE_TEMPLATE
     return template.format(question=question.strip(), solution=solution.strip("\n"))

@@ -15,27 +15,41 @@ Critique sets (``crl:``) are labelled by the strict rules whatever the scoring, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 from crlab.data.sources import SOURCES, kind_of
 from crlab.errors import CrlabError
+from crlab.rewards.sandbox import Harness
 
-SCORINGS = ("auto", "livecodebench", "strict")
-HARNESS = {"livecodebench": "lcb", "strict": "strict"}  # scoring -> the sandbox's harness
+
+class Scoring(StrEnum):
+    """``eval.scoring`` (see above)."""
+
+    AUTO = "auto"
+    LIVECODEBENCH = "livecodebench"
+    STRICT = "strict"
+
+
+SCORINGS = tuple(s.value for s in Scoring)
+HARNESS = {
+    Scoring.LIVECODEBENCH: Harness.LCB,
+    Scoring.STRICT: Harness.STRICT,
+}  # scoring -> the sandbox's harness
 LCB_TIME_LIMIT_S = 6.0  # LiveCodeBench's --evaluation_timeout default
 
 
-def resolve_scoring(scoring: str, problems: Sequence[Any], key: str = "--scoring") -> str:
+def resolve_scoring(scoring: str, problems: Sequence[Any], key: str = "--scoring") -> Scoring:
     """``livecodebench`` or ``strict`` for these problems; a scoring their kind does not support (the table of
     sources' ``scorings``: ``livecodebench`` on other sources) is an error; ``strict`` scores every kind."""
     if scoring not in SCORINGS:
         raise CrlabError(f"{key} {scoring!r}: expected one of {', '.join(SCORINGS)}")
     kinds = {kind_of(p) for p in problems}
-    if scoring == "auto":
-        picks = {k.scorings[0] if k.scorings else "strict" for k in kinds}
-        return picks.pop() if len(picks) == 1 else "strict"
-    if scoring != "strict" and (not kinds or any(scoring not in (k.scorings or ()) for k in kinds)):
+    if scoring == Scoring.AUTO:
+        picks = {k.scorings[0] if k.scorings else Scoring.STRICT for k in kinds}
+        return Scoring(picks.pop()) if len(picks) == 1 else Scoring.STRICT
+    if scoring != Scoring.STRICT and (not kinds or any(scoring not in (k.scorings or ()) for k in kinds)):
         able = " or ".join(k.title for k in SOURCES.values() if scoring in (k.scorings or ()))
         names = ", ".join(sorted(k.name for k in kinds)) or "none"
         raise CrlabError(f"{key} {scoring}: scores {able} problems only, not {names}; use strict or auto")
-    return scoring
+    return Scoring(scoring)

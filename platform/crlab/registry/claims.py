@@ -19,41 +19,56 @@ watcher on another host cannot be checked from here and counts as alive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from crlab.registry import db
-from crlab.registry.entities import Run, RunStatus
+from crlab.registry.entities import EventKind, Run, RunStatus
 from crlab.registry.lifecycle import is_alive, process_state
 from crlab.registry.models import EventRow, RunRow
 from crlab.registry.store import Registry, _run, begin_attempt, utcnow
 
-WATCH_EVENT = "sweep_watch"  # the sweep process (host, pid) that claimed or adopted a run last
+WATCH_EVENT = EventKind.SWEEP_WATCH.value  # the sweep process (host, pid) that claimed or adopted a run last
+
+
+class ClaimAction(StrEnum):
+    """The outcome of a claim: what this process does with the cell."""
+
+    START = "start"  # this process runs it, a first attempt
+    RESUME = "resume"  # this process runs it again
+    ADOPT = "adopt"  # it follows a live run whose sweep is gone
+    COMPLETED = "completed"  # nothing to do: the run is final
+    RUNNING = "running"  # another live sweep watches it
+    GAVE_UP = "gave_up"  # failed with no retry left
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether this process starts the cell's run."""
+        return self in (ClaimAction.START, ClaimAction.RESUME)
 
 
 @dataclass(frozen=True)
 class Claim:
-    # start | resume (this process runs it) | adopt (it follows a live run whose sweep is gone) |
-    # completed | running (another live sweep watches it) | gave_up
-    action: str
+    action: ClaimAction
     run: Run
 
     @property
     def mine(self) -> bool:
-        return self.action in ("start", "resume")
+        return self.action.runs_here
 
 
-def _decide(row: RunRow, grace_s: float, max_retries: int, watched_s: float) -> str:
+def _decide(row: RunRow, grace_s: float, max_retries: int, watched_s: float) -> ClaimAction:
     status = RunStatus(row.status)
     if status.final:
-        return "completed"
+        return ClaimAction.COMPLETED
     if is_alive(status, row.host, row.pid, row.heartbeat_at, grace_s, watched_s):
-        return "running"
+        return ClaimAction.RUNNING
     if status == RunStatus.FAILED and row.attempt > max_retries:
-        return "gave_up"
-    return "resume" if row.attempt > 0 else "start"
+        return ClaimAction.GAVE_UP
+    return ClaimAction.RESUME if row.attempt > 0 else ClaimAction.START
 
 
 def claim_cell(
@@ -89,15 +104,15 @@ def _claim_once(
                 created_at=utcnow(), **{"packages": {}, **new_run},
             )  # fmt: skip
             s.add(row)
-            action = "start"
+            action = ClaimAction.START
         else:
             action = _decide(row, grace_s, max_retries, registry.reach.healthy_for())
-            if action == "running" and not _watched(s, row.id):
-                action = "adopt"
-        if action in ("start", "resume"):
+            if action == ClaimAction.RUNNING and not _watched(s, row.id):
+                action = ClaimAction.ADOPT
+        if action.runs_here:
             begin_attempt(row, owner)
         s.flush()
-        if action in ("start", "resume", "adopt") and owner:
+        if (action.runs_here or action == ClaimAction.ADOPT) and owner:
             s.add(EventRow(run_id=row.id, step=None, kind=WATCH_EVENT, payload=dict(owner), time=utcnow()))
         return Claim(action, _run(row))
 

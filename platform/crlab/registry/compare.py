@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from crlab.errors import RegistryError
-from crlab.registry.entities import MetricSummary, Run
+from crlab.registry.entities import EventKind, MetricSummary, Run
 from crlab.registry.store import Registry
 
-HIDDEN_EVENTS = ("checkpoint",)  # one per save: the runs' checkpoints are in `runs show`
+HIDDEN_EVENTS = (EventKind.CHECKPOINT,)  # one per save: the runs' checkpoints are in `runs show`
 _MISSING = object()
 
 

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 
@@ -28,6 +28,18 @@ class RunStatus(str, Enum):
     @property
     def final(self) -> bool:
         return self in (RunStatus.COMPLETED, RunStatus.PRUNED)
+
+
+class EventKind(StrEnum):
+    """What a run's event records (the ``kind`` of an :class:`Event`; the trainer writes them)."""
+
+    RESUME = "resume"  # an attempt took the run up again
+    CHECKPOINT = "checkpoint"  # a checkpoint was saved
+    PREEMPTION = "preemption"  # stopped on a signal, checkpointed
+    PHASE_SWITCH = "phase_switch"  # the next phase (response length, CRL scale) began
+    EVAL_PROBLEMS = "eval_problems"  # a held-out evaluation's per-problem verdicts (crlab.registry.evidence)
+    SWEEP_WATCH = "sweep_watch"  # the sweep process that claimed or adopted the run (crlab.registry.claims)
+    OPTUNA_TRIAL = "optuna_trial"  # the search trial a run is (crlab.sweeps.search)
 
 
 def _plain(value: Any) -> Any:
@@ -98,7 +110,7 @@ class Metric(Record):
 class Event(Record):
     run_id: str
     step: int | None
-    kind: str
+    kind: str  # an EventKind's value
     payload: dict[str, Any]
     time: datetime
 

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from crlab.registry.entities import Run
+from crlab.registry.entities import EventKind, Run
 from crlab.registry.store import Registry
 
-KIND = "eval_problems"
+KIND = EventKind.EVAL_PROBLEMS.value  # (a plain string: a bound parameter of the query)
 PASS_AT = re.compile(r"^(eval|val)/pass@([1-9][0-9]*)$")
 Counts = dict[str, tuple[int, int]]  # problem id -> (n, c)
 

@@ -140,7 +140,9 @@ def replay_pending(engine: Any) -> int:
     """Send the unsent records of every run the registry still has ``running`` whose journal is on this
     machine (a run that ended while the registry was away says how it ended here); returns how many."""
     with db.session_scope(engine) as s:
-        query = select(RunRow.id, RunRow.run_dir, RunRow.journal_seq).where(RunRow.status == "running")
+        query = select(RunRow.id, RunRow.run_dir, RunRow.journal_seq).where(
+            RunRow.status == RunStatus.RUNNING.value
+        )
         running = s.execute(query).all()
     sent = 0
     for run_id, run_dir, done in running:

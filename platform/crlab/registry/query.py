@@ -36,7 +36,7 @@ from crlab.registry import db
 from crlab.registry.entities import ListedRun, RunStatus, lower_is_better
 from crlab.registry.models import MetricSummaryRow, RunRow, SweepRow
 from crlab.registry.query_json import for_dialect
-from crlab.registry.query_keys import ANY, BOOL, NUM, STR, Field, check, resolve
+from crlab.registry.query_keys import ANY, BOOL, NUM, STR, Field, FieldKind, ValueType, check, resolve
 from crlab.registry.query_lang import And, Compare, Node, Not, Or, QueryError, parse
 from crlab.registry.store import Registry, _aware, _status_value
 
@@ -85,9 +85,9 @@ def _listed(row: Any, fields: list[Field]) -> ListedRun:
     run["status"], run["packages"] = STATUSES[run["status"]], run["packages"] or {}
     values, shown = {}, row[len(LISTED) + 1 :]
     for f, value in zip(fields, shown, strict=True):
-        if f.kind == "config":
+        if f.kind == FieldKind.CONFIG:
             value = None if value is None else json.loads(value)
-        elif f.kind == "column" and f.column != "sweep":
+        elif f.kind == FieldKind.COLUMN and f.column != "sweep":
             value = run[f.column]
         values[f.name] = value
     return ListedRun(**run, sweep=row[len(LISTED)], values=values)
@@ -110,7 +110,7 @@ class Compiler:
     # -- keys ----------------------------------------------------------------------------------------
     def field(self, key: str, pos: int) -> Field:
         found = resolve(key, pos, self.text, self.option)
-        if found.kind == "metric":
+        if found.kind == FieldKind.METRIC:
             self.used.setdefault(found.metric, (self.option, self.text, pos))
             if found.metric not in self.summaries:
                 self.summaries[found.metric] = SUMMARY.alias(f"ms{len(self.summaries)}")
@@ -118,13 +118,13 @@ class Compiler:
 
     def scalar(self, field: Field, want: str) -> ColumnElement[Any]:
         """The field's value in SQL, read as ``want`` (number, text or boolean for config keys)."""
-        if field.kind == "column":
+        if field.kind == FieldKind.COLUMN:
             return SweepRow.name if field.column == "sweep" else getattr(RunRow, field.column)
-        if field.kind == "step":
+        if field.kind == FieldKind.STEP:
             return (
                 select(func.max(SUMMARY.c.last_step)).where(SUMMARY.c.run_id == RunRow.id).scalar_subquery()
             )
-        if field.kind == "metric":
+        if field.kind == FieldKind.METRIC:
             stat = field.stat
             if stat.startswith("best"):
                 stat = stat.replace("best", "min" if lower_is_better(field.metric) else "max")
@@ -133,14 +133,14 @@ class Compiler:
 
     def shown(self, field: Field) -> ColumnElement[Any]:
         """The field as a column of the result: config values as JSON text, the rest as they are."""
-        if field.kind == "config":
+        if field.kind == FieldKind.CONFIG:
             return self.json.as_json(RunRow.config, field.path)
         return self.scalar(field, field.type)
 
     def missing(self, field: Field) -> ColumnElement[bool]:
-        if field.kind == "config":
+        if field.kind == FieldKind.CONFIG:
             return self.json.missing(RunRow.config, field.path)
-        if field.kind == "metric":
+        if field.kind == FieldKind.METRIC:
             return self.summaries[field.metric].c.last.is_(None)
         return self.scalar(field, field.type).is_(None)
 
@@ -163,10 +163,10 @@ class Compiler:
         want, values = check(field, node, self.text)
         if field.is_list:
             return self.contains(field, node.op, want, values)
-        if want == "null":
+        if want == ValueType.NULL:
             return self.missing(field) if node.op == "=" else not_(self.missing(field))
         value = self.scalar(field, want)
-        if field.kind == "config" and want == BOOL:
+        if field.kind == FieldKind.CONFIG and want == BOOL:
             values = [int(v) for v in values]  # config booleans read as 1 / 0
         if node.op == "like":
             return self.json.like(value, values[0])
@@ -184,7 +184,7 @@ class Compiler:
         def some(condition: Any = None) -> ColumnElement[bool]:
             return (found if condition is None else found.where(condition)).exists()
 
-        if want == "null":  # = null: no elements at all
+        if want == ValueType.NULL:  # = null: no elements at all
             return _negate(some()) if op == "=" else some()
         if op == "like":
             return some(self.json.like(element, values[0]))
@@ -213,7 +213,9 @@ class Compiler:
                 value = self.scalar(field, want)
                 value = self.json.ordered(value) if want == STR else value
                 ordered = value.desc() if direction == "desc" else value.asc()
-                never_null = field.kind == "column" and field.column in NOT_NULL  # (lets an index serve)
+                never_null = (
+                    field.kind == FieldKind.COLUMN and field.column in NOT_NULL
+                )  # (lets an index serve)
                 out.append(ordered if never_null else ordered.nulls_last())
         return out
 

@@ -12,6 +12,7 @@ SQLite uses ``json_type`` / ``json_extract`` / ``json_each`` with a ``$."a"."b"[
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +34,18 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from crlab.registry.query_keys import BOOL, NUM, STR
 
+
+class SqliteType(StrEnum):
+    """What SQLite's ``json_type`` says a JSON value is."""
+
+    INTEGER = "integer"
+    REAL = "real"
+    TEXT = "text"
+    TRUE = "true"
+    FALSE = "false"
+    NULL = "null"
+
+
 _EMPTY_PATH = cast(literal("{}", Text), ARRAY(Text))  # jsonb #>> '{}': a JSON string's text
 
 
@@ -51,27 +64,32 @@ class SqliteJson:
         kind = self.json_type(col, path)
         raw = func.json_extract(col, self._path(path))
         if want == NUM:
-            return type_coerce(case((kind.in_(("integer", "real")), raw)), Float)
+            return type_coerce(
+                case((kind.in_((SqliteType.INTEGER.value, SqliteType.REAL.value)), raw)), Float
+            )
         if want == STR:
-            return type_coerce(case((kind == "text", raw)), String)
+            return type_coerce(case((kind == SqliteType.TEXT.value, raw)), String)
         assert want == BOOL, want
-        return case((kind == "true", 1), (kind == "false", 0))
+        return case((kind == SqliteType.TRUE.value, 1), (kind == SqliteType.FALSE.value, 0))
 
     def missing(self, col: Any, path: tuple[str, ...]) -> ColumnElement[bool]:
-        return func.coalesce(self.json_type(col, path), "null") == "null"
+        null = SqliteType.NULL.value
+        return func.coalesce(self.json_type(col, path), null) == null
 
     def as_json(self, col: Any, path: tuple[str, ...]) -> ColumnElement[Any]:
         """The value as JSON text, for display (json_extract reads true as 1: kept apart)."""
         kind = self.json_type(col, path)
         quoted = func.json_quote(func.json_extract(col, self._path(path)))
-        return type_coerce(case((kind.in_(("true", "false")), kind), else_=quoted), String)
+        return type_coerce(
+            case((kind.in_((SqliteType.TRUE.value, SqliteType.FALSE.value)), kind), else_=quoted), String
+        )
 
     def elements(self, col: Any, path: tuple[str, ...], want: str) -> tuple[Any, Any]:
         """(a SELECT over the list's elements of type ``want``, an element's value) for an EXISTS. The
         elements of a list are the rows of json_each whose key is an index (an object's are names, a
         scalar's is null): no second parse of the config to check that it is a list."""
         each = func.json_each(col, self._path(path)).table_valued("key", "value", "type")
-        types = ("integer", "real") if want == NUM else ("text",)
+        types = (SqliteType.INTEGER.value, SqliteType.REAL.value) if want == NUM else (SqliteType.TEXT.value,)
         found = select(literal(1)).select_from(each)
         return found.where(func.typeof(each.c.key) == "integer", each.c.type.in_(types)), each.c.value
 

@@ -23,12 +23,34 @@ import types
 import typing
 from dataclasses import dataclass, is_dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from typing import Any
 
 from crlab.registry.entities import RunStatus
-from crlab.registry.query_lang import Compare, Literal, QueryError
+from crlab.registry.query_lang import Compare, Literal, LiteralKind, QueryError
 
-NUM, STR, BOOL, TIME, ANY = "number", "text", "boolean", "time", "any"
+
+class ValueType(StrEnum):
+    """The type a comparison is made in: a key's type, or the values' (``any``: untyped config keys)."""
+
+    NUMBER = "number"
+    TEXT = "text"
+    BOOLEAN = "boolean"
+    TIME = "time"
+    ANY = "any"
+    NULL = "null"  # = null, != null: whether the key has a value
+
+
+class FieldKind(StrEnum):
+    """Where a key's value lives: a run column, the run's config, a metric summary, the newest step."""
+
+    COLUMN = "column"
+    CONFIG = "config"
+    METRIC = "metric"
+    STEP = "step"
+
+
+NUM, STR, BOOL, TIME, ANY = ValueType.NUMBER, ValueType.TEXT, ValueType.BOOLEAN, ValueType.TIME, ValueType.ANY
 ORDER_OPS = ("<", "<=", ">", ">=")
 STATS = ("last", "min", "max", "best", "n", "last_step", "min_step", "max_step", "best_step")
 # run fields: name -> (RunRow attribute, or "sweep" / "step", type)
@@ -39,19 +61,19 @@ RUN_FIELDS: dict[str, tuple[str, str]] = {
     "ended": ("ended_at", TIME), "heartbeat": ("heartbeat_at", TIME), "step": ("step", NUM),
     "reproduces": ("reproduces", STR),
 }  # fmt: skip
-LITERAL_TYPES = {"number": NUM, "string": STR, "bool": BOOL}
+LITERAL_TYPES = {LiteralKind.NUMBER: NUM, LiteralKind.STRING: STR, LiteralKind.BOOL: BOOL}
 DESCRIBE = {NUM: "a number", STR: "text", BOOL: "true or false", TIME: "a time"}
 
 
 @dataclass(frozen=True)
 class Field:
-    """A resolved key. ``kind``: column | config | metric | step; ``type``: number, text, boolean, time or
-    any (a config key the schema does not type: the value's own type decides); ``is_list``: a list whose
-    elements are of ``type`` (a comparison asks whether it contains the value)."""
+    """A resolved key. ``type``: number, text, boolean, time or any (a config key the schema does not type:
+    the value's own type decides); ``is_list``: a list whose elements are of ``type`` (a comparison asks
+    whether it contains the value)."""
 
     name: str
-    kind: str
-    type: str
+    kind: FieldKind
+    type: ValueType
     pos: int = 0
     column: str = ""
     path: tuple[str, ...] = ()
@@ -63,20 +85,20 @@ class Field:
 def resolve(key: str, pos: int = 0, text: str = "", option: str = "--where") -> Field:
     """The :class:`Field` a key names; :class:`QueryError` with the nearest keys when it names none."""
     if key == "tags":
-        return Field(key, "config", STR, pos, path=("tracking", "tags"), is_list=True)
+        return Field(key, FieldKind.CONFIG, STR, pos, path=("tracking", "tags"), is_list=True)
     if key in RUN_FIELDS:
         column, type_ = RUN_FIELDS[key]
-        return Field(key, "step" if column == "step" else "column", type_, pos, column=column)
+        return Field(key, FieldKind.STEP if column == "step" else FieldKind.COLUMN, type_, pos, column=column)
     head, _, rest = key.partition(".")
     if head == "config" and rest:
         type_, is_list = config_type(tuple(rest.split(".")), key, pos, text, option)
-        return Field(key, "config", type_, pos, path=tuple(rest.split(".")), is_list=is_list)
+        return Field(key, FieldKind.CONFIG, type_, pos, path=tuple(rest.split(".")), is_list=is_list)
     if head == "metrics" and rest:
         metric, _, stat = rest.rpartition(".")
         if stat not in STATS or not metric:
             fix = f"end it with one of {', '.join(STATS)}, e.g. metrics.{metric or rest}.last"
             raise QueryError(f"{key}: {stat!r} is not a metric summary; {fix}", text, pos, option)
-        return Field(key, "metric", NUM, pos, metric=metric, stat=stat)
+        return Field(key, FieldKind.METRIC, NUM, pos, metric=metric, stat=stat)
     raise QueryError(f"unknown key {key!r}; {_suggest(key)}", text, pos, option)
 
 
@@ -140,11 +162,11 @@ def check(field: Field, node: Compare, text: str) -> tuple[str, list[Any]]:
     """The type the comparison is made in, and its values converted; :class:`QueryError` when the key
     and the values do not go together (``status > 3``, ``config.data.crl_ratio = 'a'``, ``tags < 'x'``)."""
     values, op = node.values, node.op
-    nulls = [v for v in values if v.kind == "null"]
+    nulls = [v for v in values if v.kind == LiteralKind.NULL]
     if nulls:
         if op not in ("=", "!="):
             raise QueryError(f"null can only be compared with = or !=, not {op}", text, nulls[0].pos)
-        return "null", [None]
+        return ValueType.NULL, [None]
     kinds = {v.kind for v in values}
     if len(kinds) > 1:
         raise QueryError("the values of 'in' mix types; use all numbers or all strings", text, values[0].pos)
@@ -157,7 +179,7 @@ def check(field: Field, node: Compare, text: str) -> tuple[str, list[Any]]:
             node.op_pos,
         )
     if op == "like":
-        if kind != "string" or want != STR:
+        if kind != LiteralKind.STRING or want != STR:
             what = f"{field.name} is {DESCRIBE[want]}" if want != STR else "the pattern must be a 'string'"
             raise QueryError(
                 f"like compares text; {what}", text, node.op_pos if want != STR else values[0].pos
@@ -171,7 +193,9 @@ def check(field: Field, node: Compare, text: str) -> tuple[str, list[Any]]:
 
 
 def _convert(field: Field, want: str, lit: Literal, text: str) -> Any:
-    ok = {NUM: "number", STR: "string", BOOL: "bool", TIME: "string"}[want]
+    ok = {NUM: LiteralKind.NUMBER, STR: LiteralKind.STRING, BOOL: LiteralKind.BOOL, TIME: LiteralKind.STRING}[
+        want
+    ]
     if lit.kind != ok:
         fix = {NUM: "write numbers without quotes", STR: "quote text: 'like this'", BOOL: "use true or false",
                TIME: "write a date or time in quotes: '2026-05-01' or '2026-05-01T12:00'"}[want]  # fmt: skip

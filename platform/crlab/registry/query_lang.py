@@ -24,6 +24,7 @@ where the problem is, and says what was expected there.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from crlab.errors import ConfigError
@@ -45,15 +46,34 @@ class QueryError(ConfigError):
         super().__init__(message, where=option)
 
 
+class TokenKind(StrEnum):
+    NAME = "name"
+    NUMBER = "number"
+    STRING = "string"
+    KEYWORD = "keyword"
+    OP = "op"
+    OPEN = "("
+    CLOSE = ")"
+    COMMA = ","
+    END = "end"
+
+
+class LiteralKind(StrEnum):
+    NUMBER = "number"
+    STRING = "string"
+    BOOL = "bool"
+    NULL = "null"
+
+
 @dataclass(frozen=True)
 class Token:
-    kind: str  # name | number | string | keyword | op | ( | ) | , | end
+    kind: TokenKind
     value: Any
     pos: int
     text: str
 
     def describe(self) -> str:
-        return "the end of the expression" if self.kind == "end" else repr(self.text)
+        return "the end of the expression" if self.kind == TokenKind.END else repr(self.text)
 
 
 @dataclass(frozen=True)
@@ -63,13 +83,12 @@ class Literal:
     text: str
 
     @property
-    def kind(self) -> str:
-        """number | string | bool | null"""
+    def kind(self) -> LiteralKind:
         if self.value is None:
-            return "null"
+            return LiteralKind.NULL
         if isinstance(self.value, bool):
-            return "bool"
-        return "string" if isinstance(self.value, str) else "number"
+            return LiteralKind.BOOL
+        return LiteralKind.STRING if isinstance(self.value, str) else LiteralKind.NUMBER
 
 
 @dataclass(frozen=True)
@@ -106,13 +125,13 @@ def tokenize(text: str) -> list[Token]:
         if c.isspace():
             i += 1
         elif c in "(),":
-            tokens.append(Token(c, c, i, c))
+            tokens.append(Token(TokenKind(c), c, i, c))
             i += 1
         elif c in "=!<>":
             op = text[i : i + 2] if text[i : i + 2] in OPERATORS else c
             if op not in OPERATORS:
                 raise QueryError("expected an operator (= != < <= > >=)", text, i)
-            tokens.append(Token("op", OPERATORS[op], i, op))
+            tokens.append(Token(TokenKind.OP, OPERATORS[op], i, op))
             i += len(op)
         elif c in "'\"":
             i = _string(text, i, tokens)
@@ -123,12 +142,13 @@ def tokenize(text: str) -> list[Token]:
             while j < len(text) and (text[j].isalnum() or text[j] in NAME_CHARS):
                 j += 1
             word = text[i:j]
-            kind = "keyword" if word.lower() in KEYWORDS else "name"
-            tokens.append(Token(kind, word.lower() if kind == "keyword" else word, i, word))
+            keyword = word.lower() in KEYWORDS
+            kind = TokenKind.KEYWORD if keyword else TokenKind.NAME
+            tokens.append(Token(kind, word.lower() if keyword else word, i, word))
             i = j
         else:
             raise QueryError(f"unexpected character {c!r}; expected a key, a value or an operator", text, i)
-    tokens.append(Token("end", None, len(text), ""))
+    tokens.append(Token(TokenKind.END, None, len(text), ""))
     return tokens
 
 
@@ -141,7 +161,7 @@ def _string(text: str, start: int, tokens: list[Token]) -> int:
         i += 1
     if i >= len(text):
         raise QueryError(f"unterminated string: expected a closing {quote}", text, start)
-    tokens.append(Token("string", "".join(chars), start, text[start : i + 1]))
+    tokens.append(Token(TokenKind.STRING, "".join(chars), start, text[start : i + 1]))
     return i + 1
 
 
@@ -156,7 +176,7 @@ def _number(text: str, start: int, tokens: list[Token]) -> int:
         value: float | int = int(word) if word.lstrip("+-").isdigit() else float(word)
     except ValueError:
         raise QueryError(f"{word!r} is not a number", text, start) from None
-    tokens.append(Token("number", value, start, word))
+    tokens.append(Token(TokenKind.NUMBER, value, start, word))
     return j
 
 
@@ -175,64 +195,64 @@ class Parser:
         self.i += 1
         return tok
 
-    def at(self, kind: str, value: Any = None) -> bool:
+    def at(self, kind: TokenKind, value: Any = None) -> bool:
         return self.tok.kind == kind and (value is None or self.tok.value == value)
 
     def fail(self, expected: str) -> QueryError:
         return QueryError(f"expected {expected}, found {self.tok.describe()}", self.text, self.tok.pos)
 
     def parse(self) -> Node:
-        if self.at("end"):
+        if self.at(TokenKind.END):
             raise self.fail("a condition such as status = 'completed'")
         node = self.expr()
-        if not self.at("end"):
+        if not self.at(TokenKind.END):
             raise self.fail("'and', 'or' or the end of the expression")
         return node
 
     def expr(self) -> Node:
         parts = [self.and_expr()]
-        while self.at("keyword", "or"):
+        while self.at(TokenKind.KEYWORD, "or"):
             self.take()
             parts.append(self.and_expr())
         return parts[0] if len(parts) == 1 else Or(tuple(parts))
 
     def and_expr(self) -> Node:
         parts = [self.not_expr()]
-        while self.at("keyword", "and"):
+        while self.at(TokenKind.KEYWORD, "and"):
             self.take()
             parts.append(self.not_expr())
         return parts[0] if len(parts) == 1 else And(tuple(parts))
 
     def not_expr(self) -> Node:
-        if self.at("keyword", "not"):
+        if self.at(TokenKind.KEYWORD, "not"):
             self.take()
             return Not(self.not_expr())
-        if self.at("("):
+        if self.at(TokenKind.OPEN):
             self.take()
             node = self.expr()
-            if not self.at(")"):
+            if not self.at(TokenKind.CLOSE):
                 raise self.fail("')' or 'and', 'or'")
             self.take()
             return node
         return self.comparison()
 
     def comparison(self) -> Node:
-        if not self.at("name"):
+        if not self.at(TokenKind.NAME):
             raise self.fail("a key (status, sweep, config.…, metrics.…), 'not' or '('")
         key = self.take()
-        negated = self.at("keyword", "not")
+        negated = self.at(TokenKind.KEYWORD, "not")
         if negated:
             self.take()
-            if not (self.at("keyword", "in") or self.at("keyword", "like")):
+            if not (self.at(TokenKind.KEYWORD, "in") or self.at(TokenKind.KEYWORD, "like")):
                 raise self.fail("'in' or 'like' after 'not'")
         op = self.tok
-        if op.kind == "op":
+        if op.kind == TokenKind.OP:
             self.take()
             node: Node = Compare(key.value, key.pos, op.value, (self.value(),), op.pos)
-        elif op.kind == "keyword" and op.value == "in":
+        elif op.kind == TokenKind.KEYWORD and op.value == "in":
             self.take()
             node = Compare(key.value, key.pos, "in", self.value_list(), op.pos)
-        elif op.kind == "keyword" and op.value == "like":
+        elif op.kind == TokenKind.KEYWORD and op.value == "like":
             self.take()
             node = Compare(key.value, key.pos, "like", (self.value(),), op.pos)
         else:
@@ -241,23 +261,23 @@ class Parser:
 
     def value(self) -> Literal:
         tok = self.tok
-        if tok.kind in ("number", "string"):
+        if tok.kind in (TokenKind.NUMBER, TokenKind.STRING):
             self.take()
             return Literal(tok.value, tok.pos, tok.text)
-        if tok.kind == "keyword" and tok.value in ("true", "false", "null"):
+        if tok.kind == TokenKind.KEYWORD and tok.value in ("true", "false", "null"):
             self.take()
             return Literal({"true": True, "false": False, "null": None}[tok.value], tok.pos, tok.text)
         raise self.fail(VALUE_HINT)
 
     def value_list(self) -> tuple[Literal, ...]:
-        if not self.at("("):
+        if not self.at(TokenKind.OPEN):
             raise self.fail("'(' to open the list of 'in'")
         self.take()
         values = [self.value()]
-        while self.at(","):
+        while self.at(TokenKind.COMMA):
             self.take()
             values.append(self.value())
-        if not self.at(")"):
+        if not self.at(TokenKind.CLOSE):
             raise self.fail("',' or ')' in the list of 'in'")
         self.take()
         return tuple(values)

@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import sys
+from enum import StrEnum
 
 # LeetCode-style solutions rely on these names being predefined (List, Optional, deque, heappush, ...).
 PRELUDE = (
@@ -28,6 +29,51 @@ PRELUDE = (
     "import collections, heapq, bisect, itertools, functools, math, string, re, operator\n"
 )
 CHILD_ENV_PATH = "/usr/bin:/bin"
+
+
+# ---------------------------------------------------------------- what the host and the fork server share
+# Defined here, the first module of the fork server's source (nothing of crlab is importable in the sandbox);
+# the host's modules import them from here. StrEnum members equal the plain strings of the JSON frames.
+class TestKind(StrEnum):
+    """The kind of a test spec (:mod:`crlab.rewards.spec`): stdin text, a function call, or a check()."""
+
+    __test__ = False  # not a test case for test collectors (its name starts with Test)
+    STDIN = "stdin"
+    FUNCTIONAL = "functional"
+    ASSERT = "assert"
+
+
+class Harness(StrEnum):
+    """How tests run: strict (the sandbox's rules) | lcb (LiveCodeBench's evaluator: _suite.py, lcb.py) |
+    authors (the authors' training reward, verl's prime_code: _prime.py, prime.py)."""
+
+    STRICT = "strict"
+    LCB = "lcb"
+    AUTHORS = "authors"
+
+
+class Verdict(StrEnum):
+    """The verdict of one test, as the host reports it."""
+
+    PASSED = "passed"
+    WRONG_ANSWER = "wrong_answer"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    MEMORY_EXCEEDED = "memory_exceeded"
+    NOT_RUN = "not_run"  # the lcb harness: an earlier test failed, so (as LiveCodeBench) this one did not run
+
+
+class CaseStatus(StrEnum):
+    """How one test ended inside its process, as its result record (``"s"``) says."""
+
+    OK = "ok"
+    EXC = "exc"  # an exception
+    EXIT = "exit"  # SystemExit with a failing code
+    MEMORY = "memory"
+    BADTYPE = "badtype"  # a return value not made of plain JSON types
+    ASSERT = "assert"  # check() failed
+    COMPILE = "compile"
+    OUTLIMIT = "outlimit"  # the record itself is over the output limit
 
 
 def child_env(cwd: str) -> dict:
@@ -147,8 +193,8 @@ def _call_target(ns: dict, fn_name: str, args: list):
 
 def namespace(kind: str) -> dict:
     """The program's globals: ``__main__`` for stdin programs; LeetCode's names predefined for functional."""
-    ns = {"__name__": "__main__" if kind == "stdin" else "__solution__", "__builtins__": builtins}
-    if kind == "functional":
+    ns = {"__name__": "__main__" if kind == TestKind.STDIN else "__solution__", "__builtins__": builtins}
+    if kind == TestKind.FUNCTIONAL:
         exec(PRELUDE, ns)
     return ns
 
@@ -160,7 +206,7 @@ def prepare(job: dict, ns: dict) -> tuple[tuple | None, str]:
     in a fresh copy of ``ns`` (a template that no test touches)."""
     try:
         code = compile(job["program"], "<solution>", "exec")
-        check = compile(job["check_code"], "<check>", "exec") if job["kind"] == "assert" else None
+        check = compile(job["check_code"], "<check>", "exec") if job["kind"] == TestKind.ASSERT else None
     except BaseException as e:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
         return None, _brief(e)
     return (code, check, ns), ""
@@ -168,32 +214,33 @@ def prepare(job: dict, ns: dict) -> tuple[tuple | None, str]:
 
 def _attempt(job: dict, code, check, ns: dict, args_text: str | None) -> tuple[str, str | None, str]:
     """Run the program (and its functional call or assert check). Returns (status, value, error)."""
-    kind = job["kind"]
+    kind = job["kind"]  # what it is, decided before the program can patch anything
+    functional, asserts, stdin = kind == TestKind.FUNCTIONAL, kind == TestKind.ASSERT, kind == TestKind.STDIN
     try:
-        if kind == "functional":
-            args = _json_loads(args_text)  # decoded before the program can patch anything
+        if functional:
+            args = _json_loads(args_text)
         exec(code, ns)
-        if kind == "functional":
-            return "ok", _call_target(ns, job["fn_name"], args), ""
-        if kind == "assert":  # check() sees the original builtins, whatever the program patched
+        if functional:
+            return CaseStatus.OK, _call_target(ns, job["fn_name"], args), ""
+        if asserts:  # check() sees the original builtins, whatever the program patched
             check_ns = _dict(ns)
             check_ns["__builtins__"] = _dict(_PRISTINE_BUILTINS)
             _exec(check, check_ns)
             check_ns["check"](_guard(check_ns[job["entry_point"]]))
-        return "ok", None, ""
+        return CaseStatus.OK, None, ""
     except SystemExit as e:
         code_ = e.code
-        if kind == "stdin" and (code_ is None or (type(code_) is int and code_ == 0)):
-            return "ok", None, ""
-        return "exit", None, "SystemExit"
+        if stdin and (code_ is None or (type(code_) is int and code_ == 0)):
+            return CaseStatus.OK, None, ""
+        return CaseStatus.EXIT, None, "SystemExit"
     except MemoryError:
-        return "memory", None, ""
+        return CaseStatus.MEMORY, None, ""
     except _NotPlain as e:
-        return "badtype", None, _brief(e)
+        return CaseStatus.BADTYPE, None, _brief(e)
     except AssertionError as e:
-        return ("assert" if kind == "assert" else "exc"), None, _brief(e)
+        return (CaseStatus.ASSERT if asserts else CaseStatus.EXC), None, _brief(e)
     except BaseException as e:
-        return "exc", None, _brief(e)
+        return CaseStatus.EXC, None, _brief(e)
 
 
 def _record(nonce: str, status: str, value: str | None = None, err: str = "") -> bytes:
@@ -211,17 +258,17 @@ def run_case(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int,
     objects and the compiled program are made here. The record carries ``nonce``; for assert tests it is
     written only after ``check`` returned, so an early ``exit(0)`` or ``os._exit(0)`` is not a pass.
     """
-    fallback = {s: _record(nonce, s) for s in ("memory", "exc", "outlimit")}
+    fallback = {s: _record(nonce, s) for s in (CaseStatus.MEMORY, CaseStatus.EXC, CaseStatus.OUTLIMIT)}
     error = ""
     if prepared is None:
         _stdio()
         prepared, error = prepare(job, namespace(job["kind"]))
     stdout = sys.stdout
     # lcb, authors: every test in this process, run by _suite.py (later in the shipped source)
-    if job.get("harness", "strict") != "strict":
+    if job["harness"] != Harness.STRICT:
         status, value, err = suite_case(job)  # noqa: F821
     elif prepared is None:
-        status, value, err = "compile", None, error
+        status, value, err = CaseStatus.COMPILE, None, error
     else:
         status, value, err = _attempt(job, *prepared, args_text)
     if sys.stdout is not stdout:  # the program replaced sys.stdout: flush it, best effort, like exit does
@@ -231,25 +278,25 @@ def run_case(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int,
         if not stdout.closed:
             stdout.flush()
     except MemoryError:
-        status = "memory"
+        status = CaseStatus.MEMORY
     except BaseException as e:
-        if status == "ok":
-            status, err = "exc", _brief(e)
+        if status == CaseStatus.OK:
+            status, err = CaseStatus.EXC, _brief(e)
     try:
         record = _record(nonce, status, value, err)
         if _len(record) >= limit - 64:
-            record = fallback["outlimit"]
+            record = fallback[CaseStatus.OUTLIMIT]
     except MemoryError:
-        record = fallback["memory"]
+        record = fallback[CaseStatus.MEMORY]
     except BaseException:
-        record = fallback["exc"]
+        record = fallback[CaseStatus.EXC]
     _write(rfd, record)
     return status
 
 
 def harness(job: dict, args_text: str | None, rfd: int, nonce: str, limit: int, prepared=None) -> None:
     """:func:`run_case`, then exit (0 for "ok"): one test, one process; never returns."""
-    _exit(0 if run_case(job, args_text, rfd, nonce, limit, prepared) == "ok" else 1)
+    _exit(0 if run_case(job, args_text, rfd, nonce, limit, prepared) == CaseStatus.OK else 1)
 
 
 def _site_builtins() -> None:

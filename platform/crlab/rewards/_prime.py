@@ -32,11 +32,12 @@ import sys
 import time
 
 with contextlib.suppress(ImportError):  # on the host; in the sandbox the harness and _suite precede this
-    from ._harness import _brief, _json_dumps, _json_loads, _NotPlain
+    from ._harness import CaseStatus, TestKind, _brief, _json_dumps, _json_loads, _NotPlain
     from ._suite import (
         _BLOCKED_MODULES,
         _GUARDED_OS,
         _LCB_STAR,
+        EntryTag,
         _stdin_test,
         tag,
         unwrap_main,
@@ -85,7 +86,7 @@ def _verl_guard() -> None:
 def _verl_compile(job: dict, limit: float):
     from types import ModuleType
 
-    stdin = job["kind"] == "stdin"
+    stdin = job["kind"] == TestKind.STDIN
     code = AUTHORS_PRELUDE + (as_code_function(job["program"]) if stdin else job["program"])
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
@@ -98,7 +99,9 @@ def _verl_compile(job: dict, limit: float):
 
 
 def _verl_stdin(method, text: str, limit: float) -> list:
-    return _stdin_test(method, text, limit, lambda e: ["e", _brief(e)])  # no timeout verdict: SIGALRM kills
+    return _stdin_test(
+        method, text, limit, lambda e: [EntryTag.ERROR, _brief(e)]
+    )  # no timeout verdict: SIGALRM kills
 
 
 def _verl_functional(method, args_text: str, limit: float) -> list:
@@ -113,11 +116,11 @@ def _verl_functional(method, args_text: str, limit: float) -> list:
         signal.setitimer(signal.ITIMER_REAL, 0)
     except Exception as e:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return ["e", _brief(e)]
+        return [EntryTag.ERROR, _brief(e)]
     try:
-        return ["r", tag(value)]
+        return [EntryTag.RETURNED, tag(value)]
     except (_NotPlain, RecursionError) as e:
-        return ["x", _brief(e)]
+        return [EntryTag.UNSENDABLE, _brief(e)]
 
 
 def run_authors(job: dict) -> tuple[str, str | None, str]:
@@ -130,11 +133,11 @@ def run_authors(job: dict) -> tuple[str, str | None, str]:
     try:
         method = _verl_compile(job, limit)
     except Exception as e:
-        return "ok", _json_dumps([["e", _brief(e), 0.0]]), ""
-    run, entries = (_verl_stdin if job["kind"] == "stdin" else _verl_functional), []
+        return CaseStatus.OK, _json_dumps([[EntryTag.ERROR, _brief(e), 0.0]]), ""
+    run, entries = (_verl_stdin if job["kind"] == TestKind.STDIN else _verl_functional), []
     for text in job["inputs"]:
         start = time.monotonic()
         entries.append(run(method, text, limit) + [round(time.monotonic() - start, 6)])
-        if entries[-1][0] == "e":  # (its run_test returns at a failure)
+        if entries[-1][0] == EntryTag.ERROR:  # (its run_test returns at a failure)
             break
-    return "ok", _json_dumps(entries), ""
+    return CaseStatus.OK, _json_dumps(entries), ""

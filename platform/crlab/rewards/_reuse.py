@@ -19,9 +19,22 @@ import resource
 import sys
 
 with contextlib.suppress(ImportError):  # on the host; inside the sandbox the harness source precedes this
-    from ._harness import _all, _dict, _exit, _fstat, _len, _stdio, _write, run_case
+    from ._harness import (
+        CaseStatus,
+        Harness,
+        TestKind,
+        _all,
+        _dict,
+        _exit,
+        _fstat,
+        _len,
+        _stdio,
+        _write,
+        run_case,
+    )
 
-_REUSABLE = frozenset({"ok", "exc", "exit", "badtype", "assert"})  # statuses after which the process goes on
+# statuses after which the process goes on
+_REUSABLE = frozenset({CaseStatus.OK, CaseStatus.EXC, CaseStatus.EXIT, CaseStatus.BADTYPE, CaseStatus.ASSERT})
 _STDIO = ("stdin", "stdout", "stderr", "__stdin__", "__stdout__", "__stderr__")
 _RLIMITS = tuple(getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_"))
 
@@ -155,12 +168,13 @@ def serve_tests(job: dict, prepared: tuple, rfd: int, conn, limit: int) -> None:
         _take_fds(fds, (0, 1, 2, rfd))
         _stdio()
         index, nonce = int.from_bytes(msg[:4], "big"), msg[4:].decode("ascii")
-        args = job["inputs"][index] if job["kind"] != "assert" else None
+        args = job["inputs"][index] if job["kind"] != TestKind.ASSERT else None
         try:
             status = run_case(job, args, rfd, nonce, limit, (code, check, _dict(template)))
         except BaseException:  # the harness failed (its result fd closed...): end as a lone interpreter would
             _exit(1)
-        exit_code = 0 if status == "ok" else 1  # what a process that ran this test alone would exit with
+        # what a process that ran this test alone would exit with
+        exit_code = 0 if status == CaseStatus.OK else 1
         try:  # the output a fresh process would have left: the server ignores what is written after this
             size = _fstat(1).st_size
         except BaseException:
@@ -169,7 +183,7 @@ def serve_tests(job: dict, prepared: tuple, rfd: int, conn, limit: int) -> None:
             _write(sock, b"D" + (b"1" if exit_code else b"0") + size.to_bytes(8, "big"))
         except BaseException:  # the program closed or replaced the socket: end as a lone test would
             _exit(exit_code)
-        clean = status in _REUSABLE and job.get("harness", "strict") == "strict" and _settle(snap)
+        clean = status in _REUSABLE and job["harness"] == Harness.STRICT and _settle(snap)
         _write(sock, b"R1" if clean else b"R0")
         if not clean:
             _exit(0)

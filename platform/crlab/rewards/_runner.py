@@ -22,7 +22,7 @@ import socket
 import time
 
 with contextlib.suppress(ImportError):  # on the host; inside the sandbox _harness and _reuse precede this
-    from ._harness import _drop_privileges, apply_limits
+    from ._harness import CaseStatus, Harness, TestKind, Verdict, _drop_privileges, apply_limits
     from ._reuse import serve_tests
 
 _HZ = os.sysconf("SC_CLK_TCK")
@@ -154,26 +154,26 @@ def classify(kind, timed_out, status, cpu, rec, out_size, cfg) -> tuple[str | No
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
     if timed_out or sig == signal.SIGXCPU or cpu >= cfg["time_limit"]:
-        return "timeout", f"time limit {cfg['time_limit']}s exceeded"
-    if s == "memory":
-        return "memory_exceeded", f"memory limit {cfg['memory_mb']} MB exceeded"
-    if out_size >= cfg["max_output"] or s == "outlimit":
-        return "runtime_error", "output limit exceeded"
-    if s == "compile":
-        return "runtime_error", "does not compile: " + str(rec.get("e", ""))
-    if kind == "stdin" and code == 0:
+        return Verdict.TIMEOUT, f"time limit {cfg['time_limit']}s exceeded"
+    if s == CaseStatus.MEMORY:
+        return Verdict.MEMORY_EXCEEDED, f"memory limit {cfg['memory_mb']} MB exceeded"
+    if out_size >= cfg["max_output"] or s == CaseStatus.OUTLIMIT:
+        return Verdict.RUNTIME_ERROR, "output limit exceeded"
+    if s == CaseStatus.COMPILE:
+        return Verdict.RUNTIME_ERROR, "does not compile: " + str(rec.get("e", ""))
+    if kind == TestKind.STDIN and code == 0:
         return None, ""
-    if s == "ok" and kind != "stdin":
-        return (None if kind == "functional" else "passed"), ""
-    if s == "badtype":
-        return "wrong_answer", str(rec.get("e", ""))
-    if s == "assert":
-        return "wrong_answer", "check failed: " + str(rec.get("e", ""))
-    if s in ("exc", "exit"):
-        return "runtime_error", str(rec.get("e", "") or s)
+    if s == CaseStatus.OK and kind != TestKind.STDIN:
+        return (None if kind == TestKind.FUNCTIONAL else Verdict.PASSED), ""
+    if s == CaseStatus.BADTYPE:
+        return Verdict.WRONG_ANSWER, str(rec.get("e", ""))
+    if s == CaseStatus.ASSERT:
+        return Verdict.WRONG_ANSWER, "check failed: " + str(rec.get("e", ""))
+    if s in (CaseStatus.EXC, CaseStatus.EXIT):
+        return Verdict.RUNTIME_ERROR, str(rec.get("e", "") or s)
     if sig:
-        return "runtime_error", f"killed by signal {sig}"
-    return "runtime_error", f"exited (status {code}) without a result record"
+        return Verdict.RUNTIME_ERROR, f"killed by signal {sig}"
+    return Verdict.RUNTIME_ERROR, f"exited (status {code}) without a result record"
 
 
 def _proc_stat(pid: int) -> tuple[float, float, int, int] | None:
@@ -226,8 +226,8 @@ class Runner:
 
     def _make_fds(self, index: int) -> list[int]:
         """Fresh stdin (holding the test's input), stdout, stderr and result memfds for test ``index``."""
-        suite = self.job.get("harness", "strict") != "strict"  # (a suite's tests get their input in-process)
-        arg = self.job["inputs"][index] if self.job["kind"] == "stdin" and not suite else ""
+        suite = self.job["harness"] != Harness.STRICT  # (a suite's tests get their input in-process)
+        arg = self.job["inputs"][index] if self.job["kind"] == TestKind.STDIN and not suite else ""
         fds = [_memfd("stdin", arg.encode("utf-8", "replace"))]
         return fds + [_memfd("stdout"), _memfd("stderr"), _memfd("result")]
 
@@ -264,7 +264,7 @@ class Runner:
         rec = _parse_record(os.pread(fds[3], size, 0), nonce)
         verdict, detail = classify(kind, msg is False, status, cpu, rec, self.out_size, cfg)
         result = {"v": verdict, "t": round(wall, 6), "d": detail, "k": self.serial}
-        if verdict is None and kind == "stdin" and self.job.get("harness", "strict") == "strict":
+        if verdict is None and kind == TestKind.STDIN and self.job["harness"] == Harness.STRICT:
             result["out"] = os.pread(fds[1], self.out_size, 0).decode("utf-8", "replace")
         elif verdict is None:
             result["val"] = str(rec.get("v"))

@@ -22,8 +22,9 @@ import sys
 import time
 
 with contextlib.suppress(ImportError):  # on the host; inside the sandbox _harness and _runner precede this
-    from ._harness import _site_builtins, _stdio, child_env, namespace, prepare
+    from ._harness import Harness, TestKind, Verdict, _site_builtins, _stdio, child_env, namespace, prepare
     from ._runner import Runner, _memfd, _parse_record, _spare_fd, _sweep, _wipe, classify, setup_child
+    from ._suite import EntryTag
 
 # Imported once by the server so that forked children find them warm (competitive-programming staples).
 # Not threading/queue nor random/statistics: their at-fork hooks (thread state reset, reseeding) would
@@ -107,8 +108,8 @@ def run_test(job: dict, index: int, cfg: dict) -> dict:
     """Run test ``index`` of ``job`` once in a fresh interpreter, which gets the job in a memfd.
     -> {"v": verdict|None, "out"|"val": text, "t": wall, "d": detail}."""
     kind = job["kind"]
-    arg = job["inputs"][index] if kind != "assert" else None
-    stdin = arg.encode("utf-8", "replace") if kind == "stdin" else b""
+    arg = job["inputs"][index] if kind != TestKind.ASSERT else None
+    stdin = arg.encode("utf-8", "replace") if kind == TestKind.STDIN else b""
     nonce = os.urandom(16).hex()
     fds = [_memfd("stdin", stdin), _memfd("stdout"), _memfd("stderr"), _memfd("result")]
     blob = {"job": job, "args": arg, "nonce": nonce, "limit": cfg["max_output"]}
@@ -131,7 +132,7 @@ def run_test(job: dict, index: int, cfg: dict) -> dict:
         rec = _parse_record(os.pread(fds[3], cfg["max_output"] + 4096, 0), nonce)
         verdict, detail = classify(kind, timed_out, status, cpu, rec, out_size, cfg)
         result = {"v": verdict, "t": round(wall, 6), "d": detail}
-        if verdict is None and kind == "stdin":
+        if verdict is None and kind == TestKind.STDIN:
             result["out"] = os.pread(fds[1], out_size, 0).decode("utf-8", "replace")
         elif verdict is None:
             result["val"] = str(rec.get("v"))
@@ -168,20 +169,27 @@ def _one_process(req: dict, cfg: dict, limit: float, wall: float, n: int) -> lis
         proc.close()
     if raw["v"] is not None:
         if "signal 14" in raw.get("d", ""):  # the authors' harness: the alarm, unhandled, ended the process
-            raw = dict(raw, v="timeout", d=f"time limit {limit}s exceeded")
+            raw = dict(raw, v=Verdict.TIMEOUT, d=f"time limit {limit}s exceeded")
         return [dict(raw, d=raw.get("d") or "the process running the tests ended") for _ in range(n)]
     entries, results = json.loads(raw["val"]), []
     for i in range(n):
         if i >= len(entries):
-            results.append({"v": "not_run", "t": 0.0, "d": "an earlier test failed", "k": 0})
+            results.append({"v": Verdict.NOT_RUN, "t": 0.0, "d": "an earlier test failed", "k": 0})
             continue
         tag, payload, seconds = entries[i][0], entries[i][1:-1], entries[i][-1]
-        verdict = {"t": "timeout", "e": "runtime_error", "x": "wrong_answer"}.get(tag)
-        detail = f"time limit {limit}s exceeded" if tag == "t" else (payload[0] if verdict else "")
+        verdict = _ENTRY_VERDICTS.get(tag)
+        detail = (
+            f"time limit {limit}s exceeded" if tag == EntryTag.TIMEOUT else (payload[0] if verdict else "")
+        )
         results.append(
             {"v": verdict, "t": seconds or raw["t"], "d": detail, "k": 0, "val": json.dumps(entries[i][:-1])}
         )
     return results
+
+
+_ENTRY_VERDICTS = {  # the verdict of a suite's test entry that is not compared on the host
+    EntryTag.TIMEOUT: Verdict.TIMEOUT, EntryTag.ERROR: Verdict.RUNTIME_ERROR, EntryTag.UNSENDABLE: Verdict.WRONG_ANSWER,
+}  # fmt: skip
 
 
 def run_suite(req: dict, cfg: dict) -> list:
@@ -190,7 +198,7 @@ def run_suite(req: dict, cfg: dict) -> list:
     ``check_correctness`` joins its process at time limit + 1 s): all in one process within that, or with
     ``per_test`` each in a process of its own within it. ``time_limit`` in the request overrides the worker's."""
     n, limit = len(req["inputs"]), float(req.get("time_limit") or cfg["time_limit"])
-    if req["harness"] == "lcb":
+    if req["harness"] == Harness.LCB:
         return _one_process(req, cfg, limit, (limit + 1) * n + 5, n)
     if not req.get("per_test"):
         return _one_process(req, cfg, limit, limit + 1, n)
@@ -200,12 +208,12 @@ def run_suite(req: dict, cfg: dict) -> list:
 def run_program(req: dict, cfg: dict, templates: dict) -> list:
     """All tests of one program: compiled once here, then run one after another in a test process, which
     is replaced whenever it is not as clean as a fresh one (see ``_runner.Runner.reusable``)."""
-    if req.get("harness", "strict") != "strict":
+    if req["harness"] != Harness.STRICT:
         return run_suite(req, cfg)
-    n = len(req["inputs"]) if req["kind"] != "assert" else 1
+    n = len(req["inputs"]) if req["kind"] != TestKind.ASSERT else 1
     prepared, error = prepare(req, templates[req["kind"]])
     if prepared is None:  # a program that does not compile fails every test the same way
-        return [{"v": "runtime_error", "t": 0.0, "d": "does not compile: " + error} for _ in range(n)]
+        return [{"v": Verdict.RUNTIME_ERROR, "t": 0.0, "d": "does not compile: " + error} for _ in range(n)]
     results, proc, serial = [], None, 0
     try:
         for i in range(n):
@@ -243,7 +251,7 @@ def serve(cfg: dict) -> None:
     for name in _FORK_HOOKED:
         if name in sys.modules and not cfg.get("preload"):
             sys.stderr.write(f"crlab sandbox: {name} is imported in the fork server; forks will be slower\n")
-    templates = {kind: namespace(kind) for kind in ("stdin", "functional", "assert")}
+    templates = {kind: namespace(kind) for kind in TestKind}
     gc.collect()
     gc.freeze()  # test processes then neither scan nor copy the server's objects when they collect
     send_frame(1, {"hello": os.getpid(), "uid": os.geteuid()})

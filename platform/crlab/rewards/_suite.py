@@ -40,9 +40,37 @@ import io
 import signal
 import sys
 import time
+from enum import StrEnum
 
 with contextlib.suppress(ImportError):  # on the host; inside the sandbox the harness source precedes this
-    from ._harness import _brief, _json_dumps, _json_loads, _NotPlain
+    from ._harness import CaseStatus, Harness, TestKind, _brief, _json_dumps, _json_loads, _NotPlain
+
+
+class ValueTag(StrEnum):
+    """The type of a value in the tagged JSON that :func:`tag` writes and ``lcb.untag`` reads."""
+
+    NONE = "n"
+    BOOL = "b"
+    STR = "s"
+    INT = "i"
+    FLOAT = "f"
+    COMPLEX = "c"
+    LIST = "l"
+    TUPLE = "t"
+    SET = "S"
+    FROZENSET = "F"
+    DICT = "d"
+
+
+class EntryTag(StrEnum):
+    """How one test of a whole-suite harness ended: the first item of its entry (see :func:`run_lcb`)."""
+
+    OUTPUT = "o"  # printed this stdout (compared on the host)
+    RETURNED = "r"  # returned this tagged value (compared on the host)
+    UNSENDABLE = "x"  # returned a value that cannot be sent: a wrong answer
+    TIMEOUT = "t"
+    ERROR = "e"  # raised
+
 
 _LCB_STAR = (
     "string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math", "random", "statistics",
@@ -120,19 +148,25 @@ def tag(v):
     """A return value as tagged JSON data of exact builtin types; anything else raises ``_NotPlain``."""
     t = type(v)
     if v is None:
-        return ["n"]
+        return [ValueTag.NONE]
     if t is bool or t is str:
-        return ["b" if t is bool else "s", v]
+        return [ValueTag.BOOL if t is bool else ValueTag.STR, v]
     if t is int:
-        return ["i", _hex(v)]
+        return [ValueTag.INT, _hex(v)]
     if t is float:
-        return ["f", v.hex()]
+        return [ValueTag.FLOAT, v.hex()]
     if t is complex:
-        return ["c", v.real.hex(), v.imag.hex()]
+        return [ValueTag.COMPLEX, v.real.hex(), v.imag.hex()]
     if t is _list or t is _tuple or t is _set or t is _frozenset:
-        return [{_list: "l", _tuple: "t", _set: "S", _frozenset: "F"}[t], [tag(x) for x in v]]
+        kinds = {
+            _list: ValueTag.LIST,
+            _tuple: ValueTag.TUPLE,
+            _set: ValueTag.SET,
+            _frozenset: ValueTag.FROZENSET,
+        }
+        return [kinds[t], [tag(x) for x in v]]
     if t is dict:
-        return ["d", [[tag(k), tag(x)] for k, x in v.items()]]
+        return [ValueTag.DICT, [[tag(k), tag(x)] for k, x in v.items()]]
     if getattr(t, "__module__", "") == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item"):
         return tag(v.item())
     raise _NotPlain(f"returned a {t.__name__!s}, not a plain builtin value")
@@ -142,8 +176,8 @@ def _failure(e: BaseException) -> list:
     try:
         text = repr(e)
     except BaseException:
-        return ["e", "exception"]
-    return ["t"] if "timeoutexception" in text.lower() else ["e", _brief(e)]
+        return [EntryTag.ERROR, "exception"]
+    return [EntryTag.TIMEOUT] if "timeoutexception" in text.lower() else [EntryTag.ERROR, _brief(e)]
 
 
 def _call_with_stdin(method, text: str):
@@ -183,7 +217,7 @@ def _stdin_test(method, text: str, limit: float, failure=None) -> list:
     try:
         _call_with_stdin(method, text)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return ["o", buf.getvalue()]
+        return [EntryTag.OUTPUT, buf.getvalue()]
     except Exception as e:
         signal.setitimer(signal.ITIMER_REAL, 0)
         return (failure or _failure)(e)
@@ -204,18 +238,18 @@ def _functional_test(method, args_text: str, limit: float) -> list:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     try:
-        return ["r", tag(value)]
+        return [EntryTag.RETURNED, tag(value)]
     except _NotPlain as e:
-        return ["x", _brief(e)]
+        return [EntryTag.UNSENDABLE, _brief(e)]
     except RecursionError:
-        return ["x", "return value nested too deeply to send"]
+        return [EntryTag.UNSENDABLE, "return value nested too deeply to send"]
 
 
 def _lcb_compile(job: dict, limit: float):
     """The module (or its one ``Solution()``) and the method each test calls, as ``compile_code``."""
     from types import ModuleType
 
-    stdin = job["kind"] == "stdin"
+    stdin = job["kind"] == TestKind.STDIN
     code = as_function(unwrap_main(job["program"])) if stdin else LCB_PRELUDE + "\n\n" + job["program"]
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
@@ -241,26 +275,26 @@ def run_lcb(job: dict) -> tuple[str, str | None, str]:
         method = _lcb_compile(job, limit)
         if method is None:
             raise AttributeError(
-                "no " + ("wrapped_function" if job["kind"] == "stdin" else str(job["fn_name"]))
+                "no " + ("wrapped_function" if job["kind"] == TestKind.STDIN else str(job["fn_name"]))
             )
     except Exception as e:
-        return "ok", _json_dumps([["e", _brief(e), 0.0]]), ""
-    run = _stdin_test if job["kind"] == "stdin" else _functional_test
+        return CaseStatus.OK, _json_dumps([[EntryTag.ERROR, _brief(e), 0.0]]), ""
+    run = _stdin_test if job["kind"] == TestKind.STDIN else _functional_test
     for text in job["inputs"]:
         start = time.monotonic()
         entry = run(method, text, limit)
         entries.append(entry + [round(time.monotonic() - start, 6)])
-        if entry[0] in ("t", "e"):
+        if entry[0] in (EntryTag.TIMEOUT, EntryTag.ERROR):
             break
-    return "ok", _json_dumps(entries), ""
+    return CaseStatus.OK, _json_dumps(entries), ""
 
 
 def suite_case(job: dict) -> tuple[str, str | None, str]:
     """:func:`run_lcb` (or ``_prime.run_authors``); what escapes it ends the suite: every test fails (a ``SystemExit`` in a functional
     program, ``KeyboardInterrupt``...), as the process that LiveCodeBench runs the tests in dies of it."""
     try:
-        return run_lcb(job) if job["harness"] == "lcb" else run_authors(job)  # noqa: F821 (_prime.py)
+        return run_lcb(job) if job["harness"] == Harness.LCB else run_authors(job)  # noqa: F821 (_prime.py)
     except SystemExit:
-        return "exit", None, "SystemExit"
+        return CaseStatus.EXIT, None, "SystemExit"
     except BaseException as e:
-        return "exc", None, _brief(e)
+        return CaseStatus.EXC, None, _brief(e)

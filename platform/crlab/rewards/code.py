@@ -14,13 +14,29 @@ import ast
 import re
 import warnings
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 from .sandbox import ProgramResult, Verdict
 from .spec import TestSpec
 
-MODES = ("pass_rate", "all_or_nothing")
-EXTRACTIONS = ("last", "joined")
+
+class CodeMode(StrEnum):
+    """How a program's test results become its reward (``reward.code_mode``)."""
+
+    PASS_RATE = "pass_rate"  # the fraction of tests passed
+    ALL_OR_NOTHING = "all_or_nothing"  # 1.0 iff every test passed
+
+
+class CodeExtraction(StrEnum):
+    """How the code of a response is found (``reward.code_extraction``; see :func:`extract_code`)."""
+
+    LAST = "last"  # the platform's: the last fenced Python block after the reasoning
+    JOINED = "joined"  # the authors': every parsable ```python block, joined
+
+
+MODES = tuple(m.value for m in CodeMode)
+EXTRACTIONS = tuple(e.value for e in CodeExtraction)
 _THINK = re.compile(r"<think>.*?</think>", re.S)
 _PY_TAGS = ("python", "python3", "py")
 
@@ -50,7 +66,7 @@ def _fenced_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def extract_code(response: str, rule: str = "last") -> str | None:
+def extract_code(response: str, rule: str = CodeExtraction.LAST) -> str | None:
     """The code of ``response`` by ``rule``; None when there is none or it is blank.
 
     ``last``: the last fenced Python block (```python, ```py, ```python3; a bare ``` block only if there is
@@ -59,7 +75,7 @@ def extract_code(response: str, rule: str = "last") -> str | None:
         raise ValueError(f"extract_code: rule must be one of {EXTRACTIONS}, got {rule!r}")
     if not isinstance(response, str):
         return None
-    if rule == "joined":
+    if rule == CodeExtraction.JOINED:
         code = authors_code(response)
         return code + "\n" if code.strip() else None
     blocks = _fenced_blocks(_strip_reasoning(response))
@@ -131,13 +147,13 @@ def authors_code(response: str) -> str:
     return code.split("```python")[-1].split("```")[0]
 
 
-def code_reward(result: ProgramResult | None, mode: str = "pass_rate") -> float:
+def code_reward(result: ProgramResult | None, mode: str = CodeMode.PASS_RATE) -> float:
     """``pass_rate``: fraction of tests passed; ``all_or_nothing``: 1.0 iff every test passed. None -> 0.0."""
     if mode not in MODES:
         raise ValueError(f"code_reward: mode must be one of {MODES}, got {mode!r}")
     if result is None or not result.results:
         return 0.0
-    if mode == "pass_rate":
+    if mode == CodeMode.PASS_RATE:
         return result.pass_rate
     return 1.0 if all(r.verdict is Verdict.PASSED for r in result.results) else 0.0
 
@@ -147,8 +163,8 @@ def score_code_responses(
     responses: Sequence[str],
     specs: Sequence[TestSpec],
     max_tests: int = 10,
-    mode: str = "pass_rate",
-    extraction: str = "last",
+    mode: str = CodeMode.PASS_RATE,
+    extraction: str = CodeExtraction.LAST,
 ) -> list[float]:
     """One reward per response: extract its code (``extraction``: :func:`extract_code`'s rule), run the
     batch with ``sandbox.run_many``, score."""

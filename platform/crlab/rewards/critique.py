@@ -10,15 +10,25 @@ release's (verl_tool/workers/reward_manager/crl.py ``get_cft_data_score``): the 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 _CONCLUSION = re.compile(r"\\conclusion\s*\{([^{}]*)\}")
 _TRUE = frozenset({"t", "true", "correct"})
 _FALSE = frozenset({"f", "false", "wrong"})
 _AUTHORS = re.compile(r"\\conclusion\{(.*?)\}")  # theirs, verbatim: no spaces, no newline inside
-RULES = ("exact", "authors")
 
 
-def parse_conclusion(text: str, rule: str = "exact") -> bool | None:
+class ConclusionParse(StrEnum):
+    """How ``\\conclusion{...}`` is read (``reward.conclusion_parse``; see :func:`parse_conclusion`)."""
+
+    EXACT = "exact"  # the platform's: whole words
+    AUTHORS = "authors"  # the authors' release: 'T' in it, else 'F' in it
+
+
+RULES = tuple(r.value for r in ConclusionParse)
+
+
+def parse_conclusion(text: str, rule: str = ConclusionParse.EXACT) -> bool | None:
     """The last ``\\conclusion{...}`` in ``text``. ``exact``: T/True/correct -> True, F/False/wrong -> False
     (case-insensitive, surrounding whitespace ignored); anything else, or no conclusion, -> None.
     ``authors``: ``'T' in it`` -> True, else ``'F' in it`` -> False, else None (so ``{False}`` is False,
@@ -28,7 +38,7 @@ def parse_conclusion(text: str, rule: str = "exact") -> bool | None:
         raise ValueError(f"parse_conclusion: rule must be one of {RULES}, got {rule!r}")
     if not isinstance(text, str):
         return None
-    if rule == "authors":
+    if rule == ConclusionParse.AUTHORS:
         found = _AUTHORS.findall(text)
         if not found:
             return None
@@ -44,7 +54,7 @@ def parse_conclusion(text: str, rule: str = "exact") -> bool | None:
     return None
 
 
-def critique_reward(text: str, label: bool, rule: str = "exact") -> float:
+def critique_reward(text: str, label: bool, rule: str = ConclusionParse.EXACT) -> float:
     """1.0 iff the conclusion parsed by ``rule`` equals ``label``; an unparseable response scores 0.0."""
     judged = parse_conclusion(text, rule)
     return 1.0 if judged is not None and judged == bool(label) else 0.0

@@ -18,6 +18,11 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from ._harness import TestKind
+from ._suite import EntryTag, ValueTag
+
+_COLLECTIONS = {ValueTag.LIST: list, ValueTag.TUPLE: tuple, ValueTag.SET: set, ValueTag.FROZENSET: frozenset}
+
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n")]
@@ -50,20 +55,20 @@ def output_matches(got: str, expected: str) -> bool:
 def untag(data):
     """The value the sandbox sent (``_suite.tag``) rebuilt from exact builtin types."""
     kind = data[0]
-    if kind == "n":
+    if kind == ValueTag.NONE:
         return None
-    if kind in ("b", "s"):
+    if kind in (ValueTag.BOOL, ValueTag.STR):
         return data[1]
-    if kind == "i":
+    if kind == ValueTag.INT:
         return int(data[1], 16)
-    if kind == "f":
+    if kind == ValueTag.FLOAT:
         return float.fromhex(data[1])
-    if kind == "c":
+    if kind == ValueTag.COMPLEX:
         return complex(float.fromhex(data[1]), float.fromhex(data[2]))
-    if kind == "d":
+    if kind == ValueTag.DICT:
         return {untag(k): untag(v) for k, v in data[1]}
     items = [untag(x) for x in data[1]]
-    return {"l": list, "t": tuple, "S": set, "F": frozenset}[kind](items)
+    return _COLLECTIONS[kind](items)
 
 
 def value_matches(entry_json: str, expected: str) -> bool:
@@ -78,14 +83,14 @@ def value_matches(entry_json: str, expected: str) -> bool:
 
 
 def entry_passes(
-    kind: str, entry_json: str, expected: str, outputs: Any = output_matches, values: Any = value_matches
+    kind: TestKind, entry_json: str, expected: str, outputs: Any = output_matches, values: Any = value_matches
 ) -> bool:
     """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``? ``outputs`` and
     ``values`` compare printed output and returned values (LiveCodeBench's rules by default)."""
-    if kind == "stdin":
+    if kind == TestKind.STDIN:
         try:
             entry = json.loads(entry_json)
         except ValueError:
             return False
-        return entry[0] == "o" and outputs(entry[1], expected)
+        return entry[0] == EntryTag.OUTPUT and outputs(entry[1], expected)
     return values(entry_json, expected)

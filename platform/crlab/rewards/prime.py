@@ -29,6 +29,7 @@ import json
 from contextlib import suppress
 
 from . import lcb
+from ._harness import Harness, TestKind
 from .lcb import untag
 from .spec import TestSpec
 
@@ -89,7 +90,7 @@ def value_matches(entry_json: str, expected: str) -> bool:
         return False
 
 
-def entry_passes(kind: str, entry_json: str, expected: str) -> bool:
+def entry_passes(kind: TestKind, entry_json: str, expected: str) -> bool:
     """Does a test's entry (``["o", stdout]`` or ``["r", value]``) pass against ``expected``, by prime_code's
     comparisons?"""
     return lcb.entry_passes(kind, entry_json, expected, output_matches, value_matches)
@@ -99,11 +100,11 @@ def second_pass(program: str, spec: TestSpec, n: int, limit: float) -> tuple[dic
     """The request of the second pass (each of the first ``n`` tests alone, as a stdin program) and the
     spec its outputs are compared with."""
     inputs = list(spec.inputs[:n])
-    if spec.kind == "functional":
+    if spec.kind == TestKind.FUNCTIONAL:
         inputs = ["\n".join(json.dumps(a) for a in json.loads(text)) for text in inputs]
-    stdin = TestSpec("stdin", inputs, spec.outputs[:n], problem_id=spec.problem_id)
+    stdin = TestSpec(TestKind.STDIN, inputs, spec.outputs[:n], problem_id=spec.problem_id)
     request = {
-        "kind": "stdin", "program": program, "inputs": inputs, "fn_name": None, "check_code": None,
-        "entry_point": None, "harness": "authors", "per_test": True, "time_limit": limit,
+        "kind": TestKind.STDIN, "program": program, "inputs": inputs, "fn_name": None, "check_code": None,
+        "entry_point": None, "harness": Harness.AUTHORS, "per_test": True, "time_limit": limit,
     }  # fmt: skip
     return request, stdin

@@ -106,28 +106,27 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
+from typing import TypeVar
 
 from . import lcb, prime
+from ._harness import Harness, TestKind, Verdict
 from ._worker import WORKER_SOURCE, SandboxError, _bwrap_argv, _Worker, numpy_binds
 from .spec import TestSpec
 
 _rlimit_warned = False
+_E = TypeVar("_E", bound=StrEnum)
 
 
-class Verdict(str, Enum):
-    PASSED = "passed"
-    WRONG_ANSWER = "wrong_answer"
-    RUNTIME_ERROR = "runtime_error"
-    TIMEOUT = "timeout"
-    MEMORY_EXCEEDED = "memory_exceeded"
-    NOT_RUN = "not_run"  # the lcb harness: an earlier test failed, so (as LiveCodeBench) this one did not run
+class Isolation(StrEnum):
+    """What walls a worker has (``reward.isolation``): bwrap (namespaces, the default) | rlimit (weaker; warns)."""
+
+    BWRAP = "bwrap"
+    RLIMIT = "rlimit"
 
 
+REWARD_HARNESSES = (Harness.STRICT, Harness.AUTHORS)  # reward.harness's choices (lcb is eval.scoring's)
 _VERDICTS = frozenset({v.value for v in Verdict} | {None})  # what a worker may answer (None: compare here)
-# How tests run: strict (the platform's rules, above) | lcb (LiveCodeBench's evaluator: _suite.py, lcb.py) |
-# authors (the authors' training reward, verl's prime_code: _prime.py, prime.py)
-HARNESSES = ("strict", "lcb", "authors")
 # Imported in LiveCodeBench's process before a program runs (its evaluator, the prelude, reliability_guard)
 LCB_PRELOAD = ("numpy", "random", "statistics", "json", "datetime", "copy", "io", "subprocess", "shutil")
 
@@ -153,7 +152,7 @@ class ProgramResult:
         return sum(r.verdict is Verdict.PASSED for r in self.results) / len(self.results)
 
 
-def job_request(program: str, spec: TestSpec, n: int | None = None, harness: str = "strict") -> dict:
+def job_request(program: str, spec: TestSpec, n: int | None = None, harness: str = Harness.STRICT) -> dict:
     """What a fork server (or the benchmark's baseline) is sent to run ``program`` on ``spec``'s first ``n`` tests."""
     return {
         "kind": spec.kind, "program": program, "inputs": list(spec.inputs[:n]), "fn_name": spec.fn_name,
@@ -187,7 +186,7 @@ class Sandbox:
         workers: int = 2,
         time_limit_s: float = 4.0,
         memory_mb: int = 1024,
-        isolation: str = "bwrap",
+        isolation: str = Isolation.BWRAP,
         max_output_bytes: int = 1 << 20,
         *,
         max_program_bytes: int = 1 << 20,
@@ -195,34 +194,30 @@ class Sandbox:
         nofile: int = 128,
         tmp_mb: int = 64,
         uid_base: int | None = None,
-        harness: str = "strict",
+        harness: str = Harness.STRICT,
         second_time_limit_s: float | None = None,
     ):
         if workers < 1 or time_limit_s <= 0 or memory_mb < 64 or max_output_bytes < 1024 or nofile < 48:
             raise ValueError("Sandbox: need workers >= 1, time_limit_s > 0, memory_mb >= 64, ...")
-        if harness not in HARNESSES:
-            raise ValueError(f"Sandbox: harness must be one of {HARNESSES}, got {harness!r}")
-        self.harness = harness
+        self.harness = _choice(Harness, "harness", harness)
+        self.isolation = _choice(Isolation, "isolation", isolation)
         self.second_time_limit_s = float(second_time_limit_s or time_limit_s)  # the authors' second pass
-        self._binds, self._paths = numpy_binds() if harness != "strict" else ([], [])
-        if isolation not in ("bwrap", "rlimit"):
-            raise ValueError(f"Sandbox: isolation must be 'bwrap' or 'rlimit', got {isolation!r}")
+        self._binds, self._paths = numpy_binds() if self.harness != Harness.STRICT else ([], [])
         self.workers, self.time_limit_s, self.memory_mb = workers, float(time_limit_s), int(memory_mb)
-        self.isolation, self.max_output_bytes = isolation, int(max_output_bytes)
-        self.max_program_bytes, self.nproc, self.nofile = max_program_bytes, nproc, nofile
+        self.max_output_bytes, self.max_program_bytes = int(max_output_bytes), max_program_bytes
+        self.nproc, self.nofile, self.tmp_mb = nproc, nofile, tmp_mb
         # root host only: worker i runs tests as uid_base + i; by default a block of 1024 uids above 1e9 picked
         # from our pid, so that concurrent Sandboxes do not share their RLIMIT_NPROC accounting
-        self.tmp_mb = tmp_mb
         self.uid_base = uid_base if uid_base is not None else 1_000_000_000 + (os.getpid() % 1_000_000) * 1024
         self._python = os.path.realpath(sys.executable)
-        self._bwrap = shutil.which("bwrap") if isolation == "bwrap" else None
-        if isolation == "bwrap" and self._bwrap is None:
+        self._bwrap = shutil.which("bwrap") if self.isolation == Isolation.BWRAP else None
+        if self.isolation == Isolation.BWRAP and self._bwrap is None:
             raise SandboxError(
                 "bubblewrap (bwrap) is not on PATH, so untrusted code cannot be isolated. Install it "
                 "(Debian/Ubuntu: apt-get install bubblewrap; `platform doctor --fix` does it) or choose isolation "
                 "'rlimit' (reward.isolation=rlimit) to accept rlimits only."
             )
-        if isolation == "rlimit":
+        if self.isolation == Isolation.RLIMIT:
             _warn_rlimit_once()
         self._pool: list[_Worker] = []
         self._bases: list[str] = []
@@ -239,15 +234,15 @@ class Sandbox:
             "nofile": self.nofile,
             "uid": self.uid_base + index if os.geteuid() == 0 else None,
             "base": base,
-            "kill_all": self.isolation == "bwrap",
+            "kill_all": self.isolation == Isolation.BWRAP,
             "python": self._python,
             "script": None,
             "paths": self._paths,
-            "preload": list(LCB_PRELOAD) if self.harness != "strict" else [],
+            "preload": list(LCB_PRELOAD) if self.harness != Harness.STRICT else [],
         }
 
     def _argv(self, index: int) -> list[str]:
-        if self.isolation == "bwrap":
+        if self.isolation == Isolation.BWRAP:
             prefix = _bwrap_argv(self._bwrap, self._python, self.tmp_mb << 20, tuple(self._binds))
             base = "/tmp"
         else:
@@ -296,7 +291,7 @@ class Sandbox:
         for _, spec in jobs:
             if not isinstance(spec, TestSpec):
                 raise TypeError(f"run_many: expected TestSpec, got {type(spec).__name__}")
-            if self.harness != "strict" and spec.kind == "assert":
+            if self.harness != Harness.STRICT and spec.kind == TestKind.ASSERT:
                 raise ValueError(
                     f"run_many: the {self.harness} harness runs stdin and functional tests, not assert"
                 )
@@ -322,10 +317,9 @@ class Sandbox:
         problem, program = self._precheck(program)
         if problem or n == 0:
             return ProgramResult(tuple(TestResult(Verdict.RUNTIME_ERROR, 0.0, problem) for _ in range(n)))
-        if (
-            self.harness == "authors"
-        ):  # prime_code: every test in one process; if one fails, each of the first n
-            first = self._run_request(job_request(program, spec, None, "authors"), spec, len(spec))
+        # prime_code: every test in one process; if one fails, each of the first n
+        if self.harness == Harness.AUTHORS:
+            first = self._run_request(job_request(program, spec, None, Harness.AUTHORS), spec, len(spec))
             if all(r.verdict is Verdict.PASSED for r in first.results):
                 return ProgramResult(first.results[:n])
             again, spec = prime.second_pass(program, spec, n, self.second_time_limit_s)
@@ -343,7 +337,7 @@ class Sandbox:
                 Verdict.RUNTIME_ERROR, 0.0, "sandbox worker died or misbehaved twice; restarted"
             )
             return ProgramResult((dead,) * n)
-        if request["harness"] != "strict":
+        if request["harness"] != Harness.STRICT:
             return _finish_suite(raw, spec, request["harness"])
         return ProgramResult(tuple(_finish(r, spec, i) for i, r in enumerate(raw)))
 
@@ -361,15 +355,15 @@ def _finish(raw: dict, spec: TestSpec, i: int) -> TestResult:
     wall = float(raw.get("t", 0.0))
     if raw.get("v") is not None:
         return TestResult(Verdict(raw["v"]), wall, str(raw.get("d", "")))
-    if spec.output_matches(i, str(raw.get("out" if spec.kind == "stdin" else "val", ""))):
+    if spec.output_matches(i, str(raw.get("out" if spec.kind == TestKind.STDIN else "val", ""))):
         return TestResult(Verdict.PASSED, wall)
     return TestResult(Verdict.WRONG_ANSWER, wall, "output differs")
 
 
-def _finish_suite(raw: list, spec: TestSpec, harness: str) -> ProgramResult:
+def _finish_suite(raw: list, spec: TestSpec, harness: Harness) -> ProgramResult:
     """Verdicts of the lcb harness (LiveCodeBench's rules; after the first failure, not run) or of the
     authors' one (their reward's rules; each test on its own)."""
-    passes = lcb.entry_passes if harness == "lcb" else prime.entry_passes
+    passes = lcb.entry_passes if harness == Harness.LCB else prime.entry_passes
     results, failed = [], False
     for i, r in enumerate(raw):
         wall = float(r.get("t", 0.0))
@@ -382,9 +376,15 @@ def _finish_suite(raw: list, spec: TestSpec, harness: str) -> ProgramResult:
             result = TestResult(Verdict.PASSED, wall)
         else:
             result = TestResult(Verdict.WRONG_ANSWER, wall, "output differs")
-        failed = harness == "lcb" and result.verdict is not Verdict.PASSED
+        failed = harness == Harness.LCB and result.verdict is not Verdict.PASSED
         results.append(result)
     return ProgramResult(tuple(results))
+
+
+def _choice(enum: type[_E], name: str, value: str) -> _E:
+    if value not in tuple(enum):
+        raise ValueError(f"Sandbox: {name} must be one of {', '.join(enum)}, got {value!r}")
+    return enum(value)
 
 
 def _warn_rlimit_once() -> None:

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 
 from crlab.errors import CrlabError
 
-KINDS = ("stdin", "functional", "assert")
+from ._harness import TestKind
+
+KINDS = tuple(TestKind)  # the kinds, in the order of the docstring above
+_ALLOWED = tuple(k.value for k in TestKind)  # as error messages show them
 _FIELDS = ("kind", "inputs", "outputs", "fn_name", "check_code", "entry_point", "problem_id")
 
 
@@ -67,7 +70,7 @@ class TestSpec:
 
     __test__ = False  # not a pytest test class
 
-    kind: str
+    kind: TestKind  # a plain string is accepted and stored as its TestKind
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     fn_name: str | None = None
@@ -79,7 +82,8 @@ class TestSpec:
         pid = str(self.problem_id)
         object.__setattr__(self, "problem_id", pid)
         if self.kind not in KINDS:
-            raise TestSpecError(pid, "kind", f"unknown test kind {self.kind!r}; expected one of {KINDS}")
+            raise TestSpecError(pid, "kind", f"unknown test kind {self.kind!r}; expected one of {_ALLOWED}")
+        object.__setattr__(self, "kind", TestKind(self.kind))
         for field in ("inputs", "outputs"):
             value = getattr(self, field)
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
@@ -134,8 +138,11 @@ class TestSpec:
         kind = d.get("kind")
         if kind not in KINDS:
             what = "missing" if "kind" not in d else f"unknown test kind {kind!r}"
-            raise TestSpecError(pid, "kind", f"{what}; expected one of {KINDS}")
-        required = {"stdin": ("inputs", "outputs"), "functional": ("inputs", "outputs", "fn_name")}
+            raise TestSpecError(pid, "kind", f"{what}; expected one of {_ALLOWED}")
+        required = {
+            TestKind.STDIN: ("inputs", "outputs"),
+            TestKind.FUNCTIONAL: ("inputs", "outputs", "fn_name"),
+        }
         for field in required.get(kind, ("check_code", "entry_point")):
             if d.get(field) is None:
                 raise TestSpecError(pid, field, f"missing; required for kind {kind!r}")
@@ -150,7 +157,7 @@ class TestSpec:
         )
 
     def to_dict(self) -> dict:
-        d: dict = {"kind": self.kind, "inputs": list(self.inputs), "outputs": list(self.outputs)}
+        d: dict = {"kind": self.kind.value, "inputs": list(self.inputs), "outputs": list(self.outputs)}
         for field in ("fn_name", "check_code", "entry_point"):
             if getattr(self, field) is not None:
                 d[field] = getattr(self, field)
@@ -158,11 +165,11 @@ class TestSpec:
         return d
 
     def __len__(self) -> int:
-        return 1 if self.kind == "assert" else len(self.inputs)
+        return 1 if self.kind == TestKind.ASSERT else len(self.inputs)
 
     def output_matches(self, i: int, got: str) -> bool:
         """Is ``got`` (captured stdout, or the JSON text of the return value) right for test ``i``?"""
-        if self.kind == "stdin":
+        if self.kind == TestKind.STDIN:
             return outputs_match(got, self.outputs[i])
         try:
             return values_match(json.loads(got), json.loads(self.outputs[i]))

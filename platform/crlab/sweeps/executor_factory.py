@@ -7,12 +7,12 @@ other back.
 
 from __future__ import annotations
 
-from crlab.sweeps.executors import Executor, ExecutorConfig, LocalExecutor
+from crlab.sweeps.executors import Executor, ExecutorConfig, ExecutorKind, LocalExecutor
 
 
 def make_executor(settings: ExecutorConfig) -> Executor:
     """The executor named by ``executor.kind``; fails (exit 2) before anything is registered if unusable."""
-    if settings.kind == "slurm":
+    if settings.kind == ExecutorKind.SLURM:
         from crlab.sweeps.slurm import SlurmExecutor
 
         return SlurmExecutor(settings)

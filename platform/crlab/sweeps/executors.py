@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,11 +52,18 @@ def cell_env(db_url: str) -> dict[str, str]:
     return {**env, "CRLAB_DB_URL": db_url}
 
 
+class ExecutorKind(StrEnum):
+    """Where a sweep's cells run (``executor.kind``)."""
+
+    LOCAL = "local"  # processes on this machine
+    SLURM = "slurm"  # Slurm jobs, through submitit
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     """A sweep's ``executor:`` section (the only place its defaults live)."""
 
-    kind: str = "local"  # local | slurm
+    kind: str = ExecutorKind.LOCAL.value  # an ExecutorKind
     parallel: int | str = 1  # local: cells at a time, or "auto" (one per visible GPU)
     nproc_per_cell: int = 1  # data-parallel ranks per cell
     max_retries: int = 2  # a failed cell gets at most max_retries + 1 attempts, whatever the failure
@@ -83,8 +91,8 @@ class ExecutorConfig:
         def count(value: Any) -> bool:
             return isinstance(value, int) and not isinstance(value, bool)
 
-        if self.kind not in ("local", "slurm"):
-            return "kind", f"unknown executor kind {self.kind!r}; valid: local, slurm"
+        if self.kind not in tuple(ExecutorKind):
+            return "kind", f"unknown executor kind {self.kind!r}; valid: {', '.join(ExecutorKind)}"
         if not (self.parallel == "auto" or (count(self.parallel) and self.parallel >= 1)):
             return (
                 "parallel",

@@ -20,7 +20,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from crlab.registry import Registry
-from crlab.registry.entities import Run, RunStatus
+from crlab.registry.entities import EventKind, Run, RunStatus
+from crlab.sweeps.scheduler import Watch
 
 EVERY = 10  # steps between progress lines off a terminal
 HEADLINE = ("reward/rl_mean", "critique/accuracy", "eval/pass@1")  # eval/pass@1 at the steps that evaluate
@@ -68,7 +69,7 @@ class SweepProgress:
         how = "started" if run.attempt == 1 else f"attempt {run.attempt}"
         if item.watch is not None:  # trained by a process this sweep did not start
             step = max((s for s, _ in self.registry.latest_metrics(run.id).values()), default=0)
-            whose = "adopted (its sweep is gone)" if item.watch == "adopted" else "run by another sweep, waited for"
+            whose = "adopted (its sweep is gone)" if item.watch == Watch.ADOPTED else "run by another sweep, waited for"
             how = f"{whose} at step {step} of attempt {run.attempt}"
         where = f", job {item.handle.job_id}" if getattr(item.handle, "job_id", None) else ""
         self.line(f"[{item.label}] {how}: run {run.id}{where}, log {log or '-'}")
@@ -79,7 +80,7 @@ class SweepProgress:
         events = self.registry.events(item.run_id)
         for event in events[seen.events :]:
             text = _event_text(event)
-            if text and (event.kind != "checkpoint" or not self.live_view):
+            if text and (event.kind != EventKind.CHECKPOINT or not self.live_view):
                 self.line(f"[{item.label}] {text}")
         seen.events = len(events)
         if not self.live_view:  # after the events, which happened at or before the step it reports
@@ -141,16 +142,16 @@ def _headline(latest: dict[str, tuple[int, float]]) -> str:
 
 def _event_text(event: Any) -> str | None:
     p = event.payload
-    if event.kind == "phase_switch":
+    if event.kind == EventKind.PHASE_SWITCH:
         return f"step {event.step}: phase switch {p.get('from_phase')} -> {p.get('to_phase')} ({p.get('policy')})"
-    if event.kind == "checkpoint":
+    if event.kind == EventKind.CHECKPOINT:
         return f"step {event.step}: checkpoint {Path(p.get('path', '')).name}"
-    if event.kind == "eval_problems" and event.step == 0:  # the base model, before step 1
+    if event.kind == EventKind.EVAL_PROBLEMS and event.step == 0:  # the base model, before step 1
         problems = p.get("problems") or []
         value = sum(c / n for _, n, c in problems) / len(problems) if problems else float("nan")
         return f"base model: {p.get('prefix', 'eval/')}pass@1 {value:.3f} on {p.get('source')}"
-    if event.kind == "resume":
+    if event.kind == EventKind.RESUME:
         return f"resumed from the checkpoint of step {p.get('from_step')}"
-    if event.kind == "preemption":
+    if event.kind == EventKind.PREEMPTION:
         return f"step {event.step}: stopping on signal {p.get('signal')} (checkpointed)"
     return None

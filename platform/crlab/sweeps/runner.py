@@ -26,6 +26,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
@@ -35,22 +36,43 @@ from rich.table import Table
 from crlab import config as cfgmod
 from crlab.errors import CrlabError, RegistryUnreachable
 from crlab.registry import Registry, resolve_db_url
-from crlab.registry.claims import claim_cell
+from crlab.registry.claims import ClaimAction, claim_cell
 from crlab.registry.entities import RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.sweeps.executor_factory import make_executor
 from crlab.sweeps.executors import Executor
 from crlab.sweeps.progress import EVERY, SweepProgress
-from crlab.sweeps.scheduler import Active, schedule
+from crlab.sweeps.scheduler import Active, Watch, schedule
 from crlab.sweeps.spec import Cell, SweepSpec
 from crlab.sweeps.watch import Watched
 
+
+class CellState(StrEnum):
+    """Where a cell stands in this invocation, before its run ends (then: the run's :class:`RunStatus`).
+    The values are what the table and ``this_invocation`` in the JSON summary show."""
+
+    QUEUED = "waiting"
+    STARTED = "started"
+    RESUMED = "resumed"
+    ALREADY_COMPLETED = "already completed"
+    ADOPTED = "adopted"
+    RUNNING_ELSEWHERE = "running elsewhere"
+    GAVE_UP = "failed (no retries left)"
+    WAITING = "waiting for another sweep"
+    WATCHING_JOB = "watching its job"
+
+
+CellResult = CellState | RunStatus  # a cell's state in this invocation, or how its run ended
 CLAIM_STATES = {
-    "start": "started", "resume": "resumed", "completed": "already completed", "adopt": "adopted",
-    "running": "running elsewhere", "gave_up": "failed (no retries left)",
+    ClaimAction.START: CellState.STARTED, ClaimAction.RESUME: CellState.RESUMED,
+    ClaimAction.COMPLETED: CellState.ALREADY_COMPLETED, ClaimAction.ADOPT: CellState.ADOPTED,
+    ClaimAction.RUNNING: CellState.RUNNING_ELSEWHERE, ClaimAction.GAVE_UP: CellState.GAVE_UP,
 }  # fmt: skip
-WAITING = "waiting for another sweep"
-LIVE_STATES = {"started", "resumed", "adopted", "running elsewhere", WAITING, "watching its job"}
+WAITING = CellState.WAITING
+LIVE_STATES = {
+    CellState.STARTED, CellState.RESUMED, CellState.ADOPTED, CellState.RUNNING_ELSEWHERE, CellState.WAITING,
+    CellState.WATCHING_JOB,
+}  # fmt: skip
 
 
 TABLE_COLUMNS = ("cell", "run", "status", "attempt", "step", "reward/rl_mean", "critique/accuracy")
@@ -104,7 +126,7 @@ class GridCells:
         )
         self.cells, self.wait = cells, wait
         self.queue = list(cells)
-        self.state: dict[str, str] = {c.key: "waiting" for c in cells}
+        self.state: dict[str, CellResult] = {c.key: CellState.QUEUED for c in cells}
         self.run_ids: dict[str, str] = {}
         self.had: dict[str, int] = {}  # --retry-failed: attempts a failed cell had before this invocation
         if retry_failed:
@@ -129,23 +151,23 @@ class GridCells:
             self.registry, self.sweep_id, cell.key, {**new_run_fields(cfg), "name": cell.run_name},
             grace_s=grace_s, max_retries=self.max_retries(cell), owner=owner(),
         )  # fmt: skip
-        if claim.action == "start":
+        if claim.action == ClaimAction.START:
             write_run_dir(claim.run.run_dir or "", cfg)
         run = claim.run
         self.run_ids[cell.key] = run.id
         self.state[cell.key] = CLAIM_STATES[claim.action]
-        if claim.action in ("running", "resume", "adopt"):
+        if claim.action in (ClaimAction.RUNNING, ClaimAction.RESUME, ClaimAction.ADOPT):
             handle = self.executor.adopt(run)  # a Slurm job still queued or running
             if handle is not None:
-                self.state[cell.key] = "watching its job"
+                self.state[cell.key] = CellState.WATCHING_JOB
                 return Active(cell.label, run.id, handle, payload=cell)
         if claim.mine:
             return Active(cell.label, run.id, self.executor.launch(run, self.url), payload=cell)
-        if claim.action == "adopt":
-            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, True), cell, "adopted")
-        if claim.action == "running" and self.wait:
+        if claim.action == ClaimAction.ADOPT:
+            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, True), cell, Watch.ADOPTED)
+        if claim.action == ClaimAction.RUNNING and self.wait:
             self.state[cell.key] = WAITING
-            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, False), cell, "waiting")
+            return Active(cell.label, run.id, Watched(self.registry, run, grace_s, False), cell, Watch.WAITING)
         return None
 
     def on_poll(self, item: Active) -> None:
@@ -153,7 +175,7 @@ class GridCells:
 
     def on_finish(self, item: Active, run: Any, stopping: bool) -> None:
         cell = item.payload
-        self.state[cell.key] = str(run.status)
+        self.state[cell.key] = RunStatus(run.status)
         if stopping:
             return
         if run.status == RunStatus.FAILED and run.attempt <= self.max_retries(cell):
@@ -264,7 +286,7 @@ def _summary(grid: GridCells, console: Console, json_out: bool) -> None:
     if json_out:
         sys.stdout.write(json.dumps({"sweep_id": grid.sweep_id, "cells": rows}, indent=2) + "\n")
         return
-    if all(r["this_invocation"] == "already completed" for r in rows):
+    if all(r["this_invocation"] == CellState.ALREADY_COMPLETED for r in rows):
         console.print(f"all {len(rows)} cells of this sweep are already completed: nothing to do")
     console.print(grid.table())
     for r in rows:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +37,13 @@ class EnvironmentFailure(CrlabError):
     """Two cells failed alike before their first step: the sweep stops (exit code 2)."""
 
 
+class Watch(StrEnum):
+    """Why this process follows a cell it did not launch."""
+
+    ADOPTED = "adopted"  # its sweep died
+    WAITING = "waiting"  # another live sweep runs it
+
+
 @dataclass
 class Active:
     """A cell this process is running: its label, its run and the handle of its process or job."""
@@ -44,7 +52,7 @@ class Active:
     run_id: str
     handle: CellHandle
     payload: Any = None  # the source's own (a search: its trial and what it has reported)
-    watch: str | None = None  # None: launched here; "adopted" (its sweep died); "waiting" (another sweep's)
+    watch: Watch | None = None  # None: launched here
 
 
 class CellSource(Protocol):
@@ -72,7 +80,7 @@ def schedule(
     active: dict[str, Active] = {}
     first_failures: dict[str, str] = {}  # error -> label of the first cell that failed with it early
     while True:
-        while not stopping and sum(a.watch != "waiting" for a in active.values()) < executor.parallel:
+        while not stopping and sum(a.watch != Watch.WAITING for a in active.values()) < executor.parallel:
             item = source.next_cell()
             if item is None:
                 break

@@ -28,8 +28,8 @@ from rich.table import Table
 from crlab import config as cfgmod
 from crlab.errors import ConfigError
 from crlab.registry import Registry, resolve_db_url
-from crlab.registry.claims import claim_cell
-from crlab.registry.entities import RunStatus
+from crlab.registry.claims import ClaimAction, claim_cell
+from crlab.registry.entities import EventKind, RunStatus
 from crlab.registry.lifecycle import new_run_fields, owner, write_run_dir
 from crlab.registry.retry import Reachability
 from crlab.sweeps import search_space
@@ -141,11 +141,11 @@ class SearchTrials:
             self.registry, self.sweep_id, key, new_run_fields(cfg),
             grace_s=float(spec.executor.heartbeat_grace_s), max_retries=spec.executor.max_retries, owner=owner(),
         )  # fmt: skip
-        if claim.action == "start":
+        if claim.action == ClaimAction.START:
             write_run_dir(claim.run.run_dir or "", cfg)
             trial.set_user_attr("run_id", claim.run.id)
             payload = {"study": spec.name, "trial": trial.number, "params": params}
-            self.registry.log_event(claim.run.id, "optuna_trial", payload, step=0)
+            self.registry.log_event(claim.run.id, EventKind.OPTUNA_TRIAL.value, payload, step=0)
         if not claim.mine:
             return None
         self.running.add(claim.run.id)

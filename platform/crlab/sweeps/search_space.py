@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from crlab.errors import ConfigError
@@ -30,17 +31,43 @@ from crlab.yaml_lines import reject_unknown_keys
 SEARCH_KEYS = (
     "sampler", "seed", "n_trials", "direction", "metric", "last_k", "select", "prune_on", "pruner", "params",
 )  # fmt: skip
-SAMPLERS = ("tpe", "random")
-PRUNERS = {
-    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
-    "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
-    "threshold": ("lower", "upper", "n_warmup_steps", "interval_steps"),
-    "none": (),
+
+
+class Sampler(StrEnum):
+    TPE = "tpe"
+    RANDOM = "random"
+
+
+class PrunerKind(StrEnum):
+    MEDIAN = "median"
+    PERCENTILE = "percentile"
+    THRESHOLD = "threshold"
+    NONE = "none"
+
+
+class ParamType(StrEnum):
+    FLOAT = "float"
+    INT = "int"
+    CATEGORICAL = "categorical"
+
+
+SAMPLERS = tuple(s.value for s in Sampler)
+PRUNERS = {  # a pruner's kind -> the options it takes
+    PrunerKind.MEDIAN: ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
+    PrunerKind.PERCENTILE: (
+        "percentile",
+        "n_startup_trials",
+        "n_warmup_steps",
+        "interval_steps",
+        "n_min_trials",
+    ),
+    PrunerKind.THRESHOLD: ("lower", "upper", "n_warmup_steps", "interval_steps"),
+    PrunerKind.NONE: (),
 }
-PARAM_KEYS = {
-    "float": ("low", "high", "log", "step"),
-    "int": ("low", "high", "log", "step"),
-    "categorical": ("choices",),
+PARAM_KEYS = {  # a param's type -> the keys its distribution takes
+    ParamType.FLOAT: ("low", "high", "log", "step"),
+    ParamType.INT: ("low", "high", "log", "step"),
+    ParamType.CATEGORICAL: ("choices",),
 }
 
 
@@ -154,7 +181,7 @@ def _params(raw: Any, where: Callable[[str], str], check_key: Callable[[str, str
         extra = set(dist) - {"type", *PARAM_KEYS[kind]}
         if extra:
             raise ConfigError(f"param '{key}' ({kind}) does not take {sorted(extra)}", at)
-        if kind == "categorical":
+        if kind == ParamType.CATEGORICAL:
             if not isinstance(dist.get("choices"), list) or not dist["choices"]:
                 raise ConfigError(f"param '{key}' needs a non-empty list of choices", at)
         elif (
@@ -172,9 +199,9 @@ def distributions(search: Search) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, p in search.params.items():
-        if p["type"] == "categorical":
+        if p["type"] == ParamType.CATEGORICAL:
             out[key] = d.CategoricalDistribution(p["choices"])
-        elif p["type"] == "int":
+        elif p["type"] == ParamType.INT:
             out[key] = d.IntDistribution(
                 int(p["low"]), int(p["high"]), log=bool(p.get("log")), step=p.get("step", 1)
             )
@@ -188,7 +215,7 @@ def distributions(search: Search) -> dict[str, Any]:
 def sampler(search: Search) -> Any:
     import optuna
 
-    if search.sampler == "random":
+    if search.sampler == Sampler.RANDOM:
         return optuna.samplers.RandomSampler(seed=search.seed)
     return optuna.samplers.TPESampler(seed=search.seed)
 
@@ -198,10 +225,10 @@ def pruner(search: Search) -> Any:
 
     options = {k: v for k, v in search.pruner.items() if k != "kind"}
     kind = search.pruner["kind"]
-    if kind == "median":
+    if kind == PrunerKind.MEDIAN:
         return optuna.pruners.MedianPruner(**options)
-    if kind == "percentile":
+    if kind == PrunerKind.PERCENTILE:
         return optuna.pruners.PercentilePruner(**options)
-    if kind == "threshold":
+    if kind == PrunerKind.THRESHOLD:
         return optuna.pruners.ThresholdPruner(**options)
     return optuna.pruners.NopPruner()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from crlab.errors import ConfigError
-from crlab.registry.entities import Run
+from crlab.registry.entities import Run, RunStatus
 from crlab.sweeps.executors import FINAL_STATES, CellHandle, ExecutorConfig, require_command
 from crlab.train.engine.launch import cell_command
 
@@ -62,7 +62,7 @@ class CellJob:
         self._proc = subprocess.Popen(cell_command(self.run_id), env=env)
         code = self._proc.wait()
         status = Registry(self.db_url).get_run(self.run_id).status
-        if code != 0 and status != "completed":
+        if code != 0 and status != RunStatus.COMPLETED:
             raise RuntimeError(f"run {self.run_id} exited with code {code} (status {status})")
         return status
 

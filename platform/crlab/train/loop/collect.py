@@ -42,7 +42,7 @@ class Sampler(Protocol):
     def next_batch(self) -> MixBatch: ...
 
 
-class RolloutEngine(Protocol):
+class RolloutBackend(Protocol):
     """Samples ``n`` responses to each prompt, of at most ``max_new_tokens``: HF or vLLM (:mod:`crlab.train.rollouts`)."""
 
     def generate(self, prompts: list[str], n: int, max_new_tokens: int) -> Rollouts: ...
@@ -63,7 +63,7 @@ class Sources:
     sampler: Sampler
     rl_rows: list[PromptRow]
     crl_rows: list[PromptRow]
-    rollout: RolloutEngine
+    rollout: RolloutBackend
     scorer: Scorer
 
 
