@@ -107,3 +107,31 @@ def test_lower_layers_import_no_higher_one(lower: str) -> None:
     bad = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith(lower)
                  for d in deps if d.startswith(HIGHER))  # fmt: skip
     assert bad == []
+
+
+def _house_metrics():  # noqa: ANN202
+    import importlib.util
+
+    path = PACKAGE.parents[1] / "benchmarks" / "house_metrics.py"
+    spec = importlib.util.spec_from_file_location("house_metrics", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_configs_are_typed_and_choices_are_enums() -> None:
+    """No parameter that receives a config is typed Any, and no choice or state is compared with a string
+    literal (benchmarks/house_metrics.py counts both; it prints the counts with --list)."""
+    measured = _house_metrics().measure(PACKAGE)
+    assert measured["config_any_params"] == []
+    assert measured["state_comparisons"] == []
+
+
+def test_the_measure_sees_what_it_counts(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(
+        "from typing import Any\nclass Mode(StrEnum):\n    A = 'a'\n    def f(self):\n        return self.mode == 'a'\n"
+        "def g(cfg: Any, grpo_cfg, text: str) -> bool:\n    return cfg.reward.isolation == 'bwrap' or text == 'x'\n"
+    )  # fmt: skip
+    measured = _house_metrics().measure(tmp_path)
+    assert [line.split()[1] for line in measured["config_any_params"]] == ["cfg", "grpo_cfg"]
+    assert len(measured["state_comparisons"]) == 1 and measured["str_comparisons"] == 2

@@ -2,46 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from crlab.errors import ConfigError
-from crlab.train.engine.ds_config import Precision, WarmupUnit
-from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES, PlateauRule, SwitchPolicy, SwitchRestart
-from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, DapoQuota, MicroWeight, SingleSample
-from crlab.train.rollouts import RolloutEngine
 
 if TYPE_CHECKING:
     from crlab.config import EvalConfig, ExperimentConfig
     from crlab.data.sources import SourceKind
 
-# the keys whose value is one of a few names, and those names: each an enum of the module that acts on it, or
-# a registry (the names registered when the check runs, so a strategy registered by name is a valid choice)
-CHOICES: dict[str, Collection[str]] = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "grpo.adv_estimator": ADV_ESTIMATORS,
-    "grpo.loss_agg": LOSS_AGGS,
-    "grpo.micro_weight": tuple(MicroWeight),
-    "grpo.warmup_unit": tuple(WarmupUnit),
-    "grpo.dapo_quota": tuple(DapoQuota),
-    "rollout.engine": tuple(RolloutEngine),
-    "reward.code_mode": ("pass_rate", "all_or_nothing"),
-    "reward.code_extraction": ("last", "joined"),
-    "reward.conclusion_parse": ("exact", "authors"),
-    "data.overlong_prompts": ("keep", "filter"),
-    "data.crl_prompt": ("platform", "paper"),
-    "data.budget": ("rows", "pool", "rl_rows"),
-    "data.crl_mix": ("exact", "shuffled"),
-    "grpo.single_sample_advantage": tuple(SingleSample),
-    "reward.isolation": ("bwrap", "rlimit"),
-    "eval.scoring": ("auto", "livecodebench", "strict"),
-    "reward.harness": ("strict", "authors"),
-    "switch.policy": SWITCH_POLICIES,
-    "switch.rule": PLATEAU_RULES,
-    "switch.restart": tuple(SwitchRestart),
-    "deepspeed.precision": tuple(Precision),
-    "tracking.mode": ("offline", "online", "disabled"),
-}
+
+@functools.cache
+def choices() -> dict[str, Collection[str]]:
+    """The keys whose value is one of a few names, and those names: each an enum of the module that acts on
+    it, or a registry (the names registered when the check runs, so a strategy registered by name is a valid
+    choice). Read when a config is checked, so that reading this module imports none of those modules."""
+    from crlab.data.mix import CrlMix
+    from crlab.data.pool import Budget
+    from crlab.data.prompts import CritiquePrompt, OverlongPrompts
+    from crlab.eval.scoring import Scoring
+    from crlab.models import ModelDtype
+    from crlab.rewards.code import CodeExtraction, CodeMode
+    from crlab.rewards.critique import ConclusionParse
+    from crlab.rewards.sandbox import REWARD_HARNESSES, Isolation
+    from crlab.tracking import TrackingMode
+    from crlab.train.engine.ds_config import Precision, WarmupUnit
+    from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES, SwitchRestart
+    from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, DapoQuota, MicroWeight, SingleSample
+    from crlab.train.rollouts import RolloutEngine
+
+    return {
+        "model.dtype": tuple(ModelDtype),
+        "grpo.adv_estimator": ADV_ESTIMATORS,
+        "grpo.loss_agg": LOSS_AGGS,
+        "grpo.micro_weight": tuple(MicroWeight),
+        "grpo.warmup_unit": tuple(WarmupUnit),
+        "grpo.dapo_quota": tuple(DapoQuota),
+        "grpo.single_sample_advantage": tuple(SingleSample),
+        "rollout.engine": tuple(RolloutEngine),
+        "reward.code_mode": tuple(CodeMode),
+        "reward.code_extraction": tuple(CodeExtraction),
+        "reward.conclusion_parse": tuple(ConclusionParse),
+        "reward.isolation": tuple(Isolation),
+        "reward.harness": REWARD_HARNESSES,
+        "data.overlong_prompts": tuple(OverlongPrompts),
+        "data.crl_prompt": tuple(CritiquePrompt),
+        "data.budget": tuple(Budget),
+        "data.crl_mix": tuple(CrlMix),
+        "eval.scoring": tuple(Scoring),
+        "switch.policy": SWITCH_POLICIES,
+        "switch.rule": PLATEAU_RULES,
+        "switch.restart": tuple(SwitchRestart),
+        "deepspeed.precision": tuple(Precision),
+        "tracking.mode": tuple(TrackingMode),
+    }
 
 
 def _fail(key: str, message: str) -> None:
@@ -65,13 +80,15 @@ def _check_range(cfg: ExperimentConfig, key: str, lo: float | None = None, hi: f
 
 
 def _check_choices(cfg: ExperimentConfig) -> None:
-    for key, allowed in CHOICES.items():
+    for key, allowed in choices().items():
         value = _get(cfg, key)
         if value not in allowed:
             _fail(key, f"{value!r} is not one of {', '.join(allowed)}")
 
 
 def _check_grpo(cfg: ExperimentConfig) -> None:
+    from crlab.train.grpo.strategies import SingleSample
+
     g = cfg.grpo
     if g.group_size < 2 and not (g.group_size == 1 and g.single_sample_advantage == SingleSample.RAW):
         _fail(
@@ -105,6 +122,8 @@ def _check_grpo(cfg: ExperimentConfig) -> None:
 
 
 def _check_phases(cfg: ExperimentConfig) -> None:
+    from crlab.train.grpo.phases import PlateauRule, SwitchPolicy
+
     phases = cfg.phases
     if len(phases) == 0:
         _fail("phases", "the phase list is empty; give at least one phase (name, max_response_length)")
@@ -134,6 +153,8 @@ def _check_phases(cfg: ExperimentConfig) -> None:
 
 
 def _check_rest(cfg: ExperimentConfig) -> None:
+    from crlab.data.pool import Budget
+
     if not str(cfg.model.path).strip():
         _fail("model.path", "is empty; give a Hugging Face id, a local directory or tiny://coder")
     _check_range(cfg, "data.crl_ratio", 0, 1)
@@ -143,7 +164,7 @@ def _check_rest(cfg: ExperimentConfig) -> None:
                 f"data.{other}",
                 "is set with data.crl_rows, which holds labelled rows already; unset one of them",
             )
-    if cfg.data.budget == "pool" and cfg.data.crl_source:
+    if cfg.data.budget == Budget.POOL and cfg.data.crl_source:
         _fail("data.crl_source", "is set with data.budget=pool, whose one pool is data.rl_source (its problems "
                                  "become CRL rows by the ratio); unset data.crl_source, or use data.budget=rows")  # fmt: skip
     _check_range(cfg, "data.max_prompt_length", 1)
@@ -264,9 +285,10 @@ def _check_source_support(ev: EvalConfig) -> None:
     """``eval.scoring`` and a date window on a source whose kind supports them (the table's ``scorings``,
     ``dated``); a kind known only once its file is read (a guessed ``.jsonl``) is checked when it loads."""
     from crlab.data.sources import SOURCES
+    from crlab.eval.scoring import Scoring
 
     kind = _kind(ev.source)
-    if ev.scoring != "auto" and kind is not None and ev.scoring not in (kind.scorings or (ev.scoring,)):
+    if ev.scoring != Scoring.AUTO and kind is not None and ev.scoring not in (kind.scorings or (ev.scoring,)):
         able = " or ".join(k.title for k in SOURCES.values() if ev.scoring in (k.scorings or ()))
         _fail("eval.scoring", f"{ev.scoring} scores {able} sources, not {ev.source!r}; use auto or strict")
     if (ev.since or ev.until) and not (kind is not None and kind.dated):
@@ -289,6 +311,8 @@ def check_config(cfg: ExperimentConfig) -> None:
 
 def config_warnings(cfg: ExperimentConfig) -> list[str]:
     """Legal but probably unintended settings; the run prints and records them."""
+    from crlab.train.grpo.phases import SwitchPolicy, SwitchRestart
+
     out = []
     for i, phase in enumerate(cfg.phases):
         if phase.scale_on == "rewards" and cfg.grpo.norm_adv_by_std and phase.crl_reward_scale != 1.0:
@@ -324,8 +348,10 @@ def config_warnings(cfg: ExperimentConfig) -> list[str]:
 def has_rl(cfg: ExperimentConfig) -> bool:
     """Whether the steps have RL prompts: not when every prompt is a critique (``data.crl_ratio`` 1, or a
     ratio that rounds to every prompt of a step under ``data.crl_mix: exact``)."""
+    from crlab.data.mix import CrlMix
+
     pps = cfg.grpo.prompts_per_step
-    exact_all = round(cfg.data.crl_ratio * pps) >= pps and cfg.data.crl_mix == "exact"
+    exact_all = round(cfg.data.crl_ratio * pps) >= pps and cfg.data.crl_mix == CrlMix.EXACT
     return not (exact_all or cfg.data.crl_ratio >= 1)
 
 

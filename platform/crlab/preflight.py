@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crlab import models
+from crlab.data.pool import Budget
 from crlab.errors import CrlabError
+from crlab.rewards.sandbox import Isolation
 
 if TYPE_CHECKING:
     from crlab.config import ExperimentConfig
@@ -90,7 +92,7 @@ def check_sandbox(isolation: str) -> Check:
     from crlab.rewards.spec import TestSpec
 
     fix = "`platform doctor --fix` (or apt-get install bubblewrap), or reward.isolation=rlimit (weaker)"
-    if isolation == "bwrap" and shutil.which("bwrap") is None:
+    if isolation == Isolation.BWRAP and shutil.which("bwrap") is None:
         return _bad("sandbox", "bubblewrap (bwrap) is not installed", fix)
     spec = TestSpec(kind="stdin", inputs=("2\n",), outputs=("4\n",))
     try:
@@ -171,7 +173,7 @@ def check_data(cfg: ExperimentConfig) -> Check:
 
     try:
         problems, crl = load_sources(cfg)
-        if cfg.data.budget == "pool":  # the split by the ratio, from the rows' file when there is one
+        if cfg.data.budget == Budget.POOL:  # the split by the ratio, from the rows' file when there is one
             n_rl, n_crl = pool_counts(cfg, problems)
             return Check("data", True, f"{cfg.data.rl_source}: a pool of {len(problems)} problems, {n_rl} RL + "
                                        f"{n_crl} CRL at data.crl_ratio={cfg.data.crl_ratio}")  # fmt: skip

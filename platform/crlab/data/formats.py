@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from crlab.data.problems import DataFormatError, Problem
+from crlab.rewards._harness import TestKind
 from crlab.rewards.spec import TestSpec, TestSpecError
 
 
@@ -105,13 +106,13 @@ def _lcb_tests(cases: list, field: str, where: tuple) -> tuple[str, list[str], l
         name = f"{field}[{i}]"
         if not isinstance(case, dict) or not {"input", "output"} <= case.keys():
             raise DataFormatError(*where, name, "each test needs 'input' and 'output'")
-        kind = case.get("testtype", "stdin")
-        if kind not in ("stdin", "functional"):
+        kind = case.get("testtype", TestKind.STDIN)
+        if kind not in (TestKind.STDIN, TestKind.FUNCTIONAL):
             raise DataFormatError(
                 *where, f"{name}.testtype", f"expected 'stdin' or 'functional', got {kind!r}"
             )
         kinds.add(kind)
-        if kind == "functional":
+        if kind == TestKind.FUNCTIONAL:
             try:
                 inputs.append(_functional_args(case["input"]))
                 outputs.append(json.dumps(json.loads(case["output"])))
@@ -149,7 +150,7 @@ def _lcb_problem(row: dict, where: tuple) -> Problem:
     if not in_a + in_b:
         raise DataFormatError(*where, "public_test_cases", "no tests")
     fn_name = metadata.get("func_name") if isinstance(metadata, dict) else None
-    if kind == "functional" and not fn_name:
+    if kind == TestKind.FUNCTIONAL and not fn_name:
         raise DataFormatError(*where, "metadata", "functional tests need metadata.func_name")
     spec = _make_spec(
         where,

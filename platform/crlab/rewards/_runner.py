@@ -148,7 +148,7 @@ def _parse_record(raw: bytes, nonce: str) -> dict:
     return rec if isinstance(rec, dict) and rec.get("n") == nonce else {}
 
 
-def classify(kind, timed_out, status, cpu, rec, out_size, cfg) -> tuple[str | None, str]:
+def classify(kind, timed_out, status, cpu, rec, out_size, cfg: dict) -> tuple[str | None, str]:
     """Verdict from facts gathered outside the child. ``None`` means: compare the output on the host."""
     s = rec.get("s")
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0

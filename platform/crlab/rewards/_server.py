@@ -67,7 +67,7 @@ def recv_frame(fd: int):
 
 
 # ---------------------------------------------------------------- baseline: one fresh interpreter per test
-def _child(cfg, fds, rfd, jfd) -> None:
+def _child(cfg: dict, fds, rfd, jfd) -> None:
     """After fork: set up (see ``_runner.setup_child``), then exec a fresh interpreter. Never returns."""
     try:
         setup_child(cfg, {fds[0]: 0, fds[1]: 1, fds[2]: 2, fds[3]: rfd, fds[4]: jfd})

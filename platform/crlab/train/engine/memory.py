@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crlab.models import ModelDtype
 from crlab.train.engine.ds_config import Precision
 from crlab.train.grpo.logprobs import chunk_tokens
 from crlab.train.rollouts import RolloutEngine
@@ -175,7 +176,7 @@ def logits_row(cfg: ExperimentConfig, shape: ModelShape) -> Row:
 def extra_rows(cfg: ExperimentConfig, params: int) -> list[Row]:
     rows = []
     if cfg.grpo.kl_coef > 0:
-        width = 4 if cfg.model.dtype == "float32" else 2
+        width = 4 if cfg.model.dtype == ModelDtype.FLOAT32 else 2
         rows.append(Row("reference model", float(params * width), f"{cfg.model.dtype}, whole on every rank"))
     if cfg.rollout.engine in (RolloutEngine.VLLM, RolloutEngine.AUTO):
         share = cfg.rollout.gpu_memory_utilization

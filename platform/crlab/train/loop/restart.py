@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from crlab.data.pool import Budget
 from crlab.train.engine import dist
 from crlab.train.loop import setup
 
@@ -27,7 +28,7 @@ def pass_over(cfg: ExperimentConfig, step: int, phase_start: dict[str, int] | No
     ``grpo.max_steps``, which cycles the data."""
     if cfg.grpo.max_steps:
         return False
-    if cfg.data.budget == "rl_rows":
+    if cfg.data.budget == Budget.RL_ROWS:
         return step - (phase_start["step"] if phase_start else 0) >= planned
     return setup.budget_spent(cfg, sampler, planned)
 

@@ -16,7 +16,10 @@ import numpy as np
 import torch
 
 from crlab import models
+from crlab.data.pool import Budget
+from crlab.data.prompts import OverlongPrompts
 from crlab.errors import ConfigError
+from crlab.rewards._harness import Harness
 from crlab.train.grpo.phases import SwitchPolicy, SwitchRestart, transition_steps
 from crlab.train.loop.step import PromptRow, RowKind
 from crlab.train.rollouts import RolloutEngine
@@ -122,7 +125,7 @@ def pool_rows(
 ) -> tuple[list[PromptRow], list[PromptRow]]:
     """``data.budget=pool``: round(ratio N) of the pool's problems become one CRL row each, the rest RL rows
     (:mod:`crlab.data.pool`); other budgets: the rows as they are."""
-    if cfg.data.budget != "pool":
+    if cfg.data.budget != Budget.POOL:
         return rl, crl
     from crlab.data.pool import split_pool
 
@@ -150,7 +153,7 @@ def filter_overlong(
     """``data.overlong_prompts=filter``: drop the rows whose prompt, chat template applied as the rollout
     sends it, is over ``data.max_prompt_length`` tokens (verl's ``data.filter_overlong_prompts``, which the
     authors set); the counts are logged once. ``keep``: the rows as they are."""
-    if cfg.data.overlong_prompts != "filter":
+    if cfg.data.overlong_prompts != OverlongPrompts.FILTER:
         return rl, crl
     from crlab.train.rollouts.rollout import render_prompt
 
@@ -190,7 +193,7 @@ def make_sandbox(cfg: ExperimentConfig) -> Any:
     def pool(limit: float) -> Sandbox:
         return Sandbox(sandbox_workers(cfg), limit, r.memory_mb, r.isolation)
 
-    if r.harness == "authors":
+    if r.harness == Harness.AUTHORS:
         return Sandbox(
             sandbox_workers(cfg), r.time_limit_s, r.memory_mb, r.isolation, harness="authors",
             second_time_limit_s=r.fallback_time_limit_s,
@@ -230,10 +233,10 @@ def planned_steps(cfg: ExperimentConfig, n_rl: int, n_crl: int) -> int:
     g = cfg.grpo
     if g.max_steps:
         return int(g.max_steps)
-    if cfg.data.budget == "rl_rows":
+    if cfg.data.budget == Budget.RL_ROWS:
         rl_per_step = max(1, g.prompts_per_step - round(cfg.data.crl_ratio * g.prompts_per_step))
         return math.ceil(max(n_rl, 1) / rl_per_step) * g.epochs
-    rows = n_rl + n_crl if cfg.data.budget == "pool" else n_rl or n_crl
+    rows = n_rl + n_crl if cfg.data.budget == Budget.POOL else n_rl or n_crl
     return math.ceil(max(rows, 1) / g.prompts_per_step) * g.epochs
 
 
@@ -243,7 +246,7 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
     split (``pool``: "RL problems + CRL problems"). Reads the data sources (no model)."""
     problems, crl_problems = load_sources(cfg)
     n_rl, n_crl = len(problems), len(crl_problems)
-    if cfg.data.budget == "pool":  # the pool's N problems, round(ratio N) of them converted
+    if cfg.data.budget == Budget.POOL:  # the pool's N problems, round(ratio N) of them converted
         n_rl, n_crl = pool_counts(cfg, problems)
     steps, exact = run_steps(cfg, planned_steps(cfg, n_rl, n_crl))
     pps = cfg.grpo.prompts_per_step
@@ -254,7 +257,7 @@ def plan(cfg: ExperimentConfig) -> dict[str, Any]:
         "rl_rows": steps * (pps - crl_per_step),
         "crl_rows": steps * crl_per_step,
         "exact": exact,
-        **({"pool": f"{n_rl} + {n_crl}"} if cfg.data.budget == "pool" else {}),  # the pool's N, split
+        **({"pool": f"{n_rl} + {n_crl}"} if cfg.data.budget == Budget.POOL else {}),  # the pool's N, split
     }
 
 
@@ -291,7 +294,7 @@ def run_steps(cfg: ExperimentConfig, planned: int) -> tuple[int, bool]:
 def budget_spent(cfg: ExperimentConfig, sampler: Any, planned: int) -> bool:
     """``data.budget=rows`` without ``max_steps``: the pass is over once the sampler has drawn the budget's
     batches. DAPO refills draw from the same pass, so a run that refills ends in fewer update steps."""
-    return cfg.data.budget in ("rows", "pool") and not cfg.grpo.max_steps and sampler.steps >= planned
+    return cfg.data.budget in (Budget.ROWS, Budget.POOL) and not cfg.grpo.max_steps and sampler.steps >= planned
 
 
 def sandbox_workers(cfg: ExperimentConfig) -> int:
