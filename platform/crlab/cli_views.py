@@ -11,6 +11,7 @@ from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 
+from crlab.registry.entities import EventKind
 from crlab.registry.journal import unsent
 
 STATUS_STYLE = {
@@ -170,8 +171,9 @@ def search_table(spec: Any) -> Table:
     return table
 
 
-# checkpoints have their own table; the per-problem records of evaluations are in `runs show --json`
-HIDDEN_EVENTS = ("checkpoint", "eval_problems")
+# checkpoints have their own table; the per-problem records of evaluations and the sweep process watching a
+# run are in `runs show --json`
+HIDDEN_EVENTS = (EventKind.CHECKPOINT, EventKind.EVAL_PROBLEMS, EventKind.SWEEP_WATCH)
 
 
 def best_checkpoint_json(registry: Any, run: Any) -> dict[str, Any] | None:

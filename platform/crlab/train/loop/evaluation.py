@@ -50,14 +50,14 @@ from typing import TYPE_CHECKING, Any
 from crlab.config_checks import selection_metric
 from crlab.errors import ConfigError, CrlabError
 from crlab.eval.sources import SetKind
-from crlab.registry.entities import improves
+from crlab.registry.entities import EventKind, improves
 
 if TYPE_CHECKING:
     from crlab.config import EvalConfig, ExperimentConfig
 
 EVAL_SEED = 0  # the eval set (its subset, the tiny task's split) does not depend on the run's seed
 REPORT, SELECT = "eval/", "val/"  # metric prefixes: the reported set, the selection set
-PROBLEMS_EVENT = "eval_problems"
+PROBLEMS_EVENT = EventKind.EVAL_PROBLEMS
 
 
 @dataclass

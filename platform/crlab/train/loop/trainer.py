@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from crlab import faults
 from crlab.registry import Registry
-from crlab.registry.entities import Run
+from crlab.registry.entities import EventKind, Run
 from crlab.registry.writer import RunRecorder
 from crlab.train.engine import dist
 from crlab.train.engine.memory import measured_peak
@@ -130,7 +130,7 @@ class Trainer:
             self.recorder = RunRecorder(self.registry.engine, run.id, run.run_dir or "", run.attempt)
         if rng is not None:
             self._record(
-                run.id, "resume", {"from_step": self.step, "attempt": run.attempt}, self.step
+                run.id, EventKind.RESUME, {"from_step": self.step, "attempt": run.attempt}, self.step
             )  # counted when taken
         # The first step starts from RNG states that depend only on the config and seed (or on the
         # checkpoint): whatever set-up drew from the global RNGs (building or loading the model, the data,
@@ -183,7 +183,7 @@ class Trainer:
         kept = [str(p) for p in self.checkpoints.complete()]  # the registry forgets the pruned ones
         is_best = best is not None and best.step == self.step
         self.recorder.checkpoint(self.step, str(path), kept, best=self.step if is_best else None)
-        self._record(run.id, "checkpoint", {"path": str(path)}, self.step)
+        self._record(run.id, EventKind.CHECKPOINT, {"path": str(path)}, self.step)
 
     def _record(self, run_id: str, kind: str, payload: dict[str, Any], step: int | None) -> None:
         if self.recorder is None:
@@ -224,7 +224,7 @@ class Trainer:
             self._log_metrics(run, metrics, timings)
             self._log_examples()
             if stopping:
-                self._record(run.id, "preemption", {"signal": stop.signum}, self.step)
+                self._record(run.id, EventKind.PREEMPTION, {"signal": stop.signum}, self.step)
                 return "preempted"
         return "completed"
 
@@ -241,7 +241,7 @@ class Trainer:
             self.total_steps = self._phase_total()
             restart.reference_from_policy(self.ref_model, self.engine, run.run_dir or "", self.step)
             payload["total_steps"] = self.total_steps
-        self._record(run.id, "phase_switch", payload, self.step)
+        self._record(run.id, EventKind.PHASE_SWITCH, payload, self.step)
 
     def _pass_over(self) -> bool:
         return restart.pass_over(self.cfg, self.step, self.phase_start, self.sampler, self.planned_steps)
