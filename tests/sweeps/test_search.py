@@ -1,4 +1,4 @@
-"""Optuna search sweeps: spec errors (file:line, exit code 2) and a 6-trial search on the tiny coder in which
+"""Optuna search sweeps: spec errors (file:line, exit code 2) and a 4-trial search on the tiny coder in which
 trials are pruned on the intermediate RL reward, with the study stored in the registry's database."""
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ overrides:
   grpo.prompts_per_step: 4
   grpo.mini_batch_size: 2
   reward.sandbox_workers: 1
+  eval.source: null  # the objective is the RL reward: no held-out evaluation
 search:
   sampler: random
   seed: 6
-  n_trials: 6
+  n_trials: 4  # seed 6 draws temperatures 1, 1, 30, 1: one hot trial after a completed one
   metric: reward/rl_mean
   last_k: 2
   prune_on: reward/rl_mean
@@ -72,7 +73,7 @@ search:
 
 
 @pytest.mark.slow
-def test_a_six_trial_search_prunes_and_links_trials_to_runs(
+def test_a_four_trial_search_prunes_and_links_trials_to_runs(
     tiny_cache: str, tmp_path: Path, child_env: dict[str, str]
 ) -> None:
     import optuna
@@ -89,10 +90,10 @@ def test_a_six_trial_search_prunes_and_links_trials_to_runs(
     study = optuna.load_study(study_name="tiny-search", storage=url)  # the registry's own database
     trials = study.get_trials()
     states = [t.state for t in trials]
-    assert len(trials) == 6 and optuna.trial.TrialState.RUNNING not in states
+    assert len(trials) == 4 and optuna.trial.TrialState.RUNNING not in states
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert pruned and len(pruned) + len(complete) == 6
+    assert pruned and len(pruned) + len(complete) == 4
     # At temperature 30 the tiny coder writes no code (RL reward 0 at step 1), below the median of the
     # completed trials there: every such trial after the first completed one is pruned at its first report.
     first_done = min(t.number for t in complete)
@@ -114,4 +115,4 @@ def test_a_six_trial_search_prunes_and_links_trials_to_runs(
                 assert trial.value == pytest.approx(objective(reg, run.id, "reward/rl_mean", 2))
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert len(optuna.load_study(study_name="tiny-search", storage=url).get_trials()) == 6  # nothing new
+    assert len(optuna.load_study(study_name="tiny-search", storage=url).get_trials()) == 4  # nothing new
