@@ -6,7 +6,6 @@ stderr and exit with code 2; nothing is written to the registry before the input
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from crlab import __version__
-from crlab.cli_data import data_app
+from crlab.cli_data import data_app, model_app
 from crlab.cli_doctor import doctor_command
 from crlab.cli_eval import eval_command
 from crlab.cli_options import DbOpt, JsonOpt, OverridesArg, err, out, print_json
@@ -34,7 +33,6 @@ runs_app = typer.Typer(no_args_is_help=True, help="List and inspect runs in the 
 db_app = typer.Typer(no_args_is_help=True, help="Create, migrate and inspect the registry database.")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
-model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (the bundled tiny coder).")
 app.add_typer(model_app, name="model")
 app.command("eval")(eval_command)
 app.add_typer(data_app, name="data")
@@ -369,33 +367,6 @@ def db_current(db: DbOpt = None, json_out: JsonOpt = False) -> None:
         )
     else:
         out.print(f"{regdb.display_url(url)}: revision {current or '(empty)'}, head {head}: {state}")
-
-
-@model_app.command("build-tiny")
-def model_build_tiny(
-    seed: Annotated[int, typer.Option(help="Seed of the tokenizer, initialisation and warm start.")] = 0,
-    force: Annotated[
-        bool, typer.Option("--force", help="Build into the cache even if it has it, or the package ships it.")
-    ] = False,
-    cache_dir: Annotated[
-        str | None, typer.Option(help="Where built models live. Default: $CRLAB_CACHE or ~/.cache/crlab.")
-    ] = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Where the tiny coder (tiny://coder) is: seed 0 ships with the package; other seeds, or --force, build."""
-    from crlab.train.tiny.model import build_tiny, shipped_dir, tiny_dir
-
-    shipped = None if force else shipped_dir(seed)
-    path = shipped or build_tiny(cache_dir, seed=seed, force=force, log=None if json_out else err.print)
-    info = json.loads((path / "build.json").read_text())
-    if json_out:
-        print_json({"path": str(path), "shipped": shipped is not None, **info})
-        return
-    where = "ships with the package at" if shipped else "built at"
-    about = f"{info['examples']} warm-start examples, loss {info['final_loss']:.3f}"
-    out.print(f"tiny coder {where} {path} ({about})")
-    if shipped:
-        out.print(f"runs use it as is; --force rebuilds it into {tiny_dir(cache_dir, seed)} (the same bytes)")
 
 
 def main() -> None:

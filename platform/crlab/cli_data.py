@@ -1,8 +1,9 @@
 """`platform data ...`: the paper's data preparation: filter tests, split problems into RL and CRL pools,
-and build labelled CRL rows from a generator model."""
+and build labelled CRL rows from a generator model; `platform model build-tiny`: the bundled tiny coder."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from crlab.errors import CrlabError
 data_app = typer.Typer(
     no_args_is_help=True, help="Prepare training data: filter tests, split pools, build CRL rows."
 )
+model_app = typer.Typer(no_args_is_help=True, help="Build and inspect models (the bundled tiny coder).")
 Opt = typer.Option
 
 
@@ -190,3 +192,30 @@ def _finish(rows, counts, balance, seed, out_path, json_out, write, warning) -> 
         + (" (balanced)" if balance else "") + f" -> {out_path}",
         highlight=False,
     )  # fmt: skip
+
+
+@model_app.command("build-tiny")
+def model_build_tiny(
+    seed: Annotated[int, typer.Option(help="Seed of the tokenizer, initialisation and warm start.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Build into the cache even if it has it, or the package ships it.")
+    ] = False,
+    cache_dir: Annotated[
+        str | None, typer.Option(help="Where built models live. Default: $CRLAB_CACHE or ~/.cache/crlab.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Where the tiny coder (tiny://coder) is: seed 0 ships with the package; other seeds, or --force, build."""
+    from crlab.train.tiny.model import build_tiny, shipped_dir, tiny_dir
+
+    shipped = None if force else shipped_dir(seed)
+    path = shipped or build_tiny(cache_dir, seed=seed, force=force, log=None if json_out else err.print)
+    info = json.loads((path / "build.json").read_text())
+    if json_out:
+        print_json({"path": str(path), "shipped": shipped is not None, **info})
+        return
+    where = "ships with the package at" if shipped else "built at"
+    about = f"{info['examples']} warm-start examples, loss {info['final_loss']:.3f}"
+    out.print(f"tiny coder {where} {path} ({about})")
+    if shipped:
+        out.print(f"runs use it as is; --force rebuilds it into {tiny_dir(cache_dir, seed)} (the same bytes)")
