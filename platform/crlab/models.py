@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +106,8 @@ def smollm2_model(uri: str) -> GGUFModel:
 
 def find_gguf(model: GGUFModel) -> Path | None:
     """The GGUF file inside the installed distribution, or None when it is not installed."""
+    from importlib import metadata  # 50 ms: only when a model is resolved
+
     try:
         dist = metadata.distribution(model.dist)
     except metadata.PackageNotFoundError:
@@ -214,6 +215,8 @@ def convert_gguf(model: GGUFModel, source: Path, target: Path) -> Path:
     Writes into a temporary folder beside ``target`` and renames it into place; the caller holds the lock,
     so any earlier temporary folder of this target is a leftover of a killed conversion and is removed.
     """
+    from importlib import metadata
+
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
