@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.registry.recording import Recording
 
 REPO = Path(__file__).resolve().parents[1]
 METRIC = "reward/rl_mean"
@@ -45,7 +46,6 @@ def _seed_registry(url: str, runs_dir: Path) -> list[str]:
     """A sweep of two completed runs (crl_ratio 0 and 0.5), their metrics and events sent by their journals."""
     from crlab.config import load_config
     from crlab.registry import Registry
-    from crlab.registry.journal import Journal, replay
     from crlab.registry.lifecycle import new_run_fields
 
     ids = []
@@ -59,13 +59,11 @@ def _seed_registry(url: str, runs_dir: Path) -> list[str]:
                 cell_key=f"k{i}", **fields,
             )  # fmt: skip
             reg.start_attempt(run.id, host="h", pid=1)
-            journal = Journal(run.run_dir, attempt=1)
-            for step in (1, 2):
-                journal.append("metrics", step=step, values={METRIC: 0.25 * step + ratio / 4})
-            journal.append("event", event="phase_switch", payload={"from_phase": 0, "to_phase": 1}, step=2)
-            journal.append("status", status="completed", error=None)
-            journal.close()
-            replay(reg.engine, run.id, run.run_dir)
+            with Recording(reg, run.id) as rec:  # the run's journal, applied as a run's writer applies it
+                for step in (1, 2):
+                    rec.metrics(step, {METRIC: 0.25 * step + ratio / 4})
+                rec.event("phase_switch", {"from_phase": 0, "to_phase": 1}, 2)
+                rec.status("completed", None)
             ids.append(run.id)
     return ids
 

@@ -24,7 +24,7 @@ from rich.table import Table
 from crlab.cli_options import DbOpt, JsonOpt, err, out, print_json
 from crlab.errors import CrlabError
 from crlab.models import ModelDtype
-from crlab.train.rollouts import RolloutEngine
+from crlab.train.rollouts import RolloutEngine, resolve_engine
 
 CPU_DTYPE = ModelDtype.FLOAT32.value  # bf16 matmuls are slow on most CPUs; a run's own dtype is kept on GPU
 MODEL_MAX_NEW_TOKENS = 512  # default response budget when evaluating a model (a run uses its last phase's)
@@ -164,8 +164,7 @@ def _load_policy(target: dict[str, Any], engine: str) -> Any:
         from crlab.train.engine.weights import load_checkpoint_weights
 
         load_checkpoint_weights(model, target["checkpoint"].path)
-    if engine == RolloutEngine.AUTO:
-        engine = RolloutEngine.VLLM if on_gpu and _has_vllm() else RolloutEngine.HF
+    engine = resolve_engine(engine)
     sampling = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}
     if engine == RolloutEngine.HF:
         if on_gpu:
@@ -179,12 +178,6 @@ def _load_policy(target: dict[str, Any], engine: str) -> Any:
 
     settings = settings_from_config(cfg, sleep_mode=False, gpu_memory=0.85)
     return VLLMRollout(model_dir, tok, **sampling, settings=settings)
-
-
-def _has_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
 
 
 def _style(target: dict[str, Any] | None, style: str) -> str:

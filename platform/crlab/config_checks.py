@@ -6,7 +6,10 @@ import functools
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from crlab.data.pool import Budget
 from crlab.errors import ConfigError
+from crlab.train.grpo.phases import PlateauRule, SwitchPolicy, SwitchRestart
+from crlab.train.grpo.strategies import SingleSample
 
 if TYPE_CHECKING:
     from crlab.config import EvalConfig, ExperimentConfig
@@ -19,7 +22,6 @@ def choices() -> dict[str, Collection[str]]:
     it, or a registry (the names registered when the check runs, so a strategy registered by name is a valid
     choice). Read when a config is checked, so that reading this module imports none of those modules."""
     from crlab.data.mix import CrlMix
-    from crlab.data.pool import Budget
     from crlab.data.prompts import CritiquePrompt, OverlongPrompts
     from crlab.eval.scoring import Scoring
     from crlab.models import ModelDtype
@@ -28,8 +30,8 @@ def choices() -> dict[str, Collection[str]]:
     from crlab.rewards.sandbox import REWARD_HARNESSES, Isolation
     from crlab.tracking import TrackingMode
     from crlab.train.engine.ds_config import Precision, WarmupUnit
-    from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES, SwitchRestart
-    from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, DapoQuota, MicroWeight, SingleSample
+    from crlab.train.grpo.phases import PLATEAU_RULES, SWITCH_POLICIES
+    from crlab.train.grpo.strategies import ADV_ESTIMATORS, LOSS_AGGS, DapoQuota, MicroWeight
     from crlab.train.rollouts import RolloutEngine
 
     return {
@@ -87,8 +89,6 @@ def _check_choices(cfg: ExperimentConfig) -> None:
 
 
 def _check_grpo(cfg: ExperimentConfig) -> None:
-    from crlab.train.grpo.strategies import SingleSample
-
     g = cfg.grpo
     if g.group_size < 2 and not (g.group_size == 1 and g.single_sample_advantage == SingleSample.RAW):
         _fail(
@@ -122,8 +122,6 @@ def _check_grpo(cfg: ExperimentConfig) -> None:
 
 
 def _check_phases(cfg: ExperimentConfig) -> None:
-    from crlab.train.grpo.phases import PlateauRule, SwitchPolicy
-
     phases = cfg.phases
     if len(phases) == 0:
         _fail("phases", "the phase list is empty; give at least one phase (name, max_response_length)")
@@ -153,8 +151,6 @@ def _check_phases(cfg: ExperimentConfig) -> None:
 
 
 def _check_rest(cfg: ExperimentConfig) -> None:
-    from crlab.data.pool import Budget
-
     if not str(cfg.model.path).strip():
         _fail("model.path", "is empty; give a Hugging Face id, a local directory or tiny://coder")
     _check_range(cfg, "data.crl_ratio", 0, 1)
@@ -311,8 +307,6 @@ def check_config(cfg: ExperimentConfig) -> None:
 
 def config_warnings(cfg: ExperimentConfig) -> list[str]:
     """Legal but probably unintended settings; the run prints and records them."""
-    from crlab.train.grpo.phases import SwitchPolicy, SwitchRestart
-
     out = []
     for i, phase in enumerate(cfg.phases):
         if phase.scale_on == "rewards" and cfg.grpo.norm_adv_by_std and phase.crl_reward_scale != 1.0:

@@ -22,7 +22,7 @@ from crlab.errors import ConfigError
 from crlab.rewards._harness import Harness
 from crlab.train.grpo.phases import SwitchPolicy, SwitchRestart, transition_steps
 from crlab.train.loop.step import PromptRow, RowKind
-from crlab.train.rollouts import RolloutEngine
+from crlab.train.rollouts import RolloutEngine, resolve_engine
 from crlab.train.tiny.model import TINY_URI, resolve_model_path
 
 if TYPE_CHECKING:
@@ -312,20 +312,9 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
-def rollout_engine(cfg: ExperimentConfig) -> str:
-    """``rollout.engine`` as this machine resolves it: ``auto`` is vLLM where CUDA and vLLM are, else hf."""
-    import importlib.util
-
-    engine = RolloutEngine(cfg.rollout.engine)
-    if engine == RolloutEngine.AUTO:
-        on_gpu = torch.cuda.is_available() and importlib.util.find_spec("vllm")
-        engine = RolloutEngine.VLLM if on_gpu else RolloutEngine.HF
-    return engine
-
-
 def check_rollout(cfg: ExperimentConfig) -> None:
     """The rollout settings that can be refused before any model loads (vLLM: ``rollout.tensor_parallel_size``)."""
-    if rollout_engine(cfg) == "vllm":
+    if resolve_engine(cfg.rollout.engine) == RolloutEngine.VLLM:
         from crlab.train.rollouts.vllm_rollout import check_config
 
         check_config(cfg)
@@ -338,7 +327,7 @@ def make_rollout(cfg: ExperimentConfig, model_dir: str, tokenizer: Any, module: 
 
     r = cfg.rollout
     sampling = {"temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k}
-    if rollout_engine(cfg) == "vllm":
+    if resolve_engine(cfg.rollout.engine) == RolloutEngine.VLLM:
         from crlab.train.rollouts.vllm_rollout import VLLMRollout, settings_from_config
 
         return VLLMRollout(model_dir, tokenizer, **sampling, settings=settings_from_config(cfg))
@@ -363,7 +352,7 @@ def check_world(cfg: ExperimentConfig, world: int) -> None:
             )
     keys = ("eval.source", "eval.select_source", "eval.crl_source")  # select_source: unused without source
     evals = [key for key in keys if getattr(cfg.eval, key.split(".")[1]) and (key != keys[1] or cfg.eval.source)]
-    if cfg.deepspeed.zero_stage == 3 and evals and rollout_engine(cfg) == "hf":
+    if cfg.deepspeed.zero_stage == 3 and evals and resolve_engine(cfg.rollout.engine) == RolloutEngine.HF:
         raise ConfigError(
             f"{' and '.join(evals)} with deepspeed.zero_stage=3 on {world} ranks and rollout.engine=hf: the "
             "held-out evaluation runs on rank 0 alone, and each HF forward under ZeRO-3 gathers parameters "

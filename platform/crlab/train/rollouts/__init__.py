@@ -9,3 +9,16 @@ class RolloutEngine(StrEnum):
     AUTO = "auto"
     HF = "hf"
     VLLM = "vllm"
+
+
+def resolve_engine(engine: str) -> RolloutEngine:
+    """``engine`` as this machine resolves it: ``auto`` is vLLM where CUDA and vLLM are, else hf."""
+    import importlib.util
+
+    import torch
+
+    chosen = RolloutEngine(engine)
+    if chosen != RolloutEngine.AUTO:
+        return chosen
+    on_gpu = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    return RolloutEngine.VLLM if on_gpu else RolloutEngine.HF
